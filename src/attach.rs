@@ -1,0 +1,212 @@
+//! The OCI side of signatures: where they live and how they are fetched and attached.
+//!
+//! cosign's tag scheme (`sha256-<hex>.sig` in the artifact's repository, or in
+//! `$COSIGN_REPOSITORY`) and cosign v3's Sigstore bundles attached as referrers (the
+//! referrers API or the `sha256-<hex>` fallback index). The cryptography is in
+//! [`crate::signature`]; this module only moves bytes between stores and that code.
+
+use std::collections::HashMap;
+
+use crate::error::{fail, kind_of, Kind};
+use crate::oci::{self, Descriptor, Index, Manifest};
+use crate::signature::{self, Policy, Verified};
+use crate::store::{self, Store};
+
+/// Payloads and bundles are small; anything bigger is refused before download.
+const SIG_BLOB_CAP: u64 = 1 << 20;
+
+/// Where signatures live when `COSIGN_REPOSITORY` is set (else: beside the artifact).
+pub async fn signature_store_override(
+    opts: &store::Options,
+    writable: bool,
+) -> anyhow::Result<Option<Box<dyn Store>>> {
+    match std::env::var("COSIGN_REPOSITORY") {
+        Ok(repo) if !repo.is_empty() => {
+            let sloc = crate::reference::parse(&repo)?;
+            Ok(Some(store::open(&sloc, opts, writable).await?))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// The classic `.sig` manifest for `digest`, or `None` when the tag does not exist.
+pub async fn fetch_sig_manifest(
+    sigs: &dyn Store,
+    digest: &str,
+) -> anyhow::Result<Option<(Vec<u8>, Manifest)>> {
+    match sigs.fetch_manifest(&signature::signature_tag(digest)).await {
+        Ok((bytes, _)) => {
+            let m: Manifest = serde_json::from_slice(&bytes).map_err(|e| {
+                fail(
+                    Kind::Integrity,
+                    format!("signature manifest for {digest} is not valid: {e}"),
+                )
+            })?;
+            Ok(Some((bytes, m)))
+        }
+        Err(e) if kind_of(&e) == Kind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Fetch every layer blob of a signature manifest, concurrently.
+pub async fn fetch_layers(
+    sigs: &dyn Store,
+    m: &Manifest,
+) -> anyhow::Result<HashMap<String, Vec<u8>>> {
+    let futs = m.layers.iter().map(|l| async move {
+        let b = store::fetch_blob_bytes(sigs, l, SIG_BLOB_CAP).await?;
+        Ok::<_, anyhow::Error>((l.digest.clone(), b))
+    });
+    futures_util::future::try_join_all(futs)
+        .await
+        .map(|v| v.into_iter().collect())
+}
+
+/// Referrers of `digest` (fallback tag scheme `sha256-<hex>`), if any.
+pub async fn fetch_referrers(sigs: &dyn Store, digest: &str) -> anyhow::Result<Option<Index>> {
+    let tag = digest.replace(':', "-");
+    match sigs.fetch_manifest(&tag).await {
+        Ok((bytes, _)) => Ok(serde_json::from_slice(&bytes).ok()),
+        Err(e) if kind_of(&e) == Kind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Verify the v3 Sigstore bundles attached to `digest`.
+async fn verify_bundles(
+    sigs: &dyn Store,
+    digest: &str,
+    idx: &Index,
+    policy: &Policy,
+) -> (Vec<Verified>, Vec<String>) {
+    let mut ok = Vec::new();
+    let mut why = Vec::new();
+    for d in &idx.manifests {
+        let res: anyhow::Result<Verified> = async {
+            let (bytes, _) = sigs.fetch_manifest(&d.digest).await?;
+            let m: Manifest = serde_json::from_slice(&bytes)?;
+            let is_bundle = m.artifact_type.as_deref() == Some(oci::SIGSTORE_BUNDLE_V03)
+                || m.layers
+                    .iter()
+                    .any(|l| l.media_type == oci::SIGSTORE_BUNDLE_V03);
+            if !is_bundle {
+                anyhow::bail!("referrer {} is not a Sigstore bundle", d.digest);
+            }
+            if m.subject.as_ref().map(|s| s.digest.as_str()) != Some(digest) {
+                anyhow::bail!("referrer {} has another subject", d.digest);
+            }
+            let layer = m
+                .layers
+                .iter()
+                .find(|l| l.media_type == oci::SIGSTORE_BUNDLE_V03)
+                .ok_or_else(|| anyhow::anyhow!("referrer {} has no bundle layer", d.digest))?;
+            let blob = store::fetch_blob_bytes(sigs, layer, SIG_BLOB_CAP).await?;
+            signature::verify_sigstore_bundle(digest, &blob, policy)
+        }
+        .await;
+        match res {
+            Ok(v) => ok.push(v),
+            Err(e) => why.push(format!("{}: {e:#}", d.digest)),
+        }
+    }
+    (ok, why)
+}
+
+/// Everything that verifies for `digest` under `policy`: classic `.sig` layers and v3
+/// bundles. Errors carry cosign's exit codes: 11 nothing attached, 10 an empty signature
+/// manifest, 12 signatures present but none verifies.
+pub async fn verify(
+    sigs: &dyn Store,
+    digest: &str,
+    policy: &Policy,
+) -> anyhow::Result<Vec<Verified>> {
+    let classic = fetch_sig_manifest(sigs, digest).await?;
+    let mut verified = Vec::new();
+    let mut reasons = Vec::new();
+    let mut any = false;
+    if let Some((_, m)) = &classic {
+        let blobs = fetch_layers(sigs, m).await?;
+        let lookup = |d: &Descriptor| blobs.get(&d.digest).cloned();
+        match signature::verify_signature_manifest(digest, m, &lookup, policy) {
+            Ok(v) => return Ok(v),
+            Err(e) => {
+                any = !m.layers.is_empty();
+                reasons.push(format!("{e:#}"));
+                if kind_of(&e) != Kind::NoSignatures && kind_of(&e) != Kind::NoMatchingSignature {
+                    return Err(e);
+                }
+            }
+        }
+    }
+    if let Some(idx) = fetch_referrers(sigs, digest).await? {
+        let (ok, why) = verify_bundles(sigs, digest, &idx, policy).await;
+        any |= !idx.manifests.is_empty();
+        verified.extend(ok);
+        reasons.extend(why);
+    }
+    if !verified.is_empty() {
+        return Ok(verified);
+    }
+    if classic.is_none() && !any {
+        crate::bail_kind!(
+            Kind::SigTagNotFound,
+            "no signatures found for {digest} in {}: no {} tag and no Sigstore bundle referrers; sign it with `kplug sign --key cosign.key REF`",
+            sigs.describe(),
+            signature::signature_tag(digest)
+        );
+    }
+    if !any {
+        crate::bail_kind!(
+            Kind::NoSignatures,
+            "the signature manifest for {digest} in {} holds no signatures",
+            sigs.describe()
+        );
+    }
+    crate::bail_kind!(
+        Kind::NoMatchingSignature,
+        "no signature for {digest} verifies with the given key(s): {}",
+        reasons.join("; ")
+    )
+}
+
+/// Outcome of attaching a signature.
+pub enum Attached {
+    Added { sig_manifest_digest: String },
+    AlreadySigned,
+}
+
+/// Append a signature layer to the `.sig` manifest of `digest` (cosign's rules: keep the
+/// existing layers, skip an identical signature by the same key).
+pub async fn attach(
+    sigs: &dyn Store,
+    digest: &str,
+    sig: &signature::NewSignature,
+    signer: &signature::PublicKey,
+) -> anyhow::Result<Attached> {
+    let existing = fetch_sig_manifest(sigs, digest).await?;
+    match signature::append_signature(existing.as_ref().map(|(_, m)| m), sig, signer) {
+        signature::Append::Duplicate => Ok(Attached::AlreadySigned),
+        signature::Append::Updated {
+            manifest,
+            config,
+            layer,
+        } => {
+            store::push_bytes(sigs, oci::CONFIG_V1, &config).await?;
+            if !sigs.blob_exists(&layer.digest).await? {
+                sigs.push_blob(&layer, Box::new(std::io::Cursor::new(sig.payload.clone())))
+                    .await?;
+            }
+            let d = sigs
+                .push_manifest(
+                    &manifest,
+                    oci::MANIFEST_V1,
+                    Some(&signature::signature_tag(digest)),
+                )
+                .await?;
+            Ok(Attached::Added {
+                sig_manifest_digest: d,
+            })
+        }
+    }
+}

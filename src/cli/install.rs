@@ -1,0 +1,352 @@
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use base64::Engine as _;
+use clap::Args;
+
+use super::node::{env, NodeArgs};
+use super::pull::LimitArgs;
+use super::verify::TrustArgs;
+use super::Global;
+use crate::error::{fail, Kind};
+use crate::install::{self, Outcome, Prefix, Receipt};
+use crate::signature::Verified;
+use crate::store::{self, Store};
+
+#[derive(Args, Debug)]
+pub struct InstallArgs {
+    /// Artifact: REGISTRY/REPO@DIGEST (or :TAG, resolved once), oci:DIR:NAME:TAG,
+    /// oci-archive:FILE, docker-archive:FILE (crane pull), or a plugin .tar.gz file.
+    pub reference: String,
+    #[command(flatten)]
+    pub trust: TrustArgs,
+    /// Detached signature (base64, as `cosign sign-blob` writes) for a plain .tar.gz file.
+    #[arg(long, value_name = "FILE")]
+    pub signature: Option<PathBuf>,
+    /// Install without verifying any signature. Dangerous: anyone who can write to the
+    /// registry or the file can then run code in your gateway.
+    #[arg(long)]
+    pub insecure_skip_verify: bool,
+    #[command(flatten)]
+    pub node: NodeArgs,
+    /// Add the plugin to `plugins =` in kong.conf (or print the KONG_PLUGINS line).
+    #[arg(long)]
+    pub enable: bool,
+    /// Plugin name for archives of bare files (default: the repository's last component).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Owner of the installed files as UID:GID (default: the installing user).
+    #[arg(long, value_name = "UID:GID")]
+    pub owner: Option<String>,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+fn parse_owner(s: &str) -> anyhow::Result<(u32, u32)> {
+    let (u, g) = s.split_once(':').unwrap_or((s, s));
+    match (u.parse(), g.parse()) {
+        (Ok(u), Ok(g)) => Ok((u, g)),
+        _ => Err(fail(
+            Kind::Usage,
+            format!("--owner {s:?}: expected numeric UID:GID"),
+        )),
+    }
+}
+
+#[derive(serde::Serialize)]
+struct Installed {
+    outcome: &'static str,
+    path: PathBuf,
+    #[serde(flatten)]
+    receipt: Receipt,
+}
+
+pub async fn run(g: &Global, a: InstallArgs) -> anyhow::Result<()> {
+    let owner = a.owner.as_deref().map(parse_owner).transpose()?;
+    let policy = if a.insecure_skip_verify {
+        eprintln!("WARNING: --insecure-skip-verify: installing {} WITHOUT verifying its signature. Anyone able to alter it can run code in your gateway.", a.reference);
+        None
+    } else {
+        Some(a.trust.policy().map_err(|e| {
+            fail(
+                crate::error::kind_of(&e),
+                format!("{e:#}; install verifies signatures before anything is written (or, at your own risk, --insecure-skip-verify)"),
+            )
+        })?)
+    };
+    let conf = a.node.conf()?;
+    let prefix = a.node.prefix(&conf)?;
+    std::fs::create_dir_all(prefix.state_dir())
+        .with_context(|| format!("creating {}", prefix.state_dir().display()))?;
+    let staging = install::staging_dir(&prefix)?;
+    let blob = staging.path().join("blob");
+
+    let plain_file = Path::new(&a.reference);
+    let local_archive = !a.reference.contains(':') && plain_file.is_file();
+    let (reference, digest, verified) = if local_archive {
+        let v = verify_plain_file(plain_file, &a, policy.as_ref(), &blob)?;
+        let (d, _) = crate::digest::sha256_file(plain_file)?;
+        (
+            std::fs::canonicalize(plain_file)?.display().to_string(),
+            d,
+            v,
+        )
+    } else {
+        fetch_verified(g, &a, policy.as_ref(), &prefix, &blob).await?
+    };
+    let Some(verified) = verified else {
+        // fetch_verified found this digest already installed and intact.
+        crate::progress::note(format!(
+            "{reference} is already installed (same digest); nothing to do"
+        ));
+        return finish(&a, &conf, None);
+    };
+
+    let hint = a
+        .name
+        .clone()
+        .or_else(|| crate::artifact::name_hint(&reference));
+    let limits = a.limits.limits();
+    let stage = staging.path().join("x");
+    std::fs::create_dir(&stage)?;
+    let (blob2, stage2) = (blob.clone(), stage.clone());
+    let ex = tokio::task::spawn_blocking(move || {
+        let f = std::fs::File::open(&blob2)?;
+        crate::unpack::extract_plugin(
+            std::io::BufReader::new(f),
+            &stage2,
+            &limits,
+            hint.as_deref(),
+        )
+    })
+    .await??;
+    if let Some(n) = &a.name {
+        if n != &ex.name {
+            crate::bail_kind!(
+                Kind::Usage,
+                "the archive holds plugin {:?}, not {n:?}",
+                ex.name
+            );
+        }
+    }
+    let receipt = Receipt {
+        name: ex.name.clone(),
+        version: ex.version.clone(),
+        reference: reference.clone(),
+        digest: digest.clone(),
+        signer: verified.as_ref().map(|v| v.signer.clone()),
+        verified_at: verified.as_ref().map(|_| install::now_rfc3339()),
+        installed_at: install::now_rfc3339(),
+        files: ex.files.clone(),
+    };
+    let outcome = {
+        let _lock = install::lock(&prefix)?;
+        install::install_dir(&prefix, &ex.dir, receipt, owner)?
+    };
+    let path = prefix.plugin_dir(&ex.name);
+    let receipt =
+        install::read_receipt(&prefix, &ex.name)?.expect("receipt written by install_dir");
+    match &outcome {
+        Outcome::Unchanged => crate::progress::note(format!(
+            "{} {digest} already installed; nothing to do",
+            ex.name
+        )),
+        Outcome::Installed { previous } => crate::progress::note(format!(
+            "installed {} {} ({digest}) into {}{}",
+            ex.name,
+            ex.version.as_deref().unwrap_or(""),
+            path.display(),
+            previous
+                .as_ref()
+                .map(|p| format!("; previous {p} kept for `kplug rollback {}`", ex.name))
+                .unwrap_or_default()
+        )),
+    }
+    if g.json {
+        super::print_json(&Installed {
+            outcome: if outcome == Outcome::Unchanged {
+                "unchanged"
+            } else {
+                "installed"
+            },
+            path: path.clone(),
+            receipt,
+        })?;
+    } else {
+        println!("{}", path.display());
+    }
+    finish(&a, &conf, Some(&ex.name))
+}
+
+fn finish(
+    a: &InstallArgs,
+    conf: &crate::kongconf::KongConf,
+    name: Option<&str>,
+) -> anyhow::Result<()> {
+    if let (true, Some(name)) = (a.enable, name) {
+        enable(conf, name)?;
+    }
+    Ok(())
+}
+
+/// Add `name` to kong.conf's `plugins`, or say which KONG_PLUGINS line to export.
+pub fn enable(conf: &crate::kongconf::KongConf, name: &str) -> anyhow::Result<()> {
+    if conf.exists() {
+        let mut c = conf.clone();
+        if c.enable(name) {
+            c.save()?;
+            crate::progress::note(format!(
+                "enabled {name} in {}; run `kong prepare && kong reload` (or restart Kong) to load it",
+                c.path().map(|p| p.display().to_string()).unwrap_or_default()
+            ));
+        } else {
+            crate::progress::note(format!("{name} is already enabled"));
+        }
+        if let Some(v) = env("KONG_PLUGINS") {
+            crate::progress::note(format!(
+                "note: KONG_PLUGINS={v} is set and overrides kong.conf"
+            ));
+        }
+    } else {
+        eprintln!(
+            "no kong.conf at {}; export this in Kong's environment, then restart Kong:\n{}",
+            conf.path()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            crate::kongconf::kong_plugins_env_line(env("KONG_PLUGINS").as_deref(), name)
+        );
+    }
+    Ok(())
+}
+
+/// A plain plugin .tar.gz: verify its detached signature (cosign sign-blob form), copy it in.
+fn verify_plain_file(
+    file: &Path,
+    a: &InstallArgs,
+    policy: Option<&crate::signature::Policy>,
+    blob: &Path,
+) -> anyhow::Result<Option<Option<Verified>>> {
+    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let verified = match policy {
+        None => None,
+        Some(p) => {
+            let sig_path = a.signature.as_ref().ok_or_else(|| {
+                fail(
+                    Kind::SigTagNotFound,
+                    format!(
+                        "{} is a plain file: give its detached signature with --signature FILE (from `cosign sign-blob --key cosign.key {}`)",
+                        file.display(),
+                        file.display()
+                    ),
+                )
+            })?;
+            let sig_b64 = std::fs::read_to_string(sig_path)
+                .with_context(|| format!("reading {}", sig_path.display()))?;
+            let der = base64::engine::general_purpose::STANDARD
+                .decode(sig_b64.trim())
+                .map_err(|e| {
+                    fail(
+                        Kind::NoMatchingSignature,
+                        format!("{}: not base64: {e}", sig_path.display()),
+                    )
+                })?;
+            let key = p
+                .keys
+                .iter()
+                .find(|k| k.verify(&bytes, &der))
+                .ok_or_else(|| {
+                    fail(
+                        Kind::NoMatchingSignature,
+                        format!(
+                            "{} does not verify {} with the given key(s)",
+                            sig_path.display(),
+                            file.display()
+                        ),
+                    )
+                })?;
+            Some(Verified {
+                payload: Vec::new(),
+                signer: key.fingerprint(),
+                integrated_time: None,
+                kind: "detached",
+            })
+        }
+    };
+    std::fs::write(blob, &bytes)?;
+    Ok(Some(verified))
+}
+
+/// Resolve once, then fetch the artifact and verify its signature concurrently, by digest.
+/// Returns `verified = None` when this digest is already installed intact.
+async fn fetch_verified(
+    g: &Global,
+    a: &InstallArgs,
+    policy: Option<&crate::signature::Policy>,
+    prefix: &Prefix,
+    blob: &Path,
+) -> anyhow::Result<(String, String, Option<Option<Verified>>)> {
+    let (loc, st) = super::open(g, &a.reference, false).await?;
+    let over = crate::attach::signature_store_override(&g.store_options(), false).await?;
+    let sigs: &dyn Store = over.as_deref().unwrap_or(st.as_ref());
+    // By digest the manifest fetch runs beside verification; by tag one GET resolves it.
+    let resolved = match loc.digest() {
+        Some(_) => None,
+        None => Some(store::fetch_resolved(st.as_ref(), &loc).await?),
+    };
+    let digest = match (&resolved, loc.digest()) {
+        (Some((_, d)), _) => d.digest.clone(),
+        (None, Some(d)) => d.to_string(),
+        (None, None) => unreachable!("no digest means resolved by tag"),
+    };
+    let pinned = loc.pinned(&digest);
+    if let Some(name) = a
+        .name
+        .as_deref()
+        .or(crate::artifact::name_hint(&loc.repo_name()).as_deref())
+    {
+        if already_installed(prefix, name, &digest)? {
+            return Ok((pinned, digest, None));
+        }
+    }
+    let artifact = async {
+        let (bytes, desc) = match &resolved {
+            Some((b, d)) => (b.clone(), d.clone()),
+            None => st.fetch_manifest(&digest).await?,
+        };
+        let r = crate::artifact::resolve_plugin(st.as_ref(), &bytes, &desc, &pinned).await?;
+        store::fetch_blob_to_file(st.as_ref(), &r.layer, blob).await
+    };
+    let verification = async {
+        match policy {
+            None => Ok(None),
+            Some(p) => crate::attach::verify(sigs, &digest, p).await.map(Some),
+        }
+    };
+    let (fetched, verified) = tokio::join!(artifact, verification);
+    // Verification decides first: an unsigned artifact is refused as such even if its
+    // download also failed.
+    let verified =
+        verified.with_context(|| format!("verifying {pinned}; nothing was installed"))?;
+    fetched.with_context(|| format!("fetching {pinned}; nothing was installed"))?;
+    if let (Some(v), Some(p)) = (&verified, policy) {
+        super::verify::report(&pinned, v, p);
+    }
+    Ok((
+        pinned,
+        digest,
+        Some(verified.and_then(|v| v.into_iter().next())),
+    ))
+}
+
+fn already_installed(prefix: &Prefix, name: &str, digest: &str) -> anyhow::Result<bool> {
+    if !crate::plugin::valid_plugin_name(name) {
+        return Ok(false);
+    }
+    Ok(match install::read_receipt(prefix, name)? {
+        Some(r) if r.digest == digest => {
+            let (modified, missing) = install::verify_files(&prefix.plugin_dir(name), &r.files);
+            modified.is_empty() && missing.is_empty()
+        }
+        _ => false,
+    })
+}

@@ -1,0 +1,185 @@
+//! Command-line interface: one file per verb, each a short pipeline over stores.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::error::{fail, Kind};
+use crate::reference::Location;
+use crate::store::{self, Store};
+
+mod copy;
+mod doctor;
+mod install;
+mod keys;
+mod list;
+mod login;
+mod node;
+mod pack;
+mod pull;
+mod push;
+mod rollback;
+mod sign;
+mod tags;
+mod uninstall;
+mod verify;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "kplug",
+    version,
+    about = "Distribute Kong Gateway plugins as signed OCI artifacts"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct Global {
+    /// Print only results (no progress or status lines).
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// More logging (-v info, -vv debug); RUST_LOG also works.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Talk plain HTTP to registries (the default for localhost / 127.0.0.1).
+    #[arg(long, global = true)]
+    pub plain_http: bool,
+    /// Skip TLS certificate verification.
+    #[arg(long, global = true)]
+    pub insecure: bool,
+    /// Trust this CA certificate (PEM) for registry TLS; repeatable.
+    #[arg(long = "ca-file", global = true, value_name = "PEM")]
+    pub ca_files: Vec<PathBuf>,
+    /// Machine-readable JSON on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+impl Global {
+    pub fn store_options(&self) -> store::Options {
+        store::Options {
+            plain_http: self.plain_http,
+            insecure: self.insecure,
+            ca_files: self.ca_files.clone(),
+            ..Default::default()
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Pack a plugin directory into a reproducible <name>-<version>.tar.gz.
+    Pack(pack::PackArgs),
+    /// Push a plugin (.tar.gz or directory) as a generic OCI artifact (cosign upload blob layout).
+    Push(push::PushArgs),
+    /// Pull a plugin artifact: the .tar.gz itself, or unpacked into a directory.
+    Pull(pull::PullArgs),
+    /// Copy an artifact between any two stores, by digest.
+    Copy(copy::CopyArgs),
+    /// Log in to a registry (writes docker's config.json).
+    Login(login::LoginArgs),
+    /// Remove stored credentials for a registry.
+    Logout(login::LogoutArgs),
+    /// List the tags of a repository or OCI layout.
+    ListTags(tags::TagsArgs),
+    /// Create a cosign key pair (cosign.key encrypted, cosign.pub).
+    GenerateKeyPair(keys::GenerateArgs),
+    /// Encrypt an existing EC P-256 PEM key as a cosign key pair.
+    ImportKeyPair(keys::ImportArgs),
+    /// Sign an artifact by digest (cosign-compatible .sig manifest).
+    Sign(sign::SignArgs),
+    /// Verify an artifact's signatures (cosign's checks and exit codes).
+    Verify(verify::VerifyArgs),
+    /// Verify, fetch and atomically install a plugin on this node.
+    Install(install::InstallArgs),
+    /// Remove a plugin installed by kplug.
+    Uninstall(uninstall::UninstallArgs),
+    /// List plugins installed by kplug, with digest, signer and integrity.
+    List(list::ListArgs),
+    /// Put back the previously installed version of a plugin.
+    Rollback(rollback::RollbackArgs),
+    /// Check this node's Kong configuration against installed plugins.
+    Doctor(doctor::DoctorArgs),
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    init_logging(&cli.global);
+    crate::progress::set_quiet(cli.global.quiet);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let g = &cli.global;
+        match cli.command {
+            Command::Pack(a) => pack::run(g, a).await,
+            Command::Push(a) => push::run(g, a).await,
+            Command::Pull(a) => pull::run(g, a).await,
+            Command::Copy(a) => copy::run(g, a).await,
+            Command::Login(a) => login::run(g, a).await,
+            Command::Logout(a) => login::logout(g, a).await,
+            Command::ListTags(a) => tags::run(g, a).await,
+            Command::GenerateKeyPair(a) => keys::generate(g, a).await,
+            Command::ImportKeyPair(a) => keys::import(g, a).await,
+            Command::Sign(a) => sign::run(g, a).await,
+            Command::Verify(a) => verify::run(g, a).await,
+            Command::Install(a) => install::run(g, a).await,
+            Command::Uninstall(a) => uninstall::run(g, a).await,
+            Command::List(a) => list::run(g, a).await,
+            Command::Rollback(a) => rollback::run(g, a).await,
+            Command::Doctor(a) => doctor::run(g, a).await,
+        }
+    })
+}
+
+fn init_logging(g: &Global) {
+    use tracing_subscriber::EnvFilter;
+    let default = match g.verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .try_init();
+}
+
+/// `-a k=v` pairs.
+pub fn parse_annotations(items: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut m = BTreeMap::new();
+    for it in items {
+        let (k, v) = it
+            .split_once('=')
+            .ok_or_else(|| fail(Kind::Usage, format!("annotation {it:?} must be KEY=VALUE")))?;
+        if k.is_empty() {
+            crate::bail_kind!(Kind::Usage, "annotation {it:?} has an empty key");
+        }
+        m.insert(k.to_string(), v.to_string());
+    }
+    Ok(m)
+}
+
+/// Parse a location and open its store.
+pub async fn open(
+    g: &Global,
+    input: &str,
+    writable: bool,
+) -> anyhow::Result<(Location, Box<dyn Store>)> {
+    let loc = crate::reference::parse(input)?;
+    let s = store::open(&loc, &g.store_options(), writable).await?;
+    Ok((loc, s))
+}
+
+/// Print a JSON value on stdout.
+pub fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}

@@ -1,0 +1,925 @@
+//! Plugin state on a node: atomic install swap, receipts, lock, rollback, uninstall, list.
+//!
+//! Under a Lua prefix `<root>`, Kong loads `<root>/kong/plugins/<name>/`. kplug keeps its
+//! state in `<root>/kong/plugins/.kplug/`: `<name>.json` receipts, `backup/<name>` and
+//! `backup/<name>.json` (the previous version), `.staging-*` dirs, `lock`, and during a
+//! swap `.journal` + `.incoming`. Plugin names never contain `.`, so none of these
+//! collide with a plugin or its receipt.
+//!
+//! Swap protocol (the lock is held): move the staged tree to `.incoming`, drop the old
+//! backup, write `.journal`, move `<name>` to `backup/<name>`, move `.incoming` to
+//! `<name>`, then swap the receipts and delete the journal. [`recover`] reads a leftover
+//! journal: while `.incoming` exists the new tree is not in place, so the old one is put
+//! back; once it is gone the new tree is in place and only the receipts are finished.
+
+use std::fs::{self, File};
+use std::io::ErrorKind;
+use std::path::{Component, Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::error::Kind;
+use crate::tree::{hash_tree, write_atomic, FileEntry};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prefix {
+    pub root: PathBuf,
+}
+
+impl Prefix {
+    pub fn new(root: impl Into<PathBuf>) -> Prefix {
+        Prefix { root: root.into() }
+    }
+    pub fn plugins_dir(&self) -> PathBuf {
+        self.root.join("kong/plugins")
+    }
+    pub fn state_dir(&self) -> PathBuf {
+        self.plugins_dir().join(".kplug")
+    }
+    pub fn plugin_dir(&self, name: &str) -> PathBuf {
+        self.plugins_dir().join(name)
+    }
+    fn receipt_path(&self, name: &str) -> PathBuf {
+        self.state_dir().join(format!("{name}.json"))
+    }
+    fn backup_dir(&self) -> PathBuf {
+        self.state_dir().join("backup")
+    }
+    fn journal_path(&self) -> PathBuf {
+        self.state_dir().join(".journal")
+    }
+    fn incoming(&self) -> PathBuf {
+        self.state_dir().join(".incoming")
+    }
+}
+
+/// What kplug installed, kept next to the plugin for `list`, `uninstall` and `rollback`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    pub name: String,
+    pub version: Option<String>,
+    pub reference: String,
+    /// Manifest digest of the artifact.
+    pub digest: String,
+    /// Key fingerprint; `None` when installed with `--insecure-skip-verify`.
+    pub signer: Option<String>,
+    /// RFC 3339.
+    pub verified_at: Option<String>,
+    /// RFC 3339.
+    pub installed_at: String,
+    pub files: Vec<FileEntry>,
+}
+
+/// The current time in RFC 3339 (UTC, seconds), for receipt timestamps.
+pub fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// Kong plugin names become Lua module path parts (`kong.plugins.<name>.handler`) and
+/// directory names here: ASCII letters, digits, `-` and `_` only.
+pub fn check_name(name: &str) -> Result<()> {
+    if name.is_empty()
+        || name.len() > 100
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        crate::bail_kind!(
+            Kind::Usage,
+            "invalid plugin name {name:?}: use letters, digits, '-' and '_'"
+        );
+    }
+    Ok(())
+}
+
+/// Exclusive lock on a prefix; released on drop.
+#[derive(Debug)]
+pub struct LockGuard {
+    _file: File,
+}
+
+/// Take the prefix lock (blocking), then [`recover`] any interrupted swap.
+pub fn lock(prefix: &Prefix) -> Result<LockGuard> {
+    let dir = prefix.state_dir();
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join("lock");
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    file.lock()
+        .with_context(|| format!("locking {}", path.display()))?;
+    recover(prefix)?;
+    Ok(LockGuard { _file: file })
+}
+
+/// A fresh directory to extract into, on the same filesystem as the plugins.
+pub fn staging_dir(prefix: &Prefix) -> Result<tempfile::TempDir> {
+    let dir = prefix.state_dir();
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    tempfile::Builder::new()
+        .prefix(".staging-")
+        .tempdir_in(&dir)
+        .with_context(|| format!("creating a staging directory in {}", dir.display()))
+}
+
+pub fn read_receipt(prefix: &Prefix, name: &str) -> Result<Option<Receipt>> {
+    check_name(name)?;
+    read_receipt_at(&prefix.receipt_path(name))
+}
+
+fn read_receipt_at(path: &Path) -> Result<Option<Receipt>> {
+    let bytes = match fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+        crate::error::fail(
+            Kind::Integrity,
+            format!("receipt {} is corrupt: {e}", path.display()),
+        )
+    })
+}
+
+fn write_receipt(path: &Path, r: &Receipt) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut json = serde_json::to_vec_pretty(r)?;
+    json.push(b'\n');
+    write_atomic(path, &json)?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o644))?;
+    Ok(())
+}
+
+/// Compare the files under `dir` with `files`: (modified, missing) relative paths.
+/// A changed mode counts as modified.
+pub fn verify_files(dir: &Path, files: &[FileEntry]) -> (Vec<String>, Vec<String>) {
+    use std::os::unix::fs::PermissionsExt;
+    let (mut modified, mut missing) = (Vec::new(), Vec::new());
+    for f in files {
+        let p = dir.join(&f.path);
+        match fs::symlink_metadata(&p) {
+            Err(e) if e.kind() == ErrorKind::NotFound => missing.push(f.path.clone()),
+            Ok(m)
+                if m.is_file()
+                    && m.permissions().mode() & 0o7777 == f.mode
+                    && crate::digest::sha256_file(&p).ok() == Some((f.sha256.clone(), f.size)) => {}
+            _ => modified.push(f.path.clone()),
+        }
+    }
+    (modified, missing)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// `previous` is the digest of the receipt replaced, if any.
+    Installed { previous: Option<String> },
+    /// Same digest already installed and intact: nothing done.
+    Unchanged,
+}
+
+/// Install the plugin tree `staged` (a directory inside a [`staging_dir`]) as
+/// `receipt.name`. The caller holds the [`lock`].
+///
+/// Modes are normalised to 0644/0755 and the files chowned to `owner` (uid, gid) when
+/// given; `receipt.files` is replaced by the hashes of what is installed.
+pub fn install_dir(
+    prefix: &Prefix,
+    staged: &Path,
+    mut receipt: Receipt,
+    owner: Option<(u32, u32)>,
+) -> Result<Outcome> {
+    let name = receipt.name.clone();
+    check_name(&name)?;
+    let previous = read_receipt(prefix, &name)?;
+    if let Some(old) = &previous {
+        let target = prefix.plugin_dir(&name);
+        if old.digest == receipt.digest
+            && target.is_dir()
+            && verify_files(&target, &old.files) == (vec![], vec![])
+        {
+            return Ok(Outcome::Unchanged);
+        }
+    }
+    prepare_tree(staged, owner)?;
+    receipt.files = hash_tree(staged)?;
+    swap(prefix, &name, staged, Some(receipt))?;
+    Ok(Outcome::Installed {
+        previous: previous.map(|r| r.digest),
+    })
+}
+
+/// Put the backup of `name` (tree and receipt) back in place; the current version
+/// becomes the backup. The caller holds the [`lock`].
+pub fn rollback(prefix: &Prefix, name: &str) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    check_name(name)?;
+    let backup = prefix.backup_dir().join(name);
+    let meta = match fs::symlink_metadata(&backup) {
+        Ok(m) if m.is_dir() => m,
+        _ => crate::bail_kind!(
+            Kind::NotFound,
+            "no previous version of plugin {name} to roll back to in {}",
+            prefix.plugins_dir().display()
+        ),
+    };
+    let receipt = read_receipt_at(&prefix.backup_dir().join(format!("{name}.json")))?;
+    // Copy rather than move, so the ordinary swap (and its crash recovery) applies.
+    let staging = staging_dir(prefix)?;
+    let staged = staging.path().join(name);
+    copy_tree(&backup, &staged)?;
+    prepare_tree(&staged, Some((meta.uid(), meta.gid())))?;
+    swap(prefix, name, &staged, receipt)
+}
+
+/// Remove the files the receipt lists, directories left empty, the receipt and the
+/// backup. Returns the paths left behind because kplug did not install them.
+/// The caller holds the [`lock`].
+pub fn uninstall(prefix: &Prefix, name: &str) -> Result<Vec<String>> {
+    let Some(receipt) = read_receipt(prefix, name)? else {
+        crate::bail_kind!(
+            Kind::NotFound,
+            "plugin {name} was not installed by kplug in {} (no receipt); remove it by hand",
+            prefix.plugins_dir().display()
+        );
+    };
+    let dir = prefix.plugin_dir(name);
+    for f in &receipt.files {
+        let rel = Path::new(&f.path);
+        if !rel.components().all(|c| matches!(c, Component::Normal(_))) {
+            crate::bail_kind!(
+                Kind::Integrity,
+                "receipt of {name} lists an unsafe path {:?}",
+                f.path
+            );
+        }
+        match fs::remove_file(dir.join(rel)) {
+            Err(e) if e.kind() != ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("removing {}", dir.join(rel).display()))
+            }
+            _ => {}
+        }
+    }
+    let mut leftovers = Vec::new();
+    if dir.is_dir() {
+        remove_empty_dirs(&dir, &mut leftovers)?;
+    }
+    let receipt_path = prefix.receipt_path(name);
+    fs::remove_file(&receipt_path)
+        .with_context(|| format!("removing {}", receipt_path.display()))?;
+    discard(prefix, &prefix.backup_dir().join(name))?;
+    remove_if_exists(&prefix.backup_dir().join(format!("{name}.json")))?;
+    sync_dir(&prefix.plugins_dir())?;
+    sync_dir(&prefix.state_dir())?;
+    leftovers.sort();
+    Ok(leftovers)
+}
+
+/// Remove empty directories bottom-up under and including `dir`, collecting what is left.
+fn remove_empty_dirs(dir: &Path, leftovers: &mut Vec<String>) -> Result<()> {
+    for ent in fs::read_dir(dir)? {
+        let p = ent?.path();
+        if fs::symlink_metadata(&p)?.is_dir() {
+            remove_empty_dirs(&p, leftovers)?;
+        } else {
+            leftovers.push(p.display().to_string());
+        }
+    }
+    if fs::read_dir(dir)?.next().is_none() {
+        fs::remove_dir(dir)?;
+    }
+    Ok(())
+}
+
+/// An installed plugin, checked against its receipt.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    pub receipt: Receipt,
+    pub modified: Vec<String>,
+    pub missing: Vec<String>,
+}
+
+/// Every plugin with a receipt under `prefix`, sorted by name.
+pub fn list(prefix: &Prefix) -> Result<Vec<Listed>> {
+    let dir = prefix.state_dir();
+    let entries = match fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(vec![]),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
+    };
+    let mut out = Vec::new();
+    for ent in entries {
+        let file_name = ent?.file_name();
+        let Some(name) = file_name.to_str().and_then(|f| f.strip_suffix(".json")) else {
+            continue;
+        };
+        if check_name(name).is_err() {
+            continue;
+        }
+        if let Some(receipt) = read_receipt(prefix, name)? {
+            let (modified, missing) = verify_files(&prefix.plugin_dir(name), &receipt.files);
+            out.push(Listed {
+                receipt,
+                modified,
+                missing,
+            });
+        }
+    }
+    out.sort_by(|a, b| a.receipt.name.cmp(&b.receipt.name));
+    Ok(out)
+}
+
+/// Written before the first rename of a swap; see the module docs.
+#[derive(Debug, Serialize, Deserialize)]
+struct Journal {
+    name: String,
+    /// Whether `plugins/<name>` existed (and is moved to `backup/<name>`).
+    had_old: bool,
+    /// The receipt to install; `None` removes it (rollback to a tree kplug did not install).
+    receipt: Option<Receipt>,
+}
+
+/// Finish or undo a swap interrupted by a crash, and delete leftovers. Called by
+/// [`lock`]; only safe with the lock held.
+pub fn recover(prefix: &Prefix) -> Result<()> {
+    let incoming = prefix.incoming();
+    let jpath = prefix.journal_path();
+    match fs::read(&jpath) {
+        Ok(bytes) => {
+            let j: Journal = serde_json::from_slice(&bytes).map_err(|e| {
+                crate::error::fail(
+                    Kind::Integrity,
+                    format!(
+                        "swap journal {} is corrupt ({e}); check {} by hand and delete the journal",
+                        jpath.display(),
+                        prefix.plugins_dir().display()
+                    ),
+                )
+            })?;
+            check_name(&j.name)?;
+            if exists(&incoming) {
+                // The new tree never reached its place: put the old one back.
+                let target = prefix.plugin_dir(&j.name);
+                if j.had_old && !exists(&target) {
+                    let backup = prefix.backup_dir().join(&j.name);
+                    fs::rename(&backup, &target).with_context(|| {
+                        format!("restoring {} from {}", target.display(), backup.display())
+                    })?;
+                    sync_dir(&prefix.plugins_dir())?;
+                }
+                remove_if_exists(&jpath)?;
+            } else {
+                finish_receipts(prefix, &j)?;
+            }
+            sync_dir(&prefix.state_dir())?;
+        }
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("reading {}", jpath.display())),
+    }
+    discard(prefix, &incoming)?;
+    remove_all(&prefix.state_dir().join(".trash"))?;
+    remove_stale_staging(prefix)
+}
+
+/// Staging dirs of runs that died while extracting. Only old ones: another process
+/// may be extracting before it takes the lock.
+fn remove_stale_staging(prefix: &Prefix) -> Result<()> {
+    let day = std::time::Duration::from_secs(24 * 3600);
+    for ent in fs::read_dir(prefix.state_dir())? {
+        let ent = ent?;
+        let stale = ent.file_name().to_string_lossy().starts_with(".staging-")
+            && ent
+                .metadata()?
+                .modified()?
+                .elapsed()
+                .is_ok_and(|age| age > day);
+        if stale {
+            remove_all(&ent.path())?;
+        }
+    }
+    Ok(())
+}
+
+/// Marks where a test asked the swap to stop as if the process had crashed.
+#[derive(Debug)]
+struct SimulatedCrash(&'static str);
+
+impl std::fmt::Display for SimulatedCrash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "simulated crash at {} (KPLUG_TEST_FAIL_AT)", self.0)
+    }
+}
+
+impl std::error::Error for SimulatedCrash {}
+
+#[cfg(test)]
+thread_local! {
+    static FAIL_AT: std::cell::Cell<Option<&'static str>> = const { std::cell::Cell::new(None) };
+}
+
+/// Test-only crash injection, not a user feature: with `KPLUG_TEST_FAIL_AT=before-swap`
+/// (or `mid-swap`) the swap stops after writing its journal, right before the installed
+/// tree is moved (or right after the old tree was moved away), without any clean-up, as
+/// a crash would. Unit tests set a
+/// thread-local instead, so parallel tests do not see each other's setting.
+fn failpoint(at: &'static str) -> Result<()> {
+    let set = std::env::var("KPLUG_TEST_FAIL_AT").ok();
+    #[cfg(test)]
+    let set = set.or_else(|| FAIL_AT.with(|f| f.get()).map(String::from));
+    if set.as_deref() == Some(at) {
+        return Err(SimulatedCrash(at).into());
+    }
+    Ok(())
+}
+
+/// Replace `plugins/<name>` with `staged`, keeping the old tree and receipt as backup.
+/// On a real error the swap is undone or finished in process; on a simulated crash it
+/// is left for [`recover`].
+fn swap(prefix: &Prefix, name: &str, staged: &Path, receipt: Option<Receipt>) -> Result<()> {
+    let r = swap_steps(prefix, name, staged, receipt);
+    if let Err(e) = &r {
+        if !e.is::<SimulatedCrash>() {
+            if let Err(re) = recover(prefix) {
+                return Err(re.context(format!("recovering from: {e:#}")));
+            }
+        }
+    }
+    r
+}
+
+fn swap_steps(prefix: &Prefix, name: &str, staged: &Path, receipt: Option<Receipt>) -> Result<()> {
+    let (state, plugins, backups) = (
+        prefix.state_dir(),
+        prefix.plugins_dir(),
+        prefix.backup_dir(),
+    );
+    let (target, incoming) = (prefix.plugin_dir(name), prefix.incoming());
+    fs::create_dir_all(&backups)?;
+    discard(prefix, &incoming)?;
+    fs::rename(staged, &incoming).with_context(|| {
+        format!(
+            "moving {} to {} (not on the same filesystem?)",
+            staged.display(),
+            incoming.display()
+        )
+    })?;
+    remove_if_exists(&backups.join(format!("{name}.json")))?;
+    discard(prefix, &backups.join(name))?;
+    let journal = Journal {
+        name: name.to_string(),
+        had_old: exists(&target),
+        receipt,
+    };
+    write_atomic(&prefix.journal_path(), &serde_json::to_vec(&journal)?)?;
+    sync_dir(&state)?;
+
+    failpoint("before-swap")?;
+    if journal.had_old {
+        fs::rename(&target, backups.join(name))
+            .with_context(|| format!("moving {} to the backup", target.display()))?;
+    }
+    failpoint("mid-swap")?;
+    fs::rename(&incoming, &target)
+        .with_context(|| format!("moving the new tree to {}", target.display()))?;
+    sync_dir(&plugins)?;
+    sync_dir(&backups)?;
+    sync_dir(&state)?;
+    finish_receipts(prefix, &journal)
+}
+
+/// The new tree is in place: move the old receipt to the backup, write the new one,
+/// delete the journal. Idempotent, so `recover` can re-run it.
+fn finish_receipts(prefix: &Prefix, j: &Journal) -> Result<()> {
+    let path = prefix.receipt_path(&j.name);
+    let current = read_receipt_at(&path).ok().flatten();
+    if exists(&path) && current.as_ref() != j.receipt.as_ref() {
+        if j.had_old {
+            fs::rename(&path, prefix.backup_dir().join(format!("{}.json", j.name)))?;
+        } else {
+            fs::remove_file(&path)?;
+        }
+    }
+    match &j.receipt {
+        Some(r) => write_receipt(&path, r)?,
+        None => remove_if_exists(&path)?,
+    }
+    sync_dir(&prefix.backup_dir())?;
+    remove_if_exists(&prefix.journal_path())?;
+    sync_dir(&prefix.state_dir())
+}
+
+/// Normalise modes (0755 for directories and executables, 0644 for the rest), chown,
+/// and fsync everything under `dir`.
+fn prepare_tree(dir: &Path, owner: Option<(u32, u32)>) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = fs::symlink_metadata(dir)?;
+    let mode = if meta.is_dir() {
+        for ent in fs::read_dir(dir)? {
+            prepare_tree(&ent?.path(), owner)?;
+        }
+        0o755
+    } else if meta.is_file() {
+        if meta.permissions().mode() & 0o111 != 0 {
+            0o755
+        } else {
+            0o644
+        }
+    } else {
+        crate::bail_kind!(
+            Kind::Unsafe,
+            "{} is not a regular file or directory",
+            dir.display()
+        );
+    };
+    fs::set_permissions(dir, fs::Permissions::from_mode(mode))
+        .with_context(|| format!("setting the mode of {}", dir.display()))?;
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::chown(dir, Some(uid), Some(gid))
+            .with_context(|| format!("changing the owner of {}", dir.display()))?;
+    }
+    File::open(dir)?.sync_all()?;
+    Ok(())
+}
+
+fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+    fs::create_dir(to)?;
+    for ent in fs::read_dir(from)? {
+        let ent = ent?;
+        let (src, dst) = (ent.path(), to.join(ent.file_name()));
+        if fs::symlink_metadata(&src)?.is_dir() {
+            copy_tree(&src, &dst)?;
+        } else {
+            fs::copy(&src, &dst).with_context(|| format!("copying {}", src.display()))?;
+        }
+    }
+    Ok(())
+}
+
+fn exists(p: &Path) -> bool {
+    fs::symlink_metadata(p).is_ok()
+}
+
+fn sync_dir(p: &Path) -> Result<()> {
+    File::open(p)
+        .and_then(|f| f.sync_all())
+        .with_context(|| format!("syncing {}", p.display()))
+}
+
+fn remove_if_exists(p: &Path) -> Result<()> {
+    match fs::remove_file(p) {
+        Err(e) if e.kind() != ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("removing {}", p.display()))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn remove_all(p: &Path) -> Result<()> {
+    match fs::remove_dir_all(p) {
+        Err(e) if e.kind() != ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("removing {}", p.display()))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Delete a directory such that a crash never leaves it half-deleted at its path.
+fn discard(prefix: &Prefix, dir: &Path) -> Result<()> {
+    let trash = prefix.state_dir().join(".trash");
+    remove_all(&trash)?;
+    match fs::rename(dir, &trash) {
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("removing {}", dir.display())),
+        Ok(()) => remove_all(&trash),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    const HANDLER: &str = "local H = { PRIORITY = 1000, VERSION = \"1.0.0\" }\n\
+        function H:access(conf)\n  kong.response.set_header(\"X-Hello\", conf.message)\nend\n\
+        return H\n";
+    const SCHEMA: &str = "return {\n  name = \"hello\",\n  fields = {\n    { config = {\n        \
+        type = \"record\",\n        fields = {\n          { message = { type = \"string\", \
+        default = \"hi\" } },\n        },\n    } },\n  },\n}\n";
+
+    fn receipt(name: &str, version: &str) -> Receipt {
+        Receipt {
+            name: name.to_string(),
+            version: Some(version.to_string()),
+            reference: format!("registry.example/plugins/{name}:{version}"),
+            digest: crate::digest::sha256(version.as_bytes()),
+            signer: Some("SHA256:abc".to_string()),
+            verified_at: Some(now_rfc3339()),
+            installed_at: now_rfc3339(),
+            files: vec![],
+        }
+    }
+
+    /// A staging dir holding `<name>/` with `files` (path, content, mode).
+    fn stage(
+        prefix: &Prefix,
+        name: &str,
+        files: &[(&str, &str, u32)],
+    ) -> (tempfile::TempDir, PathBuf) {
+        let t = staging_dir(prefix).unwrap();
+        let dir = t.path().join(name);
+        for (p, content, mode) in files {
+            let p = dir.join(p);
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(&p, content).unwrap();
+            fs::set_permissions(&p, fs::Permissions::from_mode(*mode)).unwrap();
+        }
+        (t, dir)
+    }
+
+    fn install(prefix: &Prefix, version: &str, files: &[(&str, &str, u32)]) -> Result<Outcome> {
+        let (_t, dir) = stage(prefix, "hello", files);
+        install_dir(prefix, &dir, receipt("hello", version), None)
+    }
+
+    fn v1() -> Vec<(&'static str, &'static str, u32)> {
+        vec![
+            ("handler.lua", HANDLER, 0o600),
+            ("schema.lua", SCHEMA, 0o640),
+            ("bin/tool", "#!/bin/sh\n", 0o700),
+        ]
+    }
+
+    fn v2() -> Vec<(&'static str, &'static str, u32)> {
+        vec![
+            (
+                "handler.lua",
+                "return { PRIORITY = 1, VERSION = \"2\" }\n",
+                0o644,
+            ),
+            ("schema.lua", SCHEMA, 0o644),
+        ]
+    }
+
+    fn read(prefix: &Prefix, rel: &str) -> String {
+        fs::read_to_string(prefix.plugin_dir("hello").join(rel)).unwrap()
+    }
+
+    fn assert_intact(prefix: &Prefix, version: &str) {
+        let r = read_receipt(prefix, "hello").unwrap().unwrap();
+        assert_eq!(r.version.as_deref(), Some(version));
+        assert_eq!(
+            verify_files(&prefix.plugin_dir("hello"), &r.files),
+            (vec![], vec![])
+        );
+        assert!(!exists(&prefix.journal_path()));
+        assert!(!exists(&prefix.incoming()));
+    }
+
+    #[test]
+    fn install_update_rollback() {
+        let d = tempfile::tempdir().unwrap();
+        let prefix = Prefix::new(d.path());
+        let _l = lock(&prefix).unwrap();
+        assert_eq!(
+            install(&prefix, "1", &v1()).unwrap(),
+            Outcome::Installed { previous: None }
+        );
+        let dir = prefix.plugin_dir("hello");
+        let mode = |p: &str| fs::metadata(dir.join(p)).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(
+            (
+                mode("handler.lua"),
+                mode("schema.lua"),
+                mode("bin/tool"),
+                mode("bin")
+            ),
+            (0o644, 0o644, 0o755, 0o755)
+        );
+        let r = read_receipt(&prefix, "hello").unwrap().unwrap();
+        assert_eq!(
+            r.files.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(),
+            ["bin/tool", "handler.lua", "schema.lua"]
+        );
+        assert_eq!(r.files[1].sha256, crate::digest::sha256(HANDLER.as_bytes()));
+        assert_eq!(r.files[1].mode, 0o644);
+        assert_intact(&prefix, "1");
+        let staged_left: Vec<_> = fs::read_dir(prefix.state_dir())
+            .unwrap()
+            .filter_map(|e| {
+                let n = e.unwrap().file_name().to_string_lossy().into_owned();
+                n.starts_with(".staging-").then_some(n)
+            })
+            .collect();
+        assert!(staged_left.is_empty(), "{staged_left:?}");
+
+        assert_eq!(install(&prefix, "1", &v1()).unwrap(), Outcome::Unchanged);
+        // A modified install is repaired even at the same digest.
+        fs::write(dir.join("handler.lua"), "-- tampered\n").unwrap();
+        assert_eq!(list(&prefix).unwrap()[0].modified, ["handler.lua"]);
+        let d1 = crate::digest::sha256(b"1");
+        assert_eq!(
+            install(&prefix, "1", &v1()).unwrap(),
+            Outcome::Installed {
+                previous: Some(d1.clone())
+            }
+        );
+        assert_eq!(read(&prefix, "handler.lua"), HANDLER);
+
+        assert_eq!(
+            install(&prefix, "2", &v2()).unwrap(),
+            Outcome::Installed { previous: Some(d1) }
+        );
+        assert_intact(&prefix, "2");
+        assert!(
+            !dir.join("bin").exists(),
+            "the new tree replaces the old one"
+        );
+        assert!(prefix.backup_dir().join("hello/bin/tool").exists());
+
+        rollback(&prefix, "hello").unwrap();
+        assert_intact(&prefix, "1");
+        assert_eq!(read(&prefix, "handler.lua"), HANDLER);
+        // The version rolled back from is now the backup: rolling back again returns to it.
+        rollback(&prefix, "hello").unwrap();
+        assert_intact(&prefix, "2");
+
+        let e = rollback(&prefix, "other").unwrap_err();
+        assert_eq!(crate::error::kind_of(&e), Kind::NotFound);
+        assert!(e.to_string().contains("no previous version"), "{e}");
+    }
+
+    #[test]
+    fn crash_before_and_mid_swap_keeps_old_version() {
+        for at in ["before-swap", "mid-swap"] {
+            let d = tempfile::tempdir().unwrap();
+            let prefix = Prefix::new(d.path());
+            {
+                let _l = lock(&prefix).unwrap();
+                install(&prefix, "1", &v1()).unwrap();
+                FAIL_AT.with(|f| f.set(Some(at)));
+                let e = install(&prefix, "2", &v2()).unwrap_err();
+                FAIL_AT.with(|f| f.set(None));
+                assert!(e.is::<SimulatedCrash>(), "{e}");
+                assert!(exists(&prefix.journal_path()));
+                assert_eq!(exists(&prefix.plugin_dir("hello")), at == "before-swap");
+            }
+            let _l = lock(&prefix).unwrap();
+            assert_intact(&prefix, "1");
+            assert_eq!(read(&prefix, "handler.lua"), HANDLER);
+            // And the next install goes through.
+            install(&prefix, "2", &v2()).unwrap();
+            assert_intact(&prefix, "2");
+        }
+    }
+
+    #[test]
+    fn crash_of_a_first_install_leaves_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let prefix = Prefix::new(d.path());
+        {
+            let _l = lock(&prefix).unwrap();
+            FAIL_AT.with(|f| f.set(Some("mid-swap")));
+            install(&prefix, "1", &v1()).unwrap_err();
+            FAIL_AT.with(|f| f.set(None));
+        }
+        let _l = lock(&prefix).unwrap();
+        assert!(!exists(&prefix.plugin_dir("hello")));
+        assert!(read_receipt(&prefix, "hello").unwrap().is_none());
+        assert!(!exists(&prefix.journal_path()));
+    }
+
+    #[test]
+    fn recover_finishes_a_swap_whose_tree_is_in_place() {
+        let d = tempfile::tempdir().unwrap();
+        let prefix = Prefix::new(d.path());
+        let _l = lock(&prefix).unwrap();
+        install(&prefix, "1", &v1()).unwrap();
+        install(&prefix, "2", &v2()).unwrap();
+        // As if the process died after the tree rename, before the receipts: restore
+        // the receipt of 1 and the journal.
+        let r2 = read_receipt(&prefix, "hello").unwrap();
+        let bj = prefix.backup_dir().join("hello.json");
+        fs::rename(&bj, prefix.receipt_path("hello")).unwrap();
+        let j = Journal {
+            name: "hello".into(),
+            had_old: true,
+            receipt: r2,
+        };
+        write_atomic(&prefix.journal_path(), &serde_json::to_vec(&j).unwrap()).unwrap();
+        recover(&prefix).unwrap();
+        assert_intact(&prefix, "2");
+        assert_eq!(
+            read_receipt_at(&bj).unwrap().unwrap().version.as_deref(),
+            Some("1")
+        );
+    }
+
+    #[test]
+    fn concurrent_installs_serialise() {
+        let d = tempfile::tempdir().unwrap();
+        let prefix = Prefix::new(d.path());
+        let threads: Vec<_> = ["1", "2"]
+            .into_iter()
+            .map(|v| {
+                let prefix = prefix.clone();
+                std::thread::spawn(move || {
+                    let files = if v == "1" { v1() } else { v2() };
+                    for _ in 0..5 {
+                        let _l = lock(&prefix).unwrap();
+                        install(&prefix, v, &files).unwrap();
+                    }
+                })
+            })
+            .collect();
+        threads.into_iter().for_each(|t| t.join().unwrap());
+        let listed = list(&prefix).unwrap();
+        assert_eq!(listed.len(), 1);
+        let v = listed[0].receipt.version.clone().unwrap();
+        assert_intact(&prefix, &v);
+        let want: Vec<FileEntry> = hash_tree(&prefix.plugin_dir("hello")).unwrap();
+        assert_eq!(listed[0].receipt.files, want);
+    }
+
+    #[test]
+    fn uninstall_and_list() {
+        let d = tempfile::tempdir().unwrap();
+        let prefix = Prefix::new(d.path());
+        let _l = lock(&prefix).unwrap();
+        install(&prefix, "1", &v1()).unwrap();
+        install(&prefix, "2", &v2()).unwrap();
+        let (_t, other) = stage(&prefix, "other", &[("handler.lua", HANDLER, 0o644)]);
+        install_dir(&prefix, &other, receipt("other", "9"), None).unwrap();
+        let dir = prefix.plugin_dir("hello");
+        fs::remove_file(dir.join("schema.lua")).unwrap();
+        fs::create_dir(dir.join("extra")).unwrap();
+        fs::write(dir.join("extra/local.lua"), "return 1").unwrap();
+        let listed = list(&prefix).unwrap();
+        assert_eq!(
+            listed
+                .iter()
+                .map(|l| l.receipt.name.as_str())
+                .collect::<Vec<_>>(),
+            ["hello", "other"]
+        );
+        assert_eq!(listed[0].missing, ["schema.lua"]);
+        assert!(listed[0].modified.is_empty() && listed[1].missing.is_empty());
+
+        let left = uninstall(&prefix, "hello").unwrap();
+        assert_eq!(left, [dir.join("extra/local.lua").display().to_string()]);
+        assert!(!dir.join("handler.lua").exists());
+        assert!(read_receipt(&prefix, "hello").unwrap().is_none());
+        assert!(!prefix.backup_dir().join("hello").exists());
+        assert_eq!(list(&prefix).unwrap().len(), 1);
+        let e = uninstall(&prefix, "hello").unwrap_err();
+        assert_eq!(crate::error::kind_of(&e), Kind::NotFound);
+        fs::remove_dir_all(&dir).unwrap();
+        assert!(uninstall(&prefix, "other").unwrap().is_empty());
+        assert!(!prefix.plugin_dir("other").exists());
+        assert!(
+            check_name("../x").is_err()
+                && check_name("a.b").is_err()
+                && check_name("my_plugin-2").is_ok()
+        );
+    }
+
+    #[test]
+    fn luajit_finds_and_compiles_the_installed_plugin() {
+        let d = tempfile::tempdir().unwrap();
+        let prefix = Prefix::new(d.path());
+        let _l = lock(&prefix).unwrap();
+        install(&prefix, "1", &v1()).unwrap();
+        let root = prefix.root.display().to_string();
+        let luajit = |code: String| {
+            std::process::Command::new("luajit")
+                .arg("-e")
+                .arg(code)
+                .output()
+        };
+        let out = match luajit(format!(
+            "print(package.searchpath('kong.plugins.hello.handler', '{root}/?.lua;{root}/?/init.lua'))"
+        )) {
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                eprintln!("luajit not installed: skipping");
+                return;
+            }
+            r => r.unwrap(),
+        };
+        assert!(out.status.success(), "{out:?}");
+        let found = String::from_utf8(out.stdout).unwrap();
+        assert_eq!(
+            found.trim(),
+            format!("{root}/kong/plugins/hello/handler.lua")
+        );
+        for f in read_receipt(&prefix, "hello").unwrap().unwrap().files {
+            if f.path.ends_with(".lua") {
+                let p = prefix.plugin_dir("hello").join(&f.path);
+                let out = luajit(format!("assert(loadfile('{}'))", p.display())).unwrap();
+                assert!(out.status.success(), "{}: {out:?}", f.path);
+            }
+        }
+    }
+}

@@ -1,0 +1,19 @@
+//! kplug: Kong Gateway plugins as signed, generic OCI artifacts.
+pub mod artifact;
+pub mod attach;
+pub mod auth;
+pub mod cli;
+pub mod copy;
+pub mod digest;
+pub mod doctor;
+pub mod error;
+pub mod install;
+pub mod kongconf;
+pub mod oci;
+pub mod plugin;
+pub mod progress;
+pub mod reference;
+pub mod signature;
+pub mod store;
+pub mod tree;
+pub mod unpack;

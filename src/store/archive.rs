@@ -1,0 +1,419 @@
+//! Read-only tarball stores: `oci-archive:` (a tar of an OCI layout) and `docker-archive:`
+//! (what `crane pull` and `skopeo copy … docker-archive:` write).
+//!
+//! The tar is indexed once (entry name → offset, size) and blobs are then read in place by
+//! seeking, so nothing is extracted and memory does not grow with blob size. Entry names are
+//! only ever used as lookup keys, never as paths.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use async_trait::async_trait;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+use super::{Reader, Store, Writer};
+use crate::error::{fail, Kind};
+use crate::oci::{self, Descriptor, Index, Manifest};
+
+/// Metadata files (index.json, manifest.json, configs) larger than this are refused.
+const META_CAP: u64 = 4 << 20;
+
+enum Flavor {
+    Oci {
+        index: Index,
+        name: Option<String>,
+    },
+    /// The one image of a docker-archive, presented as the manifest cosign would have pushed.
+    Docker {
+        manifest: Vec<u8>,
+        tag: Option<String>,
+    },
+}
+
+pub struct ArchiveStore {
+    path: PathBuf,
+    entries: HashMap<String, (u64, u64)>,
+    /// Blob digest → entry name (docker-archive names files by other rules).
+    by_digest: HashMap<String, String>,
+    flavor: Flavor,
+}
+
+fn index_tar(path: &Path) -> anyhow::Result<HashMap<String, (u64, u64)>> {
+    let f = std::fs::File::open(path).map_err(|e| {
+        fail(
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Kind::NotFound
+            } else {
+                Kind::Other
+            },
+            format!("cannot open {}: {e}", path.display()),
+        )
+    })?;
+    let mut magic = [0u8; 2];
+    if (&f).read_exact(&mut magic).is_ok() && magic == [0x1f, 0x8b] {
+        crate::bail_kind!(
+            Kind::Usage,
+            "{} is gzip-compressed; archives are plain tar (gunzip it first). A plugin .tar.gz is pushed with `kplug push FILE REF`",
+            path.display()
+        );
+    }
+    let f = std::fs::File::open(path)?;
+    let mut ar = tar::Archive::new(f);
+    let mut map = HashMap::new();
+    for e in ar
+        .entries()
+        .with_context(|| format!("reading tar {}", path.display()))?
+    {
+        let e = e.with_context(|| format!("reading tar {}", path.display()))?;
+        if e.header().entry_type().is_file() {
+            let name = e
+                .path()?
+                .to_string_lossy()
+                .trim_start_matches("./")
+                .to_string();
+            map.insert(name, (e.raw_file_position(), e.size()));
+        }
+    }
+    Ok(map)
+}
+
+impl ArchiveStore {
+    fn read_entry(&self, name: &str, cap: u64) -> anyhow::Result<Vec<u8>> {
+        let (off, size) = *self.entries.get(name).ok_or_else(|| {
+            fail(
+                Kind::NotFound,
+                format!("{} has no entry {name:?}", self.path.display()),
+            )
+        })?;
+        if size > cap {
+            crate::bail_kind!(
+                Kind::Unsafe,
+                "{name} in {} is too large ({size} bytes)",
+                self.path.display()
+            );
+        }
+        use std::io::{Seek, SeekFrom};
+        let mut f = std::fs::File::open(&self.path)?;
+        f.seek(SeekFrom::Start(off))?;
+        let mut buf = Vec::with_capacity(size as usize);
+        f.take(size).read_to_end(&mut buf)?;
+        Ok(buf)
+    }
+
+    fn hash_entry(&self, name: &str) -> anyhow::Result<(String, u64)> {
+        let (off, size) = self.entries[name];
+        use std::io::{Seek, SeekFrom};
+        let mut f = std::fs::File::open(&self.path)?;
+        f.seek(SeekFrom::Start(off))?;
+        let mut r = crate::digest::HashingReader::new(f.take(size));
+        std::io::copy(&mut r, &mut std::io::sink())?;
+        Ok(r.hasher.finish())
+    }
+
+    pub fn open_oci(path: &Path, name: Option<String>) -> anyhow::Result<Self> {
+        let entries = index_tar(path)?;
+        let mut s = ArchiveStore {
+            path: path.to_path_buf(),
+            entries,
+            by_digest: HashMap::new(),
+            flavor: Flavor::Oci {
+                index: Index::empty(),
+                name,
+            },
+        };
+        if !s.entries.contains_key("oci-layout") || !s.entries.contains_key("index.json") {
+            crate::bail_kind!(
+                Kind::Usage,
+                "{} is not an oci-archive (no oci-layout/index.json)",
+                path.display()
+            );
+        }
+        let idx: Index =
+            serde_json::from_slice(&s.read_entry("index.json", META_CAP)?).map_err(|e| {
+                fail(
+                    Kind::Integrity,
+                    format!("{}: bad index.json: {e}", path.display()),
+                )
+            })?;
+        s.by_digest = s
+            .entries
+            .keys()
+            .filter_map(|k| {
+                k.strip_prefix("blobs/sha256/")
+                    .map(|h| (format!("sha256:{h}"), k.clone()))
+            })
+            .collect();
+        if let Flavor::Oci { index, .. } = &mut s.flavor {
+            *index = idx;
+        }
+        Ok(s)
+    }
+
+    pub fn open_docker(path: &Path) -> anyhow::Result<Self> {
+        #[derive(serde::Deserialize)]
+        #[serde(rename_all = "PascalCase")]
+        struct Entry {
+            config: String,
+            #[serde(default)]
+            repo_tags: Vec<String>,
+            layers: Vec<String>,
+        }
+        let entries = index_tar(path)?;
+        let mut s = ArchiveStore {
+            path: path.to_path_buf(),
+            entries,
+            by_digest: HashMap::new(),
+            flavor: Flavor::Docker {
+                manifest: Vec::new(),
+                tag: None,
+            },
+        };
+        if !s.entries.contains_key("manifest.json") {
+            crate::bail_kind!(
+                Kind::Usage,
+                "{} is not a docker-archive/crane tarball (no manifest.json)",
+                path.display()
+            );
+        }
+        let list: Vec<Entry> = serde_json::from_slice(&s.read_entry("manifest.json", META_CAP)?)
+            .map_err(|e| {
+                fail(
+                    Kind::Integrity,
+                    format!("{}: bad manifest.json: {e}", path.display()),
+                )
+            })?;
+        let img = list
+            .into_iter()
+            .next()
+            .ok_or_else(|| fail(Kind::NotFound, format!("{} holds no image", path.display())))?;
+        let config = s.read_entry(&img.config, META_CAP)?;
+        let config_digest = crate::digest::sha256(&config);
+        s.by_digest
+            .insert(config_digest.clone(), img.config.clone());
+        let mut layers = Vec::new();
+        for l in &img.layers {
+            if !s.entries.contains_key(l) {
+                crate::bail_kind!(
+                    Kind::Integrity,
+                    "{}: manifest.json names layer {l} that is not in the tarball",
+                    path.display()
+                );
+            }
+            let (digest, size) = s.hash_entry(l)?;
+            s.by_digest.insert(digest.clone(), l.clone());
+            let (off, _) = s.entries[l];
+            layers.push((digest, size, off));
+        }
+        // crane keeps the layer bytes and the config as they were pushed, so an artifact
+        // pushed by `cosign upload blob` can be rebuilt exactly: same manifest, same digest.
+        let diff_ids: Vec<String> = layers.iter().map(|l| l.0.clone()).collect();
+        let cosign_shape = config == oci::cosign_config(&diff_ids);
+        let mut descs = Vec::new();
+        for (digest, size, off) in &layers {
+            let mt = if cosign_shape {
+                let mut magic = [0u8; 2];
+                use std::io::{Seek, SeekFrom};
+                let mut f = std::fs::File::open(path)?;
+                f.seek(SeekFrom::Start(*off))?;
+                let gz = f.read_exact(&mut magic).is_ok() && magic == [0x1f, 0x8b];
+                if gz {
+                    oci::X_GZIP
+                } else {
+                    oci::OCTET_STREAM
+                }
+            } else {
+                oci::DOCKER_LAYER_GZIP
+            };
+            descs.push(Descriptor::new(mt, digest, *size));
+        }
+        let manifest = Manifest {
+            schema_version: 2,
+            media_type: Some(
+                if cosign_shape {
+                    oci::MANIFEST_V1
+                } else {
+                    oci::DOCKER_MANIFEST_V2
+                }
+                .to_string(),
+            ),
+            config: Descriptor::new(
+                if cosign_shape {
+                    oci::CONFIG_V1
+                } else {
+                    oci::DOCKER_CONFIG_V1
+                },
+                &config_digest,
+                config.len() as u64,
+            ),
+            layers: descs,
+            annotations: Default::default(),
+            subject: None,
+            artifact_type: None,
+        };
+        let tag = img
+            .repo_tags
+            .first()
+            .and_then(|t| t.rsplit_once(':').map(|(_, t)| t.to_string()));
+        s.flavor = Flavor::Docker {
+            manifest: oci::to_json(&manifest),
+            tag,
+        };
+        Ok(s)
+    }
+
+    fn entry_for(&self, digest: &str) -> anyhow::Result<&String> {
+        crate::digest::hex_of(digest)?;
+        self.by_digest.get(digest).ok_or_else(|| {
+            fail(
+                Kind::NotFound,
+                format!("blob {digest} not found in {}", self.describe()),
+            )
+        })
+    }
+}
+
+#[async_trait]
+impl Store for ArchiveStore {
+    fn describe(&self) -> String {
+        match &self.flavor {
+            Flavor::Oci { name: Some(n), .. } => format!("oci-archive:{}:{n}", self.path.display()),
+            Flavor::Oci { .. } => format!("oci-archive:{}", self.path.display()),
+            Flavor::Docker { .. } => format!("docker-archive:{}", self.path.display()),
+        }
+    }
+
+    async fn resolve(&self, tag: &str) -> anyhow::Result<Descriptor> {
+        match &self.flavor {
+            Flavor::Oci { index, name } => {
+                let want = match name {
+                    Some(n) => format!("{n}:{tag}"),
+                    None => tag.to_string(),
+                };
+                index
+                    .manifests
+                    .iter()
+                    .rev()
+                    .find(|m| m.annotations.get(oci::ANN_REF_NAME) == Some(&want))
+                    .map(|d| Descriptor::new(&d.media_type, &d.digest, d.size))
+                    .ok_or_else(|| {
+                        fail(
+                            Kind::NotFound,
+                            format!("tag {want:?} not found in {}", self.describe()),
+                        )
+                    })
+            }
+            // A crane tarball holds one image; any tag names it.
+            Flavor::Docker { manifest, .. } => Ok(super::manifest_descriptor(manifest, None)),
+        }
+    }
+
+    async fn fetch_manifest(&self, reference: &str) -> anyhow::Result<(Vec<u8>, Descriptor)> {
+        if let Flavor::Docker { manifest, .. } = &self.flavor {
+            let d = super::manifest_descriptor(manifest, None);
+            if reference.starts_with("sha256:") && reference != d.digest {
+                crate::bail_kind!(
+                    Kind::NotFound,
+                    "manifest {reference} not found in {}",
+                    self.describe()
+                );
+            }
+            return Ok((manifest.clone(), d));
+        }
+        let digest = if reference.starts_with("sha256:") {
+            reference.to_string()
+        } else {
+            self.resolve(reference).await?.digest
+        };
+        let bytes = self.read_entry(self.entry_for(&digest)?, META_CAP)?;
+        let d = super::manifest_descriptor(&bytes, None);
+        if d.digest != digest {
+            crate::bail_kind!(
+                Kind::Integrity,
+                "manifest {digest} in {} is corrupt",
+                self.describe()
+            );
+        }
+        Ok((bytes, d))
+    }
+
+    async fn manifest_exists(&self, digest: &str) -> anyhow::Result<bool> {
+        Ok(match &self.flavor {
+            Flavor::Docker { manifest, .. } => crate::digest::sha256(manifest) == digest,
+            Flavor::Oci { .. } => self.by_digest.contains_key(digest),
+        })
+    }
+
+    async fn blob_exists(&self, digest: &str) -> anyhow::Result<bool> {
+        Ok(self.by_digest.contains_key(digest))
+    }
+
+    async fn fetch_blob(&self, desc: &Descriptor, sink: Writer<'_>) -> anyhow::Result<()> {
+        let name = self.entry_for(&desc.digest)?;
+        let (off, size) = self.entries[name];
+        let mut f = tokio::fs::File::open(&self.path).await?;
+        f.seek(std::io::SeekFrom::Start(off)).await?;
+        super::copy_hashed(
+            f.take(size),
+            sink,
+            desc,
+            &format!("{name} in {}", self.path.display()),
+        )
+        .await
+    }
+
+    async fn push_blob(&self, _desc: &Descriptor, _src: Reader) -> anyhow::Result<()> {
+        crate::bail_kind!(Kind::Usage, "{} is read-only", self.describe())
+    }
+
+    async fn push_manifest(&self, _b: &[u8], _m: &str, _t: Option<&str>) -> anyhow::Result<String> {
+        crate::bail_kind!(Kind::Usage, "{} is read-only", self.describe())
+    }
+
+    async fn list_tags(&self) -> anyhow::Result<Vec<String>> {
+        Ok(match &self.flavor {
+            Flavor::Docker { tag, .. } => tag.iter().cloned().collect(),
+            Flavor::Oci { index, name } => {
+                let mut v: Vec<String> = index
+                    .manifests
+                    .iter()
+                    .filter_map(|m| m.annotations.get(oci::ANN_REF_NAME))
+                    .filter_map(|rn| match name {
+                        Some(n) => rn.strip_prefix(&format!("{n}:")).map(str::to_string),
+                        None => Some(rn.clone()),
+                    })
+                    .collect();
+                v.sort();
+                v
+            }
+        })
+    }
+}
+
+/// Write an OCI layout directory as an `oci-archive:` tarball (deterministic order).
+pub fn write_oci_archive(layout_dir: &Path, out: &Path) -> anyhow::Result<()> {
+    let dir = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let tmp = tempfile::NamedTempFile::new_in(dir)?;
+    {
+        let mut b = tar::Builder::new(std::io::BufWriter::new(tmp.as_file()));
+        b.mode(tar::HeaderMode::Deterministic);
+        let mut names = vec!["oci-layout".to_string(), "index.json".to_string()];
+        let mut blobs: Vec<String> = std::fs::read_dir(layout_dir.join("blobs/sha256"))?
+            .filter_map(|e| e.ok())
+            .map(|e| format!("blobs/sha256/{}", e.file_name().to_string_lossy()))
+            .collect();
+        blobs.sort();
+        names.extend(blobs);
+        for n in names {
+            b.append_path_with_name(layout_dir.join(&n), &n)?;
+        }
+        b.into_inner()?;
+    }
+    tmp.as_file().sync_all()?;
+    tmp.persist(out)?;
+    Ok(())
+}

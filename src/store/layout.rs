@@ -1,0 +1,268 @@
+//! OCI image layout directory (`oci:DIR`): `oci-layout`, `index.json`, `blobs/sha256/<hex>`.
+//!
+//! Tags are `org.opencontainers.image.ref.name` annotations on `index.json` entries. A
+//! layout may hold several plugins: with a name, tags are stored as `NAME:TAG`
+//! (`oci:./store:hello:0.1.0`), without one as plain `TAG` (skopeo's `oci:DIR:TAG`).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use async_trait::async_trait;
+use tokio::io::AsyncWriteExt;
+
+use super::{Reader, Store, Writer};
+use crate::digest::{hex_of, Hasher};
+use crate::error::Kind;
+use crate::oci::{self, Descriptor, Index};
+
+const LAYOUT_FILE: &str = r#"{"imageLayoutVersion":"1.0.0"}"#;
+
+pub struct LayoutStore {
+    root: PathBuf,
+    name: Option<String>,
+    /// Serialises read-modify-write of index.json within this process.
+    index_lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl LayoutStore {
+    pub fn open(root: &Path, name: Option<String>, writable: bool) -> anyhow::Result<Self> {
+        let layout = root.join("oci-layout");
+        if !layout.exists() {
+            if !writable {
+                crate::bail_kind!(
+                    Kind::NotFound,
+                    "{} is not an OCI image layout (no oci-layout file); push or copy into oci:{} first",
+                    root.display(),
+                    root.display()
+                );
+            }
+            std::fs::create_dir_all(root.join("blobs/sha256"))
+                .with_context(|| format!("creating OCI layout {}", root.display()))?;
+            crate::tree::write_atomic(&layout, LAYOUT_FILE.as_bytes())?;
+            crate::tree::write_atomic(&root.join("index.json"), &oci::to_json(&Index::empty()))?;
+        }
+        Ok(LayoutStore {
+            root: root.to_path_buf(),
+            name,
+            index_lock: Arc::new(tokio::sync::Mutex::new(())),
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn blob_path(&self, digest: &str) -> anyhow::Result<PathBuf> {
+        Ok(self.root.join("blobs/sha256").join(hex_of(digest)?))
+    }
+
+    fn ref_name(&self, tag: &str) -> String {
+        match &self.name {
+            Some(n) => format!("{n}:{tag}"),
+            None => tag.to_string(),
+        }
+    }
+
+    pub fn read_index(&self) -> anyhow::Result<Index> {
+        let p = self.root.join("index.json");
+        let bytes = std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?;
+        serde_json::from_slice(&bytes).map_err(|e| {
+            crate::error::fail(
+                Kind::Integrity,
+                format!("{} is not a valid OCI index: {e}", p.display()),
+            )
+        })
+    }
+
+    fn write_index(&self, idx: &Index) -> anyhow::Result<()> {
+        crate::tree::write_atomic(&self.root.join("index.json"), &oci::to_json(idx))
+    }
+
+    /// Add or replace an `index.json` entry (used by `save` to annotate entries).
+    pub async fn put_index_entry(&self, desc: Descriptor) -> anyhow::Result<()> {
+        let _g = self.index_lock.lock().await;
+        let mut idx = self.read_index()?;
+        let rn = desc.annotations.get(oci::ANN_REF_NAME).cloned();
+        idx.manifests.retain(|m| match &rn {
+            Some(rn) => m.annotations.get(oci::ANN_REF_NAME) != Some(rn),
+            None => !(m.digest == desc.digest && m.annotations.get(oci::ANN_REF_NAME).is_none()),
+        });
+        idx.manifests.push(desc);
+        self.write_index(&idx)
+    }
+
+    fn read_blob_file(&self, digest: &str) -> anyhow::Result<Vec<u8>> {
+        let p = self.blob_path(digest)?;
+        match std::fs::read(&p) {
+            Ok(b) => Ok(b),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(crate::error::fail(
+                Kind::NotFound,
+                format!("{digest} not found in {}", self.describe()),
+            )),
+            Err(e) => Err(e).with_context(|| format!("reading {}", p.display())),
+        }
+    }
+}
+
+#[async_trait]
+impl Store for LayoutStore {
+    fn describe(&self) -> String {
+        match &self.name {
+            Some(n) => format!("oci:{}:{n}", self.root.display()),
+            None => format!("oci:{}", self.root.display()),
+        }
+    }
+
+    async fn resolve(&self, tag: &str) -> anyhow::Result<Descriptor> {
+        let want = self.ref_name(tag);
+        let idx = self.read_index()?;
+        idx.manifests
+            .into_iter()
+            .rev()
+            .find(|m| m.annotations.get(oci::ANN_REF_NAME) == Some(&want))
+            .map(|mut d| {
+                d.annotations.clear();
+                d
+            })
+            .ok_or_else(|| {
+                crate::error::fail(
+                    Kind::NotFound,
+                    format!(
+                        "tag {want:?} not found in {}; `kplug list-tags` shows what is there",
+                        self.root.display()
+                    ),
+                )
+            })
+    }
+
+    async fn fetch_manifest(&self, reference: &str) -> anyhow::Result<(Vec<u8>, Descriptor)> {
+        let (digest, mt) = if reference.starts_with("sha256:") {
+            (reference.to_string(), None)
+        } else {
+            let d = self.resolve(reference).await?;
+            (d.digest, Some(d.media_type))
+        };
+        let bytes = self.read_blob_file(&digest)?;
+        let desc = super::manifest_descriptor(&bytes, mt.as_deref());
+        if desc.digest != digest {
+            crate::bail_kind!(
+                Kind::Integrity,
+                "manifest {digest} in {} is corrupt: its content hashes to {}",
+                self.root.display(),
+                desc.digest
+            );
+        }
+        Ok((bytes, desc))
+    }
+
+    async fn manifest_exists(&self, digest: &str) -> anyhow::Result<bool> {
+        Ok(self.blob_path(digest)?.exists())
+    }
+
+    async fn blob_exists(&self, digest: &str) -> anyhow::Result<bool> {
+        Ok(self.blob_path(digest)?.exists())
+    }
+
+    async fn fetch_blob(&self, desc: &Descriptor, sink: Writer<'_>) -> anyhow::Result<()> {
+        let p = self.blob_path(&desc.digest)?;
+        let f = match tokio::fs::File::open(&p).await {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => crate::bail_kind!(
+                Kind::NotFound,
+                "blob {} not found in {}",
+                desc.digest,
+                self.describe()
+            ),
+            Err(e) => return Err(e).with_context(|| format!("opening {}", p.display())),
+        };
+        super::copy_hashed(
+            f,
+            sink,
+            desc,
+            &format!("blob {} in {}", desc.digest, self.root.display()),
+        )
+        .await
+    }
+
+    async fn push_blob(&self, desc: &Descriptor, mut src: Reader) -> anyhow::Result<()> {
+        use tokio::io::AsyncReadExt;
+        let dst = self.blob_path(&desc.digest)?;
+        let dir = dst.parent().expect("blob path has a parent").to_path_buf();
+        tokio::fs::create_dir_all(&dir).await?;
+        let tmp = tempfile::NamedTempFile::new_in(&dir)?;
+        let mut f = tokio::fs::File::from_std(tmp.reopen()?);
+        let mut h = Hasher::new();
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = src.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+            f.write_all(&buf[..n]).await?;
+        }
+        f.sync_all().await?;
+        drop(f);
+        h.check(
+            &desc.digest,
+            Some(desc.size),
+            &format!("blob written to {}", self.root.display()),
+        )?;
+        tmp.persist(&dst)?;
+        Ok(())
+    }
+
+    async fn push_manifest(
+        &self,
+        bytes: &[u8],
+        media_type: &str,
+        tag: Option<&str>,
+    ) -> anyhow::Result<String> {
+        let desc = super::manifest_descriptor(bytes, Some(media_type));
+        let p = self.blob_path(&desc.digest)?;
+        if !p.exists() {
+            crate::tree::write_atomic(&p, bytes)?;
+        }
+        let mut entry = desc.clone();
+        if let Some(t) = tag {
+            entry
+                .annotations
+                .insert(oci::ANN_REF_NAME.to_string(), self.ref_name(t));
+        }
+        let _g = self.index_lock.lock().await;
+        let mut idx = self.read_index()?;
+        match tag {
+            Some(_) => {
+                let rn = entry.annotations.get(oci::ANN_REF_NAME).cloned();
+                idx.manifests
+                    .retain(|m| m.annotations.get(oci::ANN_REF_NAME) != rn.as_ref());
+                idx.manifests.push(entry);
+            }
+            None => {
+                if !idx.manifests.iter().any(|m| m.digest == desc.digest) {
+                    idx.manifests.push(entry);
+                }
+            }
+        }
+        self.write_index(&idx)?;
+        Ok(desc.digest)
+    }
+
+    async fn list_tags(&self) -> anyhow::Result<Vec<String>> {
+        let idx = self.read_index()?;
+        let mut tags: Vec<String> = idx
+            .manifests
+            .iter()
+            .filter_map(|m| m.annotations.get(oci::ANN_REF_NAME))
+            .filter_map(|rn| match &self.name {
+                Some(n) => rn.strip_prefix(&format!("{n}:")).map(str::to_string),
+                None if !rn.contains(':') => Some(rn.clone()),
+                None => None,
+            })
+            .collect();
+        tags.sort();
+        tags.dedup();
+        Ok(tags)
+    }
+}

@@ -1,0 +1,287 @@
+//! The content-store abstraction every command is a pipeline over.
+//!
+//! A [`Store`] is one repository's worth of content-addressed blobs and manifests plus
+//! tags, modelled on go-containerregistry's `remote`/`layout` and oras-go's `Target`.
+//! Implementations: [`remote::RemoteStore`] (a registry), [`layout::LayoutStore`] (an OCI
+//! image layout directory) and [`archive::ArchiveStore`] (read-only `oci-archive:` and
+//! `docker-archive:` tarballs). Blobs are streamed and hashed on the way; a digest
+//! mismatch is an error and leaves nothing behind.
+
+pub mod archive;
+pub mod layout;
+pub mod remote;
+
+use std::path::Path;
+
+use anyhow::Context;
+use async_trait::async_trait;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+
+use crate::digest::Hasher;
+use crate::error::Kind;
+use crate::oci::{self, Descriptor};
+use crate::reference::Location;
+
+pub type Reader = Box<dyn AsyncRead + Send + Unpin>;
+pub type Writer<'a> = &'a mut (dyn AsyncWrite + Send + Unpin);
+
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// Human-readable name for messages (`127.0.0.1:5000/repo`, `oci:./store:hello`).
+    fn describe(&self) -> String;
+
+    /// Tag → descriptor of the manifest it points at.
+    async fn resolve(&self, tag: &str) -> anyhow::Result<Descriptor>;
+
+    /// Manifest bytes by tag or digest. The returned descriptor's digest is the sha256 of
+    /// the bytes, checked against the digest when one was asked for.
+    async fn fetch_manifest(&self, reference: &str) -> anyhow::Result<(Vec<u8>, Descriptor)>;
+
+    /// Does a manifest exist under this digest? (HEAD; cheap.)
+    async fn manifest_exists(&self, digest: &str) -> anyhow::Result<bool>;
+
+    async fn blob_exists(&self, digest: &str) -> anyhow::Result<bool>;
+
+    /// Stream a blob into `sink`, hashing on the way; errors (kind `Integrity`) when the
+    /// content does not match `desc`. Callers that write files write to a temp file and
+    /// commit only on `Ok` (see [`fetch_blob_to_file`]).
+    async fn fetch_blob(&self, desc: &Descriptor, sink: Writer<'_>) -> anyhow::Result<()>;
+
+    /// Stream a blob in. `desc` carries the digest and size the content must have.
+    async fn push_blob(&self, desc: &Descriptor, src: Reader) -> anyhow::Result<()>;
+
+    /// Store a manifest and point `tag` at it (or leave it untagged). Returns its digest.
+    async fn push_manifest(
+        &self,
+        bytes: &[u8],
+        media_type: &str,
+        tag: Option<&str>,
+    ) -> anyhow::Result<String>;
+
+    async fn list_tags(&self) -> anyhow::Result<Vec<String>>;
+
+    /// Ask the store to make a blob from another repository of the same registry
+    /// available without an upload. `Ok(false)` means "upload instead".
+    async fn mount_blob(&self, _digest: &str, _from: &dyn Store) -> anyhow::Result<bool> {
+        Ok(false)
+    }
+
+    /// For same-registry mounts: `Some((host, repository))` for remote stores.
+    fn registry_repo(&self) -> Option<(String, String)> {
+        None
+    }
+}
+
+/// Options that shape how stores talk to the outside.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    pub plain_http: bool,
+    pub insecure: bool,
+    pub ca_files: Vec<std::path::PathBuf>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+}
+
+/// Open the store a location lives in. `writable` creates local stores as needed.
+pub async fn open(
+    loc: &Location,
+    opts: &Options,
+    writable: bool,
+) -> anyhow::Result<Box<dyn Store>> {
+    Ok(match loc {
+        Location::Registry(r) => Box::new(remote::RemoteStore::new(r, opts).await?),
+        Location::OciDir { path, name, .. } => {
+            Box::new(layout::LayoutStore::open(path, name.clone(), writable)?)
+        }
+        Location::OciArchive { path, name, .. } => {
+            if writable {
+                crate::bail_kind!(
+                    Kind::Usage,
+                    "oci-archive:{} is read-only here; write to oci:DIR first, or use `kplug save`",
+                    path.display()
+                );
+            }
+            Box::new(archive::ArchiveStore::open_oci(path, name.clone())?)
+        }
+        Location::DockerArchive { path } => {
+            if writable {
+                crate::bail_kind!(
+                    Kind::Usage,
+                    "docker-archive:{} is read-only: kplug reads crane/skopeo tarballs but writes oci: layouts",
+                    path.display()
+                );
+            }
+            Box::new(archive::ArchiveStore::open_docker(path)?)
+        }
+    })
+}
+
+/// Resolve what a location points at: its digest when it names one, else its tag
+/// (`latest` when it names neither, as docker does).
+pub async fn resolve(store: &dyn Store, loc: &Location) -> anyhow::Result<Descriptor> {
+    if let Some(d) = loc.digest() {
+        let (_, desc) = store.fetch_manifest(d).await?;
+        return Ok(desc);
+    }
+    store.resolve(loc.tag().unwrap_or("latest")).await
+}
+
+/// Fetch what a location points at, resolving a tag once: one request by tag or digest
+/// gives both the bytes and (by hashing them) the digest everything later uses.
+pub async fn fetch_resolved(
+    store: &dyn Store,
+    loc: &Location,
+) -> anyhow::Result<(Vec<u8>, Descriptor)> {
+    store
+        .fetch_manifest(loc.digest().or(loc.tag()).unwrap_or("latest"))
+        .await
+}
+
+/// Media type declared inside a manifest, or what its shape says it is.
+pub fn sniff_manifest_media_type(bytes: &[u8]) -> String {
+    #[derive(serde::Deserialize)]
+    struct Probe {
+        #[serde(rename = "mediaType")]
+        media_type: Option<String>,
+        manifests: Option<serde_json::Value>,
+    }
+    match serde_json::from_slice::<Probe>(bytes) {
+        Ok(Probe {
+            media_type: Some(m),
+            ..
+        }) => m,
+        Ok(Probe {
+            manifests: Some(_), ..
+        }) => oci::INDEX_V1.to_string(),
+        _ => oci::MANIFEST_V1.to_string(),
+    }
+}
+
+/// Descriptor for manifest bytes.
+pub fn manifest_descriptor(bytes: &[u8], media_type: Option<&str>) -> Descriptor {
+    let mt = media_type
+        .map(str::to_string)
+        .unwrap_or_else(|| sniff_manifest_media_type(bytes));
+    Descriptor::new(&mt, &crate::digest::sha256(bytes), bytes.len() as u64)
+}
+
+/// Copy a reader to a writer, hashing, then check against `desc`.
+pub async fn copy_hashed(
+    mut src: impl AsyncRead + Unpin,
+    sink: Writer<'_>,
+    desc: &Descriptor,
+    what: &str,
+) -> anyhow::Result<()> {
+    use tokio::io::AsyncReadExt;
+    let mut h = Hasher::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = src.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        if h.len() > desc.size {
+            crate::bail_kind!(
+                Kind::Integrity,
+                "{what}: more than the {} bytes its descriptor declares",
+                desc.size
+            );
+        }
+        sink.write_all(&buf[..n]).await?;
+    }
+    sink.flush().await?;
+    h.check(&desc.digest, Some(desc.size), what)
+}
+
+/// Fetch a blob to `path` through a temp file beside it: on any error nothing is left.
+pub async fn fetch_blob_to_file(
+    store: &dyn Store,
+    desc: &Descriptor,
+    path: &Path,
+) -> anyhow::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let tmp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("creating a temp file in {}", dir.display()))?;
+    let mut f = tokio::fs::File::from_std(tmp.reopen()?);
+    store.fetch_blob(desc, &mut f).await?;
+    f.sync_all().await?;
+    drop(f);
+    tmp.persist(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// Fetch a small blob (config, signature payload) into memory, capped.
+pub async fn fetch_blob_bytes(
+    store: &dyn Store,
+    desc: &Descriptor,
+    cap: u64,
+) -> anyhow::Result<Vec<u8>> {
+    if desc.size > cap {
+        crate::bail_kind!(
+            Kind::Unsafe,
+            "blob {} is {} bytes, more than the {cap} allowed for metadata",
+            desc.digest,
+            desc.size
+        );
+    }
+    let mut buf = Vec::with_capacity(desc.size as usize);
+    store.fetch_blob(desc, &mut buf).await?;
+    Ok(buf)
+}
+
+/// Push a file as a blob, unless the store has it already. Returns true if uploaded.
+pub async fn push_file(store: &dyn Store, desc: &Descriptor, path: &Path) -> anyhow::Result<bool> {
+    if store.blob_exists(&desc.digest).await? {
+        return Ok(false);
+    }
+    let f = tokio::fs::File::open(path)
+        .await
+        .with_context(|| format!("opening {}", path.display()))?;
+    store.push_blob(desc, Box::new(f)).await?;
+    Ok(true)
+}
+
+/// Push in-memory bytes as a blob unless present.
+pub async fn push_bytes(
+    store: &dyn Store,
+    media_type: &str,
+    bytes: &[u8],
+) -> anyhow::Result<Descriptor> {
+    let desc = Descriptor::new(
+        media_type,
+        &crate::digest::sha256(bytes),
+        bytes.len() as u64,
+    );
+    if !store.blob_exists(&desc.digest).await? {
+        store
+            .push_blob(&desc, Box::new(std::io::Cursor::new(bytes.to_vec())))
+            .await?;
+    }
+    Ok(desc)
+}
+
+/// Stream one blob from `src` to `dst` without touching disk: the fetch writes into one
+/// end of an in-memory pipe while the push reads the other, so memory stays at the pipe's
+/// size whatever the blob's.
+pub async fn transfer_blob(
+    src: &dyn Store,
+    dst: &dyn Store,
+    desc: &Descriptor,
+) -> anyhow::Result<()> {
+    let (mut w, r) = tokio::io::duplex(1 << 20);
+    let fetch = async {
+        let res = src.fetch_blob(desc, &mut w).await;
+        drop(w);
+        res
+    };
+    let push = dst.push_blob(desc, Box::new(r));
+    let (a, b) = tokio::join!(fetch, push);
+    a.with_context(|| format!("reading blob {} from {}", desc.digest, src.describe()))?;
+    b.with_context(|| format!("writing blob {} to {}", desc.digest, dst.describe()))?;
+    Ok(())
+}
