@@ -27,7 +27,7 @@ pub async fn run(g: &Global, a: CopyArgs) -> anyhow::Result<()> {
         &mut stats,
     )
     .await?;
-    let out = format!("{}@{}", dloc.repo_name(), desc.digest);
+    let out = dloc.pinned(&desc.digest);
     if g.json {
         return super::print_json(&serde_json::json!({
             "source": sloc.to_string(), "destination": dloc.at_digest(&desc.digest).to_string(),

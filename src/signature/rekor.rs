@@ -149,53 +149,44 @@ mod tests {
 
     #[test]
     fn keyless_fixture_set_verifies() {
-        let rekor = PublicKey::from_pem(&fixture("rekor.pub")).unwrap();
+        let rekor = [PublicKey::from_pem(&fixture("rekor.pub")).unwrap()];
         assert_eq!(
-            rekor.fingerprint(),
+            rekor[0].fingerprint(),
             "sha256:c0d23d6ad406973f9559f3ba2d1ca01f84147d8ffc5b8445c224f98b9591801d"
         );
         let set = fixture("rekor-set");
         let payload = fixture("rekor-payload");
         let sig = fixture("rekor-sig");
         let sig = sig.trim();
-        let t = verify_rekor_set(&set, &[rekor.clone()], payload.as_bytes(), sig).unwrap();
+        let t = verify_rekor_set(&set, &rekor, payload.as_bytes(), sig).unwrap();
         assert_eq!(t, 1670870899);
 
         let err = |r: Result<i64>| format!("{:#}", r.unwrap_err());
         // Another payload, another signature, a tampered SET payload, an unknown log.
-        let e = err(verify_rekor_set(&set, &[rekor.clone()], b"{}", sig));
+        let e = err(verify_rekor_set(&set, &rekor, b"{}", sig));
         assert!(e.contains("another payload"), "{e}");
         let other_sig = "MEUCIQD6q/COgzOyW0YH1Dk+CCYSt4uAhm3FDHUwvPI55zwnlwIgE0ZK58ZOWpZw8YVmBapJhBqCfdPekIknimuO0xH8Jh8=";
         let e = err(verify_rekor_set(
             &set,
-            &[rekor.clone()],
+            &rekor,
             payload.as_bytes(),
             other_sig,
         ));
         assert!(e.contains("another signature"), "{e}");
         let tampered = set.replace("1670870899", "1670870900");
+        let e = err(verify_rekor_set(&tampered, &rekor, payload.as_bytes(), sig));
+        assert!(e.contains("does not verify"), "{e}");
+        let stranger = crate::signature::keys::SigningKey::generate().unwrap();
         let e = err(verify_rekor_set(
-            &tampered,
-            &[rekor],
+            &set,
+            &[stranger.public_key()],
             payload.as_bytes(),
             sig,
         ));
-        assert!(e.contains("does not verify"), "{e}");
-        let stranger = crate::signature::keys::SigningKey::generate()
-            .unwrap()
-            .public_key();
-        let e = err(verify_rekor_set(&set, &[stranger], payload.as_bytes(), sig));
         assert!(e.contains("log ID"), "{e}");
         // The body names a certificate, so it never passes as a key's entry.
-        let signer = PublicKey::from_pem(&fixture("rekor.pub")).unwrap();
-        let e = check_rekor_bundle(
-            &set,
-            &[signer.clone()],
-            payload.as_bytes(),
-            sig,
-            Some(&signer),
-        )
-        .unwrap_err();
+        let e =
+            check_rekor_bundle(&set, &rekor, payload.as_bytes(), sig, Some(&rekor[0])).unwrap_err();
         assert!(format!("{e:#}").contains("certificate"), "{e:#}");
     }
 }

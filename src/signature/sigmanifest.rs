@@ -18,6 +18,7 @@ pub struct NewSignature {
 }
 
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // built once per signing
 pub enum Append {
     /// An equivalent signature by the same key is already there: push nothing.
     Duplicate,

@@ -234,9 +234,13 @@ impl Store for LayoutStore {
         let mut idx = self.read_index()?;
         match tag {
             Some(_) => {
+                // The tag moves here; an untagged entry for the same digest becomes redundant.
                 let rn = entry.annotations.get(oci::ANN_REF_NAME).cloned();
                 idx.manifests
-                    .retain(|m| m.annotations.get(oci::ANN_REF_NAME) != rn.as_ref());
+                    .retain(|m| match m.annotations.get(oci::ANN_REF_NAME) {
+                        Some(n) => Some(n) != rn.as_ref(),
+                        None => m.digest != desc.digest,
+                    });
                 idx.manifests.push(entry);
             }
             None => {

@@ -155,7 +155,15 @@ pub fn map_err(e: OciDistributionError, what: &str) -> anyhow::Error {
         Kind::NotFound => "; check the repository and tag (`kplug list-tags REPO`)",
         _ => "",
     };
-    let mut detail = e.to_string();
+    let mut detail = match &e {
+        OciDistributionError::RegistryError { envelope, .. } => envelope
+            .errors
+            .iter()
+            .map(|x| x.message.clone())
+            .collect::<Vec<_>>()
+            .join("; "),
+        _ => e.to_string(),
+    };
     if let OciDistributionError::RequestError(r) = &e {
         // reqwest's Display hides the cause (e.g. the TLS error); show the chain.
         let mut src = std::error::Error::source(r);

@@ -1,0 +1,140 @@
+#!/usr/bin/env bash
+# Transfer benchmark: kplug push/pull vs curl (monolithic upload / GET) against
+# a local docker-registry (anonymous, temp storage, free port, killed at exit).
+#
+#   scripts/bench-transfer.sh            # 64 MiB and 1 GiB
+#   BENCH_SIZES="16 64" scripts/bench-transfer.sh
+#   BENCH_SKIP_KPLUG=1 scripts/bench-transfer.sh   # curl only
+#   KPLUG=/path/to/kplug scripts/bench-transfer.sh # no cargo build
+#
+# Wall time and peak RSS come from GNU time (/usr/bin/time -f '%e %M').
+# The data file is written just before, so reads come from the page cache for
+# both tools. curl is given the digest: its time excludes hashing (the
+# sha256sum row shows that cost); kplug's push includes it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+sizes=(${BENCH_SIZES:-64 1024})
+
+need() { # binary package
+  command -v "$1" >/dev/null 2>&1 && return
+  local sudo=()
+  [[ $(id -u) -eq 0 ]] || sudo=(sudo)
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$2" >&2 ||
+    { "${sudo[@]}" apt-get update -q >&2 &&
+      "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$2" >&2; }
+}
+need docker-registry docker-registry
+need curl curl
+need /usr/bin/time time
+
+if [[ -z ${BENCH_SKIP_KPLUG:-} && -z ${KPLUG:-} ]]; then
+  cargo build --release --bin kplug >&2
+  KPLUG=$PWD/target/release/kplug
+fi
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/kplug-bench.XXXXXX")
+reg_pid=
+cleanup() {
+  if [[ -n $reg_pid ]]; then
+    kill "$reg_pid" 2>/dev/null || true
+    wait "$reg_pid" 2>/dev/null || true
+  fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# --- registry on a free port -------------------------------------------------
+start_registry() {
+  local port=$1
+  cat >"$work/config.yml" <<EOF
+version: 0.1
+log:
+  level: warn
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: $work/storage
+  delete:
+    enabled: true
+http:
+  addr: 127.0.0.1:$port
+  secret: bench
+EOF
+  docker-registry serve "$work/config.yml" >"$work/registry.log" 2>&1 &
+  reg_pid=$!
+  for _ in $(seq 1000); do
+    kill -0 "$reg_pid" 2>/dev/null || { reg_pid=; return 1; }
+    curl -sf --noproxy '*' -o /dev/null "http://127.0.0.1:$port/v2/" && return 0
+    sleep 0.01
+  done
+  kill "$reg_pid" 2>/dev/null || true
+  reg_pid=
+  return 1
+}
+port=
+for _ in $(seq 20); do
+  p=$((20000 + RANDOM % 40000))
+  (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && continue # in use
+  if start_registry "$p"; then port=$p; break; fi
+done
+[[ -n $port ]] || { echo "could not start docker-registry:" >&2; cat "$work/registry.log" >&2; exit 1; }
+host=127.0.0.1:$port
+echo "registry on $host (storage $work/storage)" >&2
+
+# --- measurement ---------------------------------------------------------------
+rows=()
+# measure LABEL OP MIB CMD... : runs CMD under GNU time, adds a table row
+measure() {
+  local label=$1 op=$2 mib=$3
+  shift 3
+  if ! /usr/bin/time -o "$work/time" -f '%e %M' "$@" >"$work/out" 2>"$work/err"; then
+    echo "FAILED: $*" >&2
+    cat "$work/err" "$work/out" >&2
+    exit 1
+  fi
+  local secs kib
+  read -r secs kib <"$work/time"
+  rows+=("$(awk -v l="$label" -v o="$op" -v m="$mib" -v s="$secs" -v k="$kib" \
+    'BEGIN { printf "%-9s %-5s %8d %9.2f %9.1f %10.1f", l, o, m, s, (s > 0 ? m / s : 0), k / 1024 }')")
+}
+
+for mib in "${sizes[@]}"; do
+  file=$work/blob-$mib
+  echo "== $mib MiB: generating random data" >&2
+  head -c "$((mib * 1024 * 1024))" /dev/urandom >"$file"
+  measure sha256sum hash "$mib" sha256sum "$file"
+  digest=sha256:$(cut -d' ' -f1 "$work/out")
+
+  # kplug first: the blob is not in the registry yet.
+  if [[ -z ${BENCH_SKIP_KPLUG:-} ]]; then
+    ref=$host/bench/blob:m$mib
+    measure kplug push "$mib" "$KPLUG" push "$file" "$ref"
+    echo "kplug push -> $(cat "$work/out")" >&2
+    measure kplug pull "$mib" "$KPLUG" pull "$ref" -o "$work/kplug-out-$mib"
+    cmp "$file" "$work/kplug-out-$mib"
+    rm -f "$work/kplug-out-$mib"
+  fi
+
+  # curl: POST (not timed) then a monolithic PUT; GET the blob back.
+  location=$(curl -sS --noproxy '*' -X POST -o /dev/null -D - "http://$host/v2/bench/curl/blobs/uploads/" |
+    tr -d '\r' | awk 'tolower($1) == "location:" { print $2 }')
+  [[ -n $location ]] || { echo "no upload Location" >&2; exit 1; }
+  [[ $location == http* ]] || location=http://$host$location
+  sep='?'
+  [[ $location == *\?* ]] && sep='&'
+  # monolithic PUT, streamed from disk
+  measure curl push "$mib" curl -sS --fail --noproxy '*' -H 'Expect:' \
+    -H 'Content-Type: application/octet-stream' -T "$file" -o /dev/null -w '%{http_code}' \
+    "$location${sep}digest=$digest"
+  [[ $(cat "$work/out") == 201 ]] || { echo "PUT answered $(cat "$work/out")" >&2; exit 1; }
+  measure curl pull "$mib" curl -sSf --noproxy '*' -o "$work/curl-out-$mib" \
+    "http://$host/v2/bench/curl/blobs/$digest"
+  cmp "$file" "$work/curl-out-$mib"
+  rm -f "$work/curl-out-$mib" "$file"
+done
+
+echo
+printf '%-9s %-5s %8s %9s %9s %10s\n' tool op MiB seconds MiB/s 'RSS MiB'
+printf '%s\n' "${rows[@]}"

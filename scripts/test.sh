@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# THE test command: installs the test tools that are missing, then runs every
+# test (nextest prints the summary CI reads). Extra arguments go to nextest,
+# e.g. scripts/test.sh -E 'test(push)'.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# binary -> Debian package
+tools=(
+  docker-registry:docker-registry
+  htpasswd:apache2-utils
+  curl:curl
+  openssl:openssl
+  luajit:luajit
+  skopeo:skopeo
+)
+missing=()
+for t in "${tools[@]}"; do
+  command -v "${t%%:*}" >/dev/null 2>&1 || missing+=("${t#*:}")
+done
+if ((${#missing[@]})); then
+  if [[ $(id -u) -eq 0 ]]; then
+    sudo=()
+  elif command -v sudo >/dev/null 2>&1; then
+    sudo=(sudo)
+  else
+    echo "missing packages: ${missing[*]} (not root and no sudo)" >&2
+    exit 1
+  fi
+  echo "installing: ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  "${sudo[@]}" apt-get update -q
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+if ! cargo nextest --version >/dev/null 2>&1; then
+  cargo install --locked cargo-nextest
+fi
+
+cargo nextest run --workspace --all-targets --no-fail-fast "$@"
+
+# nextest does not run doctests; run them only if there are some.
+if grep -rqE '^\s*(///|//!).*```' src 2>/dev/null; then
+  cargo test --doc --workspace
+fi
