@@ -30,7 +30,7 @@ need /usr/bin/time time
 
 if [[ -z ${BENCH_SKIP_KPLUG:-} && -z ${KPLUG:-} ]]; then
   cargo build --release --bin kplug >&2
-  KPLUG=$PWD/target/release/kplug
+  KPLUG=${CARGO_TARGET_DIR:-$PWD/target}/release/kplug
 fi
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/kplug-bench.XXXXXX")

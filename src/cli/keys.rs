@@ -36,7 +36,6 @@ pub struct ImportArgs {
 }
 
 fn write_new(path: &Path, bytes: &[u8], mode: u32, force: bool) -> anyhow::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
     if path.exists() && !force {
         crate::bail_kind!(
             Kind::Usage,
@@ -53,7 +52,6 @@ fn write_new(path: &Path, bytes: &[u8], mode: u32, force: bool) -> anyhow::Resul
         .tempfile_in(dir)?;
     tmp.write_all(bytes)?;
     tmp.as_file().sync_all()?;
-    let _ = std::fs::OpenOptions::new().mode(mode);
     tmp.persist(path)
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(())

@@ -26,6 +26,12 @@ pub struct PushArgs {
     /// Plugin version when packing a directory (else rockspec, else handler.lua VERSION).
     #[arg(long = "version", value_name = "VERSION")]
     pub plugin_version: Option<String>,
+    /// Sign the pushed digest right away (needs --key).
+    #[arg(long, requires = "key")]
+    pub sign: bool,
+    /// cosign private key for --sign (password from COSIGN_PASSWORD or the terminal).
+    #[arg(long, value_name = "PEM")]
+    pub key: Option<PathBuf>,
 }
 
 /// What a push produced.
@@ -41,7 +47,28 @@ pub struct Pushed {
 }
 
 pub async fn run(g: &Global, a: PushArgs) -> anyhow::Result<()> {
+    // Decrypt the key first: a wrong password should fail before anything is uploaded.
+    let key = match (&a.key, a.sign) {
+        (Some(k), true) => Some(super::keys::load_signing_key(k)?),
+        (Some(_), false) => crate::bail_kind!(Kind::Usage, "--key given without --sign"),
+        _ => None,
+    };
     let pushed = push(g, &a).await?;
+    if let Some(key) = key {
+        let loc = crate::reference::parse(&a.reference)?;
+        let st = store::open(&loc, &g.store_options(), true).await?;
+        super::sign::sign_digest(
+            g,
+            &loc,
+            st.as_ref(),
+            &pushed.digest,
+            &key,
+            &Default::default(),
+            &None,
+            &None,
+        )
+        .await?;
+    }
     if g.json {
         return super::print_json(&pushed);
     }

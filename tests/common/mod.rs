@@ -7,6 +7,7 @@
 //! - [`Proxy`]: TCP forwarder with latency and counters.
 #![allow(dead_code, unused_imports)]
 
+pub mod fixtures;
 mod http;
 mod proxy;
 mod registry;
