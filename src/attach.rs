@@ -210,3 +210,81 @@ pub async fn attach(
         }
     }
 }
+
+/// Merge the layers of `theirs` into `ours` (two `.sig` manifests for one digest): keep
+/// every layer of `ours`, append each layer of `theirs` not already there (same digest and
+/// annotations), rebuild the config. `None` when `ours` already holds them all.
+pub fn merge_sig_manifests(ours: &Manifest, theirs: &Manifest) -> Option<(Vec<u8>, Vec<u8>)> {
+    let mut merged = ours.clone();
+    for l in &theirs.layers {
+        if !merged
+            .layers
+            .iter()
+            .any(|m| m.digest == l.digest && m.annotations == l.annotations)
+        {
+            merged.layers.push(l.clone());
+        }
+    }
+    if merged.layers.len() == ours.layers.len() {
+        return None;
+    }
+    let diff_ids: Vec<String> = merged.layers.iter().map(|l| l.digest.clone()).collect();
+    let config = oci::cosign_config(&diff_ids);
+    merged.config = Descriptor::new(
+        &ours.config.media_type,
+        &crate::digest::sha256(&config),
+        config.len() as u64,
+    );
+    Some((oci::to_json(&merged), config))
+}
+
+/// Copy the signatures of `digest` (its `.sig` manifest and its referrers) from `src` to
+/// `dst`, merging with what `dst` already has instead of overwriting it.
+pub async fn copy_signatures(
+    src: &dyn Store,
+    dst: &dyn Store,
+    digest: &str,
+    stats: &mut crate::copy::Stats,
+) -> anyhow::Result<()> {
+    let tag = signature::signature_tag(digest);
+    if let Some((bytes, theirs)) = fetch_sig_manifest(src, digest).await? {
+        let desc = store::manifest_descriptor(&bytes, Some(oci::MANIFEST_V1));
+        match fetch_sig_manifest(dst, digest).await? {
+            None => crate::copy::copy_manifest(src, dst, &desc, &bytes, Some(&tag), stats).await?,
+            Some((_, ours)) => {
+                if let Some((mbytes, config)) = merge_sig_manifests(&ours, &theirs) {
+                    for l in &theirs.layers {
+                        crate::copy::copy_blob(src, dst, l, stats).await?;
+                    }
+                    store::push_bytes(dst, oci::CONFIG_V1, &config).await?;
+                    dst.push_manifest(&mbytes, oci::MANIFEST_V1, Some(&tag))
+                        .await?;
+                    stats.manifests_copied += 1;
+                }
+            }
+        }
+    }
+    if let Some(theirs) = fetch_referrers(src, digest).await? {
+        let rtag = digest.replace(':', "-");
+        let mut ours = fetch_referrers(dst, digest)
+            .await?
+            .unwrap_or_else(Index::empty);
+        let before = ours.manifests.len();
+        for d in &theirs.manifests {
+            let (b, cd) = src.fetch_manifest(&d.digest).await?;
+            let cd = Descriptor {
+                media_type: d.media_type.clone(),
+                ..cd
+            };
+            crate::copy::copy_manifest(src, dst, &cd, &b, None, stats).await?;
+            if !ours.manifests.iter().any(|m| m.digest == d.digest) {
+                ours.manifests.push(d.clone());
+            }
+        }
+        if ours.manifests.len() != before {
+            dst.push_manifest(&oci::to_json(&ours), oci::INDEX_V1, Some(&rtag))
+                .await?;
+        }
+    }
+    Ok(())
+}

@@ -507,7 +507,8 @@ fn hostile_absolute_path() {
 fn hostile_dotdot_escape() {
     let env = hostile(
         vec![Entry::file(
-            "kong/plugins/hello/../../../../../../../../escaped.lua",
+            // From the staging dir's raw/ tree, this lands beside the prefix.
+            "kong/plugins/hello/../../../../../../../../../../escaped.lua",
             b"return 'pwned'\n",
         )],
         &[],

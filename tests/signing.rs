@@ -959,3 +959,49 @@ fn imported_openssl_key_signs_and_verifies() {
     sign(&env.home, &kp, &pinned);
     run_ok(&mut env.verify_cmd(&[&kp.public], &[], &pinned));
 }
+
+#[test]
+fn push_with_sign_signs_the_pushed_digest() {
+    let mut env = Env::new();
+    let tagged = format!("{}:0.1.0", env.repo("plugins/hello"));
+    let push_sign = |password: &str| {
+        let mut cmd = env.home.kplug();
+        cmd.env("COSIGN_PASSWORD", password)
+            .arg("push")
+            .arg(hello_example())
+            .arg(&tagged)
+            .arg("--sign")
+            .arg("--key")
+            .arg(&env.key.key);
+        cmd
+    };
+    // A wrong password fails before anything is uploaded.
+    let out = run(&mut push_sign("not-the-password"));
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("wrong password"), "{}", stderr(&out));
+    assert_eq!(env.reg.request_count("PUT", ""), 0);
+    assert_eq!(env.reg.request_count("POST", ""), 0);
+
+    let out = run_ok(&mut push_sign(PASSWORD));
+    let pinned = stdout(&out).trim().to_string();
+    let digest = digest_of(&pinned);
+    let (_, m, _) = env.sig_manifest("plugins/hello", &digest);
+    assert_eq!(m["layers"].as_array().unwrap().len(), 1);
+    let out = run_ok(&mut env.verify_cmd(&[&env.key.public], &[], &pinned));
+    assert_eq!(signed_digest(&payloads(&out)[0]), digest);
+
+    // --key without --sign, and --sign without --key, are usage errors.
+    let mut cmd = env.home.kplug();
+    cmd.arg("push")
+        .arg(hello_example())
+        .arg(&tagged)
+        .arg("--key")
+        .arg(&env.key.key);
+    run_fail(&mut cmd, 2);
+    let mut cmd = env.home.kplug();
+    cmd.arg("push")
+        .arg(hello_example())
+        .arg(&tagged)
+        .arg("--sign");
+    run_fail(&mut cmd, 2);
+}

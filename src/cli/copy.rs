@@ -9,6 +9,9 @@ pub struct CopyArgs {
     pub src: String,
     /// Destination: REGISTRY/REPO[:TAG] or oci:DIR[:NAME[:TAG]]. Without a tag, the source's tag is used.
     pub dst: String,
+    /// Copy the artifact only, not its cosign signatures and Sigstore bundles.
+    #[arg(long)]
+    pub no_signatures: bool,
 }
 
 pub async fn run(g: &Global, a: CopyArgs) -> anyhow::Result<()> {
@@ -27,6 +30,10 @@ pub async fn run(g: &Global, a: CopyArgs) -> anyhow::Result<()> {
         &mut stats,
     )
     .await?;
+    if !a.no_signatures {
+        crate::attach::copy_signatures(src.as_ref(), dst.as_ref(), &desc.digest, &mut stats)
+            .await?;
+    }
     let out = dloc.pinned(&desc.digest);
     if g.json {
         return super::print_json(&serde_json::json!({

@@ -94,12 +94,16 @@ pub async fn run(g: &Global, a: InstallArgs) -> anyhow::Result<()> {
     } else {
         fetch_verified(g, &a, policy.as_ref(), &prefix, &blob).await?
     };
-    let Some(verified) = verified else {
-        // fetch_verified found this digest already installed and intact.
-        crate::progress::note(format!(
-            "{reference} is already installed (same digest); nothing to do"
-        ));
-        return finish(&a, &conf, None);
+    let verified = match verified {
+        Fetched::Ready(v) => v,
+        Fetched::AlreadyInstalled(name) => {
+            crate::progress::note(format!(
+                "{reference} is already installed (same digest); nothing to do"
+            ));
+            let receipt =
+                install::read_receipt(&prefix, &name)?.expect("checked by fetch_verified");
+            return report(g, &a, &conf, &prefix, Outcome::Unchanged, receipt);
+        }
     };
 
     let hint = a
@@ -143,25 +147,46 @@ pub async fn run(g: &Global, a: InstallArgs) -> anyhow::Result<()> {
         let _lock = install::lock(&prefix)?;
         install::install_dir(&prefix, &ex.dir, receipt, owner)?
     };
-    let path = prefix.plugin_dir(&ex.name);
     let receipt =
         install::read_receipt(&prefix, &ex.name)?.expect("receipt written by install_dir");
-    match &outcome {
-        Outcome::Unchanged => crate::progress::note(format!(
-            "{} {digest} already installed; nothing to do",
-            ex.name
-        )),
-        Outcome::Installed { previous } => crate::progress::note(format!(
+    if let Outcome::Installed { previous } = &outcome {
+        crate::progress::note(format!(
             "installed {} {} ({digest}) into {}{}",
             ex.name,
             ex.version.as_deref().unwrap_or(""),
-            path.display(),
+            prefix.plugin_dir(&ex.name).display(),
             previous
                 .as_ref()
                 .map(|p| format!("; previous {p} kept for `kplug rollback {}`", ex.name))
                 .unwrap_or_default()
-        )),
+        ));
+    } else {
+        crate::progress::note(format!(
+            "{} {digest} already installed; nothing to do",
+            ex.name
+        ));
     }
+    report(g, &a, &conf, &prefix, outcome, receipt)
+}
+
+/// What fetching produced: the digest is already installed intact under this name, or the
+/// artifact is staged, with what verified it (`None` under --insecure-skip-verify).
+enum Fetched {
+    AlreadyInstalled(String),
+    Ready(Option<Verified>),
+}
+
+/// Print the result (path, or the receipt with --json) and apply --enable.
+fn report(
+    g: &Global,
+    a: &InstallArgs,
+    conf: &crate::kongconf::KongConf,
+    prefix: &Prefix,
+    outcome: Outcome,
+    receipt: Receipt,
+) -> anyhow::Result<()> {
+    let path = prefix.plugin_dir(&receipt.name);
+    let name = receipt.name.clone();
     if g.json {
         super::print_json(&Installed {
             outcome: if outcome == Outcome::Unchanged {
@@ -169,22 +194,14 @@ pub async fn run(g: &Global, a: InstallArgs) -> anyhow::Result<()> {
             } else {
                 "installed"
             },
-            path: path.clone(),
+            path,
             receipt,
         })?;
     } else {
         println!("{}", path.display());
     }
-    finish(&a, &conf, Some(&ex.name))
-}
-
-fn finish(
-    a: &InstallArgs,
-    conf: &crate::kongconf::KongConf,
-    name: Option<&str>,
-) -> anyhow::Result<()> {
-    if let (true, Some(name)) = (a.enable, name) {
-        enable(conf, name)?;
+    if a.enable {
+        enable(conf, &name)?;
     }
     Ok(())
 }
@@ -225,7 +242,7 @@ fn verify_plain_file(
     a: &InstallArgs,
     policy: Option<&crate::signature::Policy>,
     blob: &Path,
-) -> anyhow::Result<Option<Option<Verified>>> {
+) -> anyhow::Result<Fetched> {
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
     let verified = match policy {
         None => None,
@@ -273,7 +290,7 @@ fn verify_plain_file(
         }
     };
     std::fs::write(blob, &bytes)?;
-    Ok(Some(verified))
+    Ok(Fetched::Ready(verified))
 }
 
 /// Resolve once, then fetch the artifact and verify its signature concurrently, by digest.
@@ -284,7 +301,7 @@ async fn fetch_verified(
     policy: Option<&crate::signature::Policy>,
     prefix: &Prefix,
     blob: &Path,
-) -> anyhow::Result<(String, String, Option<Option<Verified>>)> {
+) -> anyhow::Result<(String, String, Fetched)> {
     let (loc, st) = super::open(g, &a.reference, false).await?;
     let over = crate::attach::signature_store_override(&g.store_options(), false).await?;
     let sigs: &dyn Store = over.as_deref().unwrap_or(st.as_ref());
@@ -304,8 +321,8 @@ async fn fetch_verified(
         .as_deref()
         .or(crate::artifact::name_hint(&loc.repo_name()).as_deref())
     {
-        if already_installed(prefix, name, &digest)? {
-            return Ok((pinned, digest, None));
+        if already_installed(prefix, name, &digest, policy)? {
+            return Ok((pinned, digest, Fetched::AlreadyInstalled(name.to_string())));
         }
     }
     let artifact = async {
@@ -334,16 +351,33 @@ async fn fetch_verified(
     Ok((
         pinned,
         digest,
-        Some(verified.and_then(|v| v.into_iter().next())),
+        Fetched::Ready(verified.and_then(|v| v.into_iter().next())),
     ))
 }
 
-fn already_installed(prefix: &Prefix, name: &str, digest: &str) -> anyhow::Result<bool> {
+/// The shortcut for re-runs: same digest, files intact, and signed by one of the keys
+/// trusted now (a receipt from another key, or from --insecure-skip-verify, gets the full
+/// verification again).
+fn already_installed(
+    prefix: &Prefix,
+    name: &str,
+    digest: &str,
+    policy: Option<&crate::signature::Policy>,
+) -> anyhow::Result<bool> {
     if !crate::plugin::valid_plugin_name(name) {
         return Ok(false);
     }
     Ok(match install::read_receipt(prefix, name)? {
         Some(r) if r.digest == digest => {
+            if let Some(p) = policy {
+                let trusted = r
+                    .signer
+                    .as_ref()
+                    .is_some_and(|s| p.keys.iter().any(|k| &k.fingerprint() == s));
+                if !trusted || !p.annotations.is_empty() {
+                    return Ok(false);
+                }
+            }
             let (modified, missing) = install::verify_files(&prefix.plugin_dir(name), &r.files);
             modified.is_empty() && missing.is_empty()
         }

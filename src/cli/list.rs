@@ -13,7 +13,13 @@ pub struct ListArgs {
 pub async fn run(g: &Global, a: ListArgs) -> anyhow::Result<()> {
     let conf = a.node.conf()?;
     let prefix = a.node.prefix(&conf)?;
-    let items = install::list(&prefix)?;
+    // Taking the lock also finishes or undoes a swap an earlier run left half done.
+    let items = if prefix.state_dir().is_dir() {
+        let _lock = install::lock(&prefix)?;
+        install::list(&prefix)?
+    } else {
+        Vec::new()
+    };
     if g.json {
         let v: Vec<serde_json::Value> = items
             .iter()

@@ -190,6 +190,17 @@ impl RemoteStore {
             (Some(u), Some(p)) => RegistryAuth::Basic(u.clone(), p.clone()),
             _ => crate::auth::credentials_for(&r.registry)?,
         };
+        // oci-client caches tokens but not "this registry needs none": with anonymous auth it
+        // re-asks `GET /v2/` before every request, doubling round trips. So probe once; an
+        // open registry (no challenge at all) gets an empty bearer credential, which
+        // oci-client uses without asking anything and an open registry ignores. A registry
+        // that challenges anonymous clients (Docker Hub's anonymous tokens) keeps the normal flow.
+        let auth = match auth {
+            RegistryAuth::Anonymous if open_registry(r.host(), opts).await => {
+                RegistryAuth::Bearer(String::new())
+            }
+            a => a,
+        };
         client.store_auth_if_needed(r.host(), &auth).await;
         Ok(RemoteStore {
             client: Arc::new(client),
@@ -225,6 +236,27 @@ impl RemoteStore {
             format!("{}:{x}", self.r.repo_name())
         }
     }
+}
+
+/// True when `GET /v2/` answers 200 without credentials (no auth challenge at all).
+async fn open_registry(host: &str, opts: &Options) -> bool {
+    let scheme = if plain_http_for(host, opts) {
+        "http"
+    } else {
+        "https"
+    };
+    let mut b = reqwest::Client::builder()
+        .danger_accept_invalid_certs(opts.insecure)
+        .connect_timeout(Duration::from_secs(10));
+    for p in &opts.ca_files {
+        if let Ok(pem) = std::fs::read(p) {
+            if let Ok(c) = reqwest::Certificate::from_pem(&pem) {
+                b = b.add_root_certificate(c);
+            }
+        }
+    }
+    let Ok(c) = b.build() else { return false };
+    matches!(c.get(format!("{scheme}://{host}/v2/")).send().await, Ok(r) if r.status().is_success())
 }
 
 fn oci_desc(d: &Descriptor) -> OciDescriptor {
