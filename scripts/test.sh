@@ -38,7 +38,7 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install --locked cargo-nextest
 fi
 
-cargo nextest run --workspace --all-targets --no-fail-fast "$@"
+cargo nextest run --workspace --lib --bins --tests --no-fail-fast "$@"
 
 # nextest does not run doctests; run them only if there are some.
 if grep -rqE '^\s*(///|//!).*```' src 2>/dev/null; then

@@ -60,11 +60,16 @@ pub struct VerifyArgs {
 pub async fn run(g: &Global, a: VerifyArgs) -> anyhow::Result<()> {
     let policy = a.trust.policy()?;
     let (loc, st) = super::open(g, &a.reference, false).await?;
-    let desc = store::resolve(st.as_ref(), &loc).await?;
+    // A digest needs no lookup: the signatures bind it, so verification is the signature
+    // manifest and its payloads, two round trips. A tag is resolved once.
+    let digest = match loc.digest() {
+        Some(d) => d.to_string(),
+        None => store::resolve(st.as_ref(), &loc).await?.digest,
+    };
     let over = crate::attach::signature_store_override(&g.store_options(), false).await?;
     let sigs: &dyn Store = over.as_deref().unwrap_or(st.as_ref());
-    let verified = crate::attach::verify(sigs, &desc.digest, &policy).await?;
-    report(&loc.pinned(&desc.digest), &verified, &policy);
+    let verified = crate::attach::verify(sigs, &digest, &policy).await?;
+    report(&loc.pinned(&digest), &verified, &policy);
     let payloads: Vec<serde_json::Value> = verified
         .iter()
         .map(|v| serde_json::from_slice(&v.payload).unwrap_or(serde_json::Value::Null))
