@@ -145,42 +145,6 @@ pub fn name_hint(repo_name: &str) -> Option<String> {
     (!n.is_empty()).then(|| n.to_string())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cosign_blob_shape() {
-        let layer = Descriptor::new(oci::X_GZIP, &crate::digest::sha256(b"x"), 1);
-        let (m, c) = cosign_blob_manifest(&layer, &BTreeMap::new());
-        assert_eq!(c.len(), 233);
-        let s = String::from_utf8(m).unwrap();
-        assert!(s.starts_with(r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","size":233,"#));
-        assert!(!s.contains("annotations"));
-    }
-
-    #[test]
-    fn picks_layers_and_lists_unknown() {
-        let mut m: Manifest = serde_json::from_str(
-            r#"{"schemaVersion":2,"config":{"mediaType":"application/vnd.oci.empty.v1+json","size":2,"digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"},
-            "layers":[{"mediaType":"application/vnd.example.readme","size":1,"digest":"sha256:1111111111111111111111111111111111111111111111111111111111111111"},
-                      {"mediaType":"application/vnd.example.plugin","size":1,"digest":"sha256:2222222222222222222222222222222222222222222222222222222222222222","annotations":{"org.opencontainers.image.title":"p-1.0.tar.gz"}}]}"#,
-        )
-        .unwrap();
-        assert!(plugin_layer(&m, "x")
-            .unwrap()
-            .digest
-            .starts_with("sha256:2222"));
-        m.layers[1].annotations.clear();
-        let e = plugin_layer(&m, "x").unwrap_err().to_string();
-        assert!(
-            e.contains("application/vnd.example.readme")
-                && e.contains("application/vnd.example.plugin"),
-            "{e}"
-        );
-    }
-}
-
 /// A resolved plugin artifact: the image manifest (after following an index) and its
 /// plugin layer.
 pub struct Resolved {
@@ -234,4 +198,40 @@ pub async fn resolve_plugin(
         manifest,
         layer,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cosign_blob_shape() {
+        let layer = Descriptor::new(oci::X_GZIP, &crate::digest::sha256(b"x"), 1);
+        let (m, c) = cosign_blob_manifest(&layer, &BTreeMap::new());
+        assert_eq!(c.len(), 233);
+        let s = String::from_utf8(m).unwrap();
+        assert!(s.starts_with(r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","size":233,"#));
+        assert!(!s.contains("annotations"));
+    }
+
+    #[test]
+    fn picks_layers_and_lists_unknown() {
+        let mut m: Manifest = serde_json::from_str(
+            r#"{"schemaVersion":2,"config":{"mediaType":"application/vnd.oci.empty.v1+json","size":2,"digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"},
+            "layers":[{"mediaType":"application/vnd.example.readme","size":1,"digest":"sha256:1111111111111111111111111111111111111111111111111111111111111111"},
+                      {"mediaType":"application/vnd.example.plugin","size":1,"digest":"sha256:2222222222222222222222222222222222222222222222222222222222222222","annotations":{"org.opencontainers.image.title":"p-1.0.tar.gz"}}]}"#,
+        )
+        .unwrap();
+        assert!(plugin_layer(&m, "x")
+            .unwrap()
+            .digest
+            .starts_with("sha256:2222"));
+        m.layers[1].annotations.clear();
+        let e = plugin_layer(&m, "x").unwrap_err().to_string();
+        assert!(
+            e.contains("application/vnd.example.readme")
+                && e.contains("application/vnd.example.plugin"),
+            "{e}"
+        );
+    }
 }

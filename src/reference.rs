@@ -283,10 +283,10 @@ pub fn parse_registry(input: &str) -> anyhow::Result<RegistryRef> {
 
 /// Split `DIR[:NAME[:TAG]][@digest]` the way skopeo splits `oci:` references: the path
 /// ends at the first `:`.
-fn parse_local(
-    input: &str,
-    body: &str,
-) -> anyhow::Result<(PathBuf, Option<String>, Option<String>, Option<String>)> {
+/// `(path, name, tag, digest)` of a local store reference.
+type LocalParts = (PathBuf, Option<String>, Option<String>, Option<String>);
+
+fn parse_local(input: &str, body: &str) -> anyhow::Result<LocalParts> {
     let (body, digest) = match body.find("@sha256:") {
         Some(i) => (&body[..i], Some(check_digest(input, &body[i + 1..])?)),
         None => (body, None),

@@ -375,7 +375,7 @@ fn cosign_v3_bundle_through_the_registry() {
     let out = run_ok(&mut env.verify_cmd(&[&bundle_pub], &[], &reference));
     assert!(
         stdout(&out).contains("sigstore.dev/cosign/sign/v1")
-            || stdout(&out).contains(&subject.trim_start_matches("sha256:")),
+            || stdout(&out).contains(subject.trim_start_matches("sha256:")),
         "{}",
         stdout(&out)
     );

@@ -22,7 +22,7 @@ const META_CAP: u64 = 4 << 20;
 
 enum Flavor {
     Oci {
-        index: Index,
+        index: Box<Index>,
         name: Option<String>,
     },
     /// The one image of a docker-archive, presented as the manifest cosign would have pushed.
@@ -119,7 +119,7 @@ impl ArchiveStore {
             entries,
             by_digest: HashMap::new(),
             flavor: Flavor::Oci {
-                index: Index::empty(),
+                index: Box::new(Index::empty()),
                 name,
             },
         };
@@ -146,7 +146,7 @@ impl ArchiveStore {
             })
             .collect();
         if let Flavor::Oci { index, .. } = &mut s.flavor {
-            *index = idx;
+            **index = idx;
         }
         Ok(s)
     }

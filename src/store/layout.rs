@@ -86,7 +86,7 @@ impl LayoutStore {
         let rn = desc.annotations.get(oci::ANN_REF_NAME).cloned();
         idx.manifests.retain(|m| match &rn {
             Some(rn) => m.annotations.get(oci::ANN_REF_NAME) != Some(rn),
-            None => !(m.digest == desc.digest && m.annotations.get(oci::ANN_REF_NAME).is_none()),
+            None => m.digest != desc.digest || m.annotations.contains_key(oci::ANN_REF_NAME),
         });
         idx.manifests.push(desc);
         self.write_index(&idx)

@@ -207,9 +207,13 @@ pub async fn fetch_blob_to_file(
     let tmp = tempfile::NamedTempFile::new_in(dir)
         .with_context(|| format!("creating a temp file in {}", dir.display()))?;
     // Buffered: each unbuffered tokio::fs write is a hop to the blocking pool.
-    let mut f = tokio::io::BufWriter::with_capacity(4 << 20, tokio::fs::File::from_std(tmp.reopen()?));
+    let mut f =
+        tokio::io::BufWriter::with_capacity(4 << 20, tokio::fs::File::from_std(tmp.reopen()?));
     let bar = crate::progress::bar(desc.size, "pulling");
-    let mut sink = crate::progress::Tracked { inner: &mut f, bar: bar.clone() };
+    let mut sink = crate::progress::Tracked {
+        inner: &mut f,
+        bar: bar.clone(),
+    };
     store.fetch_blob(desc, &mut sink).await?;
     if let Some(b) = bar {
         b.finish_and_clear();
