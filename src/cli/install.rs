@@ -110,20 +110,7 @@ pub async fn run(g: &Global, a: InstallArgs) -> anyhow::Result<()> {
         .name
         .clone()
         .or_else(|| crate::artifact::name_hint(&reference));
-    let limits = a.limits.limits();
-    let stage = staging.path().join("x");
-    std::fs::create_dir(&stage)?;
-    let (blob2, stage2) = (blob.clone(), stage.clone());
-    let ex = tokio::task::spawn_blocking(move || {
-        let f = std::fs::File::open(&blob2)?;
-        crate::unpack::extract_plugin(
-            std::io::BufReader::new(f),
-            &stage2,
-            &limits,
-            hint.as_deref(),
-        )
-    })
-    .await??;
+    let ex = super::pull::extract_blob(&blob, staging.path(), a.limits.limits(), hint).await?;
     if let Some(n) = &a.name {
         if n != &ex.name {
             crate::bail_kind!(

@@ -76,20 +76,7 @@ pub async fn run(g: &Global, a: PullArgs) -> anyhow::Result<()> {
                 .name
                 .clone()
                 .or_else(|| crate::artifact::name_hint(&loc.repo_name()));
-            let limits = a.limits.limits();
-            let stage = staging.path().join("x");
-            std::fs::create_dir(&stage)?;
-            let stage2 = stage.clone();
-            let ex = tokio::task::spawn_blocking(move || {
-                let f = std::fs::File::open(&blob)?;
-                crate::unpack::extract_plugin(
-                    std::io::BufReader::new(f),
-                    &stage2,
-                    &limits,
-                    hint.as_deref(),
-                )
-            })
-            .await??;
+            let ex = extract_blob(&blob, staging.path(), a.limits.limits(), hint).await?;
             let target = dir.join("kong/plugins").join(&ex.name);
             if target.exists() {
                 crate::bail_kind!(
@@ -113,4 +100,27 @@ pub async fn run(g: &Global, a: PullArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Unpack a downloaded plugin archive into `staging/x` off the async runtime (the unpack
+/// is blocking file I/O), whatever layout it uses.
+pub async fn extract_blob(
+    blob: &std::path::Path,
+    staging: &std::path::Path,
+    limits: crate::unpack::Limits,
+    name_hint: Option<String>,
+) -> anyhow::Result<crate::unpack::ExtractedPlugin> {
+    let stage = staging.join("x");
+    std::fs::create_dir(&stage)?;
+    let blob = blob.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let f = std::fs::File::open(&blob)?;
+        crate::unpack::extract_plugin(
+            std::io::BufReader::new(f),
+            &stage,
+            &limits,
+            name_hint.as_deref(),
+        )
+    })
+    .await?
 }
