@@ -35,15 +35,6 @@ impl RegistryRef {
     pub fn repo_name(&self) -> String {
         format!("{}/{}", self.registry, self.repository)
     }
-
-    /// The same repository, another tag or digest.
-    pub fn with_tag(&self, tag: &str) -> RegistryRef {
-        RegistryRef {
-            tag: Some(tag.to_string()),
-            digest: None,
-            ..self.clone()
-        }
-    }
 }
 
 impl fmt::Display for RegistryRef {
@@ -136,10 +127,6 @@ impl Location {
             Location::DockerArchive { .. } => {}
         }
         l.to_string()
-    }
-
-    pub fn is_registry(&self) -> bool {
-        matches!(self, Location::Registry(_))
     }
 }
 

@@ -10,37 +10,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use serde_json::Value;
-use tempfile::TempDir;
 
 use common::fixtures::*;
 use common::*;
 
-/// A registry, a home, a scratch dir with a key pair, a Lua prefix and a kong.conf path.
-struct Env {
-    reg: Registry,
-    home: Home,
-    tmp: TempDir,
-    key: KeyPair,
-}
-
 impl Env {
-    fn new() -> Env {
-        let reg = Registry::start(Variant::Anonymous);
-        let home = Home::new();
-        let tmp = tempfile::tempdir().unwrap();
-        let key = KeyPair::generate(&home, tmp.path(), "cosign");
-        Env {
-            reg,
-            home,
-            tmp,
-            key,
-        }
-    }
-
-    fn dir(&self) -> &Path {
-        self.tmp.path()
-    }
-
     /// The Lua tree plugins go into (not created up front).
     fn prefix(&self) -> PathBuf {
         self.dir().join("lua")

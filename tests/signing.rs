@@ -10,7 +10,6 @@ use std::process::Command;
 
 use base64::Engine as _;
 use serde_json::Value;
-use tempfile::TempDir;
 
 use common::fixtures::*;
 use common::*;
@@ -20,32 +19,7 @@ const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 const SIG_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
 const SIMPLESIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
 
-/// A registry, an isolated home and a scratch directory with one key pair in it.
-struct Env {
-    reg: Registry,
-    home: Home,
-    tmp: TempDir,
-    key: KeyPair,
-}
-
 impl Env {
-    fn new() -> Env {
-        let reg = Registry::start(Variant::Anonymous);
-        let home = Home::new();
-        let tmp = tempfile::tempdir().unwrap();
-        let key = KeyPair::generate(&home, tmp.path(), "cosign");
-        Env {
-            reg,
-            home,
-            tmp,
-            key,
-        }
-    }
-
-    fn dir(&self) -> &Path {
-        self.tmp.path()
-    }
-
     /// `REG/REPO`
     fn repo(&self, repo: &str) -> String {
         format!("{}/{repo}", self.reg.host())

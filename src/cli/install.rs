@@ -332,8 +332,8 @@ async fn fetch_verified(
     let verified =
         verified.with_context(|| format!("verifying {pinned}; nothing was installed"))?;
     fetched.with_context(|| format!("fetching {pinned}; nothing was installed"))?;
-    if let (Some(v), Some(p)) = (&verified, policy) {
-        super::verify::report(&pinned, v, p);
+    if let Some(v) = &verified {
+        super::verify::report(&pinned, v);
     }
     Ok((
         pinned,

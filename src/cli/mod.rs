@@ -66,7 +66,6 @@ impl Global {
             plain_http: self.plain_http,
             insecure: self.insecure,
             ca_files: self.ca_files.clone(),
-            ..Default::default()
         }
     }
 }

@@ -69,7 +69,7 @@ pub async fn run(g: &Global, a: VerifyArgs) -> anyhow::Result<()> {
     let over = crate::attach::signature_store_override(&g.store_options(), false).await?;
     let sigs: &dyn Store = over.as_deref().unwrap_or(st.as_ref());
     let verified = crate::attach::verify(sigs, &digest, &policy).await?;
-    report(&loc.pinned(&digest), &verified, &policy);
+    report(&loc.pinned(&digest), &verified);
     let payloads: Vec<serde_json::Value> = verified
         .iter()
         .map(|v| serde_json::from_slice(&v.payload).unwrap_or(serde_json::Value::Null))
@@ -79,7 +79,7 @@ pub async fn run(g: &Global, a: VerifyArgs) -> anyhow::Result<()> {
 }
 
 /// cosign's check list, on stderr.
-pub fn report(what: &str, verified: &[signature::Verified], policy: &Policy) {
+pub fn report(what: &str, verified: &[signature::Verified]) {
     let mut s = format!(
         "\nVerification for {what} --\nThe following checks were performed on each of these signatures:\n  - The cosign claims were validated\n"
     );
@@ -99,6 +99,5 @@ pub fn report(what: &str, verified: &[signature::Verified], policy: &Policy) {
         }
         s.push('\n');
     }
-    let _ = policy;
     crate::progress::note(s);
 }

@@ -390,30 +390,3 @@ impl Store for ArchiveStore {
         })
     }
 }
-
-/// Write an OCI layout directory as an `oci-archive:` tarball (deterministic order).
-pub fn write_oci_archive(layout_dir: &Path, out: &Path) -> anyhow::Result<()> {
-    let dir = out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let tmp = tempfile::NamedTempFile::new_in(dir)?;
-    {
-        let mut b = tar::Builder::new(std::io::BufWriter::new(tmp.as_file()));
-        b.mode(tar::HeaderMode::Deterministic);
-        let mut names = vec!["oci-layout".to_string(), "index.json".to_string()];
-        let mut blobs: Vec<String> = std::fs::read_dir(layout_dir.join("blobs/sha256"))?
-            .filter_map(|e| e.ok())
-            .map(|e| format!("blobs/sha256/{}", e.file_name().to_string_lossy()))
-            .collect();
-        blobs.sort();
-        names.extend(blobs);
-        for n in names {
-            b.append_path_with_name(layout_dir.join(&n), &n)?;
-        }
-        b.into_inner()?;
-    }
-    tmp.as_file().sync_all()?;
-    tmp.persist(out)?;
-    Ok(())
-}

@@ -49,10 +49,6 @@ impl LayoutStore {
         })
     }
 
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
     fn blob_path(&self, digest: &str) -> anyhow::Result<PathBuf> {
         Ok(self.root.join("blobs/sha256").join(hex_of(digest)?))
     }
@@ -77,19 +73,6 @@ impl LayoutStore {
 
     fn write_index(&self, idx: &Index) -> anyhow::Result<()> {
         crate::tree::write_atomic(&self.root.join("index.json"), &oci::to_json(idx))
-    }
-
-    /// Add or replace an `index.json` entry (used by `save` to annotate entries).
-    pub async fn put_index_entry(&self, desc: Descriptor) -> anyhow::Result<()> {
-        let _g = self.index_lock.lock().await;
-        let mut idx = self.read_index()?;
-        let rn = desc.annotations.get(oci::ANN_REF_NAME).cloned();
-        idx.manifests.retain(|m| match &rn {
-            Some(rn) => m.annotations.get(oci::ANN_REF_NAME) != Some(rn),
-            None => m.digest != desc.digest || m.annotations.contains_key(oci::ANN_REF_NAME),
-        });
-        idx.manifests.push(desc);
-        self.write_index(&idx)
     }
 
     fn read_blob_file(&self, digest: &str) -> anyhow::Result<Vec<u8>> {

@@ -78,8 +78,6 @@ pub struct Options {
     pub plain_http: bool,
     pub insecure: bool,
     pub ca_files: Vec<std::path::PathBuf>,
-    pub username: Option<String>,
-    pub password: Option<String>,
 }
 
 /// Open the store a location lives in. `writable` creates local stores as needed.

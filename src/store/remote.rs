@@ -42,27 +42,41 @@ fn plain_http_for(host: &str, opts: &Options) -> bool {
     h == "localhost" || h == "127.0.0.1" || h == "[::1]" || h.starts_with("127.")
 }
 
+/// The `--ca-file` PEMs, read and checked once per store.
+fn read_ca_files(opts: &Options) -> anyhow::Result<Vec<Vec<u8>>> {
+    opts.ca_files
+        .iter()
+        .map(|p| {
+            let data = std::fs::read(p).map_err(|e| {
+                fail(
+                    Kind::Usage,
+                    format!("cannot read --ca-file {}: {e}", p.display()),
+                )
+            })?;
+            if !String::from_utf8_lossy(&data).contains("-----BEGIN CERTIFICATE-----") {
+                crate::bail_kind!(
+                    Kind::Usage,
+                    "--ca-file {} holds no PEM certificate",
+                    p.display()
+                );
+            }
+            Ok(data)
+        })
+        .collect()
+}
+
 pub fn client_for(host: &str, opts: &Options) -> anyhow::Result<Client> {
-    let mut extra = Vec::new();
-    for p in &opts.ca_files {
-        let data = std::fs::read(p).map_err(|e| {
-            fail(
-                Kind::Usage,
-                format!("cannot read --ca-file {}: {e}", p.display()),
-            )
-        })?;
-        if !String::from_utf8_lossy(&data).contains("-----BEGIN CERTIFICATE-----") {
-            crate::bail_kind!(
-                Kind::Usage,
-                "--ca-file {} holds no PEM certificate",
-                p.display()
-            );
-        }
-        extra.push(Certificate {
+    client_with(host, opts, &read_ca_files(opts)?)
+}
+
+fn client_with(host: &str, opts: &Options, cas: &[Vec<u8>]) -> anyhow::Result<Client> {
+    let extra = cas
+        .iter()
+        .map(|data| Certificate {
             encoding: CertificateEncoding::Pem,
-            data,
-        });
-    }
+            data: data.clone(),
+        })
+        .collect();
     let config = ClientConfig {
         protocol: if plain_http_for(host, opts) {
             ClientProtocol::HttpsExcept(vec![host.to_string()])
@@ -185,18 +199,16 @@ fn backoff() -> ExponentialBuilder {
 
 impl RemoteStore {
     pub async fn new(r: &RegistryRef, opts: &Options) -> anyhow::Result<Self> {
-        let client = client_for(r.host(), opts)?;
-        let auth = match (&opts.username, &opts.password) {
-            (Some(u), Some(p)) => RegistryAuth::Basic(u.clone(), p.clone()),
-            _ => crate::auth::credentials_for(&r.registry)?,
-        };
+        let cas = read_ca_files(opts)?;
+        let client = client_with(r.host(), opts, &cas)?;
+        let auth = crate::auth::credentials_for(&r.registry)?;
         // oci-client caches tokens but not "this registry needs none": with anonymous auth it
         // re-asks `GET /v2/` before every request, doubling round trips. So probe once; an
         // open registry (no challenge at all) gets an empty bearer credential, which
         // oci-client uses without asking anything and an open registry ignores. A registry
         // that challenges anonymous clients (Docker Hub's anonymous tokens) keeps the normal flow.
         let auth = match auth {
-            RegistryAuth::Anonymous if open_registry(r.host(), opts).await => {
+            RegistryAuth::Anonymous if open_registry(r.host(), opts, &cas).await => {
                 RegistryAuth::Bearer(String::new())
             }
             a => a,
@@ -239,7 +251,7 @@ impl RemoteStore {
 }
 
 /// True when `GET /v2/` answers 200 without credentials (no auth challenge at all).
-async fn open_registry(host: &str, opts: &Options) -> bool {
+async fn open_registry(host: &str, opts: &Options, cas: &[Vec<u8>]) -> bool {
     let scheme = if plain_http_for(host, opts) {
         "http"
     } else {
@@ -248,11 +260,9 @@ async fn open_registry(host: &str, opts: &Options) -> bool {
     let mut b = reqwest::Client::builder()
         .danger_accept_invalid_certs(opts.insecure)
         .connect_timeout(Duration::from_secs(10));
-    for p in &opts.ca_files {
-        if let Ok(pem) = std::fs::read(p) {
-            if let Ok(c) = reqwest::Certificate::from_pem(&pem) {
-                b = b.add_root_certificate(c);
-            }
+    for pem in cas {
+        if let Ok(c) = reqwest::Certificate::from_pem(pem) {
+            b = b.add_root_certificate(c);
         }
     }
     let Ok(c) = b.build() else { return false };

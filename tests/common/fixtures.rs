@@ -131,3 +131,31 @@ pub fn openssl_fingerprint(public_pem: &Path) -> String {
     assert_eq!(hex.len(), 64, "{hex}");
     format!("sha256:{hex}")
 }
+
+/// A registry, an isolated home and a scratch directory with one key pair in it: where
+/// the signing and install tests start. Each test file adds its own methods.
+pub struct Env {
+    pub reg: super::Registry,
+    pub home: Home,
+    pub tmp: tempfile::TempDir,
+    pub key: KeyPair,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        let reg = super::Registry::start(super::Variant::Anonymous);
+        let home = Home::new();
+        let tmp = tempfile::tempdir().unwrap();
+        let key = KeyPair::generate(&home, tmp.path(), "cosign");
+        Env {
+            reg,
+            home,
+            tmp,
+            key,
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.tmp.path()
+    }
+}
