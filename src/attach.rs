@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 
+use crate::copy::{copy_blob, copy_manifest, Cx};
 use crate::error::{fail, kind_of, Kind};
 use crate::oci::{self, Descriptor, Index, Manifest};
 use crate::signature::{self, Policy, Verified};
@@ -34,19 +35,7 @@ pub async fn fetch_sig_manifest(
     sigs: &dyn Store,
     digest: &str,
 ) -> anyhow::Result<Option<(Vec<u8>, Manifest)>> {
-    match sigs.fetch_manifest(&signature::signature_tag(digest)).await {
-        Ok((bytes, _)) => {
-            let m: Manifest = serde_json::from_slice(&bytes).map_err(|e| {
-                fail(
-                    Kind::Integrity,
-                    format!("signature manifest for {digest} is not valid: {e}"),
-                )
-            })?;
-            Ok(Some((bytes, m)))
-        }
-        Err(e) if kind_of(&e) == Kind::NotFound => Ok(None),
-        Err(e) => Err(e),
-    }
+    fetch_tagged_manifest(sigs, &signature::signature_tag(digest)).await
 }
 
 /// Fetch every layer blob of a signature manifest, concurrently.
@@ -238,30 +227,19 @@ pub fn merge_sig_manifests(ours: &Manifest, theirs: &Manifest) -> Option<(Vec<u8
     Some((oci::to_json(&merged), config))
 }
 
-/// Copy the signatures of `digest` (its `.sig` manifest and its referrers) from `src` to
-/// `dst`, merging with what `dst` already has instead of overwriting it.
+/// Copy the signatures of `digest` (its `.sig` and `.att` manifests and its referrers)
+/// from `src` to `dst`, merging with what `dst` already has instead of overwriting it.
 pub async fn copy_signatures(
     src: &dyn Store,
     dst: &dyn Store,
     digest: &str,
-    stats: &mut crate::copy::Stats,
+    cx: &mut Cx,
 ) -> anyhow::Result<()> {
-    let tag = signature::signature_tag(digest);
-    if let Some((bytes, theirs)) = fetch_sig_manifest(src, digest).await? {
-        let desc = store::manifest_descriptor(&bytes, Some(oci::MANIFEST_V1));
-        match fetch_sig_manifest(dst, digest).await? {
-            None => crate::copy::copy_manifest(src, dst, &desc, &bytes, Some(&tag), stats).await?,
-            Some((_, ours)) => {
-                if let Some((mbytes, config)) = merge_sig_manifests(&ours, &theirs) {
-                    for l in &theirs.layers {
-                        crate::copy::copy_blob(src, dst, l, stats).await?;
-                    }
-                    store::push_bytes(dst, oci::CONFIG_V1, &config).await?;
-                    dst.push_manifest(&mbytes, oci::MANIFEST_V1, Some(&tag))
-                        .await?;
-                    stats.manifests_copied += 1;
-                }
-            }
+    let sig_tag = signature::signature_tag(digest);
+    let att_tag = sig_tag.replace(".sig", ".att");
+    for tag in [sig_tag, att_tag] {
+        if let Some((bytes, theirs)) = fetch_tagged_manifest(src, &tag).await? {
+            merge_tagged_manifest(src, dst, &tag, &bytes, &theirs, cx).await?;
         }
     }
     if let Some(theirs) = fetch_referrers(src, digest).await? {
@@ -276,15 +254,67 @@ pub async fn copy_signatures(
                 media_type: d.media_type.clone(),
                 ..cd
             };
-            crate::copy::copy_manifest(src, dst, &cd, &b, None, stats).await?;
+            copy_manifest(src, dst, &cd, &b, None, cx).await?;
             if !ours.manifests.iter().any(|m| m.digest == d.digest) {
                 ours.manifests.push(d.clone());
             }
         }
         if ours.manifests.len() != before {
-            dst.push_manifest(&oci::to_json(&ours), oci::INDEX_V1, Some(&rtag))
-                .await?;
+            if !cx.dry_run {
+                dst.push_manifest(&oci::to_json(&ours), oci::INDEX_V1, Some(&rtag))
+                    .await?;
+            }
+            cx.stats.manifests_copied += 1;
         }
     }
+    Ok(())
+}
+
+async fn fetch_tagged_manifest(
+    st: &dyn Store,
+    tag: &str,
+) -> anyhow::Result<Option<(Vec<u8>, Manifest)>> {
+    match st.fetch_manifest(tag).await {
+        Ok((bytes, _)) => {
+            let m: Manifest = serde_json::from_slice(&bytes).map_err(|e| {
+                fail(
+                    Kind::Integrity,
+                    format!("{tag} in {} is not a valid manifest: {e}", st.describe()),
+                )
+            })?;
+            Ok(Some((bytes, m)))
+        }
+        Err(e) if kind_of(&e) == Kind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Put the `.sig`/`.att` manifest `theirs` (bytes `bytes`, from `src`) at `dst` under
+/// `tag`: as is when `dst` has none, else merged into the one `dst` has.
+pub async fn merge_tagged_manifest(
+    src: &dyn Store,
+    dst: &dyn Store,
+    tag: &str,
+    bytes: &[u8],
+    theirs: &Manifest,
+    cx: &mut Cx,
+) -> anyhow::Result<()> {
+    let desc = store::manifest_descriptor(bytes, Some(oci::MANIFEST_V1));
+    let Some((_, ours)) = fetch_tagged_manifest(dst, tag).await? else {
+        return copy_manifest(src, dst, &desc, bytes, Some(tag), cx).await;
+    };
+    let Some((mbytes, config)) = merge_sig_manifests(&ours, theirs) else {
+        cx.stats.manifests_skipped += 1;
+        return Ok(());
+    };
+    for l in &theirs.layers {
+        copy_blob(src, dst, l, cx).await?;
+    }
+    if !cx.dry_run {
+        store::push_bytes(dst, oci::CONFIG_V1, &config).await?;
+        dst.push_manifest(&mbytes, oci::MANIFEST_V1, Some(tag))
+            .await?;
+    }
+    cx.stats.manifests_copied += 1;
     Ok(())
 }

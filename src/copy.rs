@@ -3,14 +3,18 @@
 //! Copies a manifest (recursively for indexes) from one store to another by digest, so
 //! the destination serves the very same bytes and digest. Blobs the destination already
 //! has are skipped (HEAD before PUT); same-registry blobs are mounted when allowed;
-//! otherwise they stream straight from source to destination.
+//! otherwise they stream straight from source to destination. [`run`] drives many such
+//! copies with bounded concurrency; every verb that moves artifacts builds [`Job`]s for it.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
-use futures_util::FutureExt;
+use futures_util::{FutureExt, StreamExt};
 
+use crate::error::{kind_of, Kind};
 use crate::oci::{self, Descriptor, Index, Manifest};
+use crate::signature::Policy;
 use crate::store::{self, Store};
 
 #[derive(Debug, Default, Clone, serde::Serialize)]
@@ -32,6 +36,19 @@ impl Stats {
         self.blobs_skipped += o.blobs_skipped;
         self.bytes_copied += o.bytes_copied;
     }
+
+    /// Did anything move (or, in a dry run, would it)?
+    pub fn moved(&self) -> bool {
+        self.manifests_copied + self.blobs_copied + self.blobs_mounted > 0
+    }
+}
+
+/// State of one copy: what it did so far, and whether it only looks (`--dry-run`: every
+/// existence check runs, nothing is written, and the counts say what would move).
+#[derive(Debug, Default)]
+pub struct Cx {
+    pub stats: Stats,
+    pub dry_run: bool,
 }
 
 /// Copy one blob unless the destination has it.
@@ -39,32 +56,35 @@ pub async fn copy_blob(
     src: &dyn Store,
     dst: &dyn Store,
     d: &Descriptor,
-    stats: &mut Stats,
+    cx: &mut Cx,
 ) -> anyhow::Result<()> {
     if dst.blob_exists(&d.digest).await? {
-        stats.blobs_skipped += 1;
+        cx.stats.blobs_skipped += 1;
         return Ok(());
     }
-    if dst.mount_blob(&d.digest, src).await? {
-        stats.blobs_mounted += 1;
-        return Ok(());
+    if !cx.dry_run {
+        if dst.mount_blob(&d.digest, src).await? {
+            cx.stats.blobs_mounted += 1;
+            return Ok(());
+        }
+        store::transfer_blob(src, dst, d).await?;
     }
-    store::transfer_blob(src, dst, d).await?;
-    stats.blobs_copied += 1;
-    stats.bytes_copied += d.size;
+    cx.stats.blobs_copied += 1;
+    cx.stats.bytes_copied += d.size;
     Ok(())
 }
 
 /// Copy the manifest `bytes` (already fetched from `src`, digest `desc.digest`) and all it
 /// references to `dst`, then point `tag` at it. Children are copied before parents, so a
-/// destination never holds a manifest whose content is missing.
+/// destination never holds a manifest whose content is missing; a run cut short leaves
+/// only complete blobs behind, and the next run skips them.
 pub fn copy_manifest<'a>(
     src: &'a dyn Store,
     dst: &'a dyn Store,
     desc: &'a Descriptor,
     bytes: &'a [u8],
     tag: Option<&'a str>,
-    stats: &'a mut Stats,
+    cx: &'a mut Cx,
 ) -> BoxFuture<'a, anyhow::Result<()>> {
     async move {
         if !dst.manifest_exists(&desc.digest).await? {
@@ -80,25 +100,267 @@ pub fn copy_manifest<'a>(
                         media_type: child.media_type.clone(),
                         ..cd
                     };
-                    copy_manifest(src, dst, &cd, &cb, None, stats).await?;
+                    copy_manifest(src, dst, &cd, &cb, None, cx).await?;
                 }
             } else {
                 let m: Manifest = serde_json::from_slice(bytes)?;
-                copy_blob(src, dst, &m.config, stats).await?;
+                copy_blob(src, dst, &m.config, cx).await?;
                 for l in &m.layers {
-                    copy_blob(src, dst, l, stats).await?;
+                    copy_blob(src, dst, l, cx).await?;
                 }
             }
-            dst.push_manifest(bytes, &desc.media_type, None).await?;
-            stats.manifests_copied += 1;
+            if !cx.dry_run {
+                dst.push_manifest(bytes, &desc.media_type, None).await?;
+            }
+            cx.stats.manifests_copied += 1;
         } else {
-            stats.manifests_skipped += 1;
+            cx.stats.manifests_skipped += 1;
         }
-        if let Some(t) = tag {
+        if let (Some(t), false) = (tag, cx.dry_run) {
             // Tagging an existing manifest is a PUT of the same bytes: idempotent and cheap.
             dst.push_manifest(bytes, &desc.media_type, Some(t)).await?;
         }
         Ok(())
     }
     .boxed()
+}
+
+/// One artifact to copy: `reference` (tag or digest) in `src`, to `dst` under `tag`.
+pub struct Job {
+    pub src: Arc<dyn Store>,
+    pub reference: String,
+    pub dst: Arc<dyn Store>,
+    pub tag: Option<String>,
+}
+
+impl Job {
+    pub fn source(&self) -> String {
+        join_ref(&self.src.describe(), &self.reference)
+    }
+
+    pub fn destination(&self) -> String {
+        match &self.tag {
+            Some(t) => join_ref(&self.dst.describe(), t),
+            None => self.dst.describe(),
+        }
+    }
+}
+
+fn join_ref(store: &str, reference: &str) -> String {
+    if reference.starts_with("sha256:") {
+        format!("{store}@{reference}")
+    } else {
+        format!("{store}:{reference}")
+    }
+}
+
+#[derive(Default, Clone)]
+pub struct Options {
+    /// Carry `.sig`/`.att` manifests and referrers along (merging at the destination).
+    pub signatures: bool,
+    /// `--signed-only`: copy nothing of an artifact that does not verify under this policy.
+    pub policy: Option<Arc<Policy>>,
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Status {
+    /// Something moved.
+    Copied,
+    /// The destination had everything already.
+    Skipped,
+    /// Dry run: this much would move.
+    WouldCopy,
+    Failed,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Outcome {
+    pub source: String,
+    pub destination: String,
+    pub digest: Option<String>,
+    pub status: Status,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip)]
+    pub kind: Kind,
+    #[serde(flatten)]
+    pub stats: Stats,
+}
+
+/// Copy one artifact, resolving its reference once: verify it first under `--signed-only`,
+/// then the artifact by digest, then (unless told not to) its signatures. The digest is
+/// returned even when a later step fails, so a failure can say which artifact it was.
+pub async fn copy_artifact(
+    job: &Job,
+    opts: &Options,
+    cx: &mut Cx,
+) -> (Option<String>, anyhow::Result<()>) {
+    let (bytes, desc) = match job.src.fetch_manifest(&job.reference).await {
+        Ok(v) => v,
+        Err(e) => return (None, Err(e)),
+    };
+    let digest = Some(desc.digest.clone());
+    let res = async {
+        if let Some(policy) = &opts.policy {
+            crate::attach::verify(job.src.as_ref(), &desc.digest, policy)
+                .await
+                .map_err(|e| {
+                    let k = kind_of(&e);
+                    crate::error::fail(
+                        k,
+                        format!(
+                            "--signed-only: not copying {}@{}: {e:#}",
+                            job.src.describe(),
+                            desc.digest
+                        ),
+                    )
+                })?;
+        }
+        let (src, dst) = (job.src.as_ref(), job.dst.as_ref());
+        copy_manifest(src, dst, &desc, &bytes, job.tag.as_deref(), cx).await?;
+        if opts.signatures {
+            crate::attach::copy_signatures(src, dst, &desc.digest, cx).await?;
+        }
+        Ok(())
+    }
+    .await;
+    (digest, res)
+}
+
+/// Run `jobs`, at most `concurrency` at a time, reporting each as it ends. Outcomes come
+/// back in job order; one failure does not stop the others.
+pub async fn run(jobs: &[Job], opts: &Options, concurrency: usize) -> Vec<Outcome> {
+    futures_util::stream::iter(jobs.iter().map(|job| async move {
+        let mut cx = Cx {
+            dry_run: opts.dry_run,
+            ..Cx::default()
+        };
+        let (digest, res) = copy_artifact(job, opts, &mut cx).await;
+        let (status, error, kind) = match res {
+            Err(e) => (Status::Failed, Some(format!("{e:#}")), kind_of(&e)),
+            Ok(()) if opts.dry_run && cx.stats.moved() => (Status::WouldCopy, None, Kind::Other),
+            Ok(()) if cx.stats.moved() => (Status::Copied, None, Kind::Other),
+            Ok(()) => (Status::Skipped, None, Kind::Other),
+        };
+        let o = Outcome {
+            source: job.source(),
+            destination: job.destination(),
+            digest,
+            status,
+            error,
+            kind,
+            stats: cx.stats,
+        };
+        crate::progress::note(match &o.error {
+            Some(e) => format!("failed   {} -> {}: {e}", o.source, o.destination),
+            None => format!(
+                "{:<8} {} -> {} ({} blob(s), {} bytes)",
+                match o.status {
+                    Status::Copied => "copied",
+                    Status::WouldCopy => "would",
+                    _ => "present",
+                },
+                o.source,
+                o.destination,
+                o.stats.blobs_copied + o.stats.blobs_mounted,
+                o.stats.bytes_copied
+            ),
+        });
+        o
+    }))
+    .buffered(concurrency.max(1))
+    .collect()
+    .await
+}
+
+/// Totals over outcomes, for summaries.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Totals {
+    pub artifacts: usize,
+    pub copied: usize,
+    pub skipped: usize,
+    pub would_copy: usize,
+    pub failed: usize,
+    #[serde(flatten)]
+    pub stats: Stats,
+}
+
+pub fn totals(outcomes: &[Outcome]) -> Totals {
+    let mut t = Totals {
+        artifacts: outcomes.len(),
+        ..Totals::default()
+    };
+    for o in outcomes {
+        match o.status {
+            Status::Copied => t.copied += 1,
+            Status::Skipped => t.skipped += 1,
+            Status::WouldCopy => t.would_copy += 1,
+            Status::Failed => t.failed += 1,
+        }
+        t.stats.add(&o.stats);
+    }
+    t
+}
+
+/// The error a run ends with when any job failed: the first failure's kind (so
+/// `--signed-only` refusals keep cosign's exit codes), and what to do.
+pub fn failure(outcomes: &[Outcome]) -> Option<anyhow::Error> {
+    let failed: Vec<&Outcome> = outcomes
+        .iter()
+        .filter(|o| o.status == Status::Failed)
+        .collect();
+    let first = failed.first()?;
+    Some(crate::error::fail(
+        first.kind,
+        format!(
+            "{} of {} artifact(s) failed (first: {} -> {}: {}); fix the cause and run again: \
+             what already arrived is not sent twice",
+            failed.len(),
+            outcomes.len(),
+            first.source,
+            first.destination,
+            first.error.as_deref().unwrap_or("")
+        ),
+    ))
+}
+
+/// Print a summary table on stderr (stdout stays for `--json` and results).
+pub fn print_summary(outcomes: &[Outcome]) {
+    let t = totals(outcomes);
+    let mut s = format!(
+        "{:<10} {:>6} {:>6} {:>12}  {}\n",
+        "STATUS", "BLOBS", "SKIP", "BYTES", "ARTIFACT"
+    );
+    for o in outcomes {
+        s.push_str(&format!(
+            "{:<10} {:>6} {:>6} {:>12}  {} -> {}\n",
+            serde_json::to_value(o.status)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
+            o.stats.blobs_copied + o.stats.blobs_mounted,
+            o.stats.blobs_skipped,
+            o.stats.bytes_copied,
+            o.source,
+            o.destination
+        ));
+    }
+    s.push_str(&format!(
+        "{} artifact(s): {} copied, {} skipped, {} failed{}; {} blob(s) sent ({} mounted), {} bytes",
+        t.artifacts,
+        t.copied,
+        t.skipped,
+        t.failed,
+        if t.would_copy > 0 {
+            format!(", {} would copy", t.would_copy)
+        } else {
+            String::new()
+        },
+        t.stats.blobs_copied + t.stats.blobs_mounted,
+        t.stats.blobs_mounted,
+        t.stats.bytes_copied
+    ));
+    crate::progress::note(s);
 }

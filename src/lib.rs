@@ -2,6 +2,7 @@
 pub mod artifact;
 pub mod attach;
 pub mod auth;
+pub mod bundle;
 pub mod cli;
 pub mod copy;
 pub mod digest;
@@ -9,6 +10,7 @@ pub mod doctor;
 pub mod error;
 pub mod install;
 pub mod kongconf;
+pub mod mirror;
 pub mod oci;
 pub mod plugin;
 pub mod progress;

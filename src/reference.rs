@@ -290,7 +290,10 @@ fn parse_local(input: &str, body: &str) -> anyhow::Result<LocalParts> {
         Some(r) => match r.rsplit_once(':') {
             Some((n, t)) => (Some(n.to_string()), Some(t.to_string())),
             // With a digest, the single word is a name, otherwise a tag (skopeo's form).
-            None if digest.is_some() => (Some(r.to_string()), None),
+            // One word is a tag, as in skopeo, unless it can only be a name (`plugins/hello`).
+            None if digest.is_some() || (!valid_tag(r) && valid_repo(r)) => {
+                (Some(r.to_string()), None)
+            }
             None => (None, Some(r.to_string())),
         },
     };

@@ -2,7 +2,11 @@
 
 mod common;
 
+use common::fixtures::*;
 use common::*;
+
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 
 const HELLO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/hello-plugin");
 
@@ -101,4 +105,220 @@ fn copy_carries_and_merges_signatures_and_installs_offline() {
             .arg(&conf),
     );
     assert!(prefix.join("kong/plugins/hello/handler.lua").is_file());
+}
+
+/// `kplug push --sign --key KEY SRC REF`; the pinned reference.
+fn push_signed(home: &Home, key: &KeyPair, src: &std::path::Path, reference: &str) -> String {
+    let out = run_ok(
+        home.kplug()
+            .env("COSIGN_PASSWORD", PASSWORD)
+            .args(["push", "--sign", "--key"])
+            .arg(&key.key)
+            .arg(src)
+            .arg(reference),
+    );
+    stdout(&out).trim().to_string()
+}
+
+fn json_out(out: &std::process::Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}\n{}", stdout(out), stderr(out)))
+}
+
+fn index_json(dir: &std::path::Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap()
+}
+
+fn verify_ok(home: &Home, key: &KeyPair, reference: &str) {
+    run_ok(
+        home.kplug()
+            .args(["verify", "--key"])
+            .arg(&key.public)
+            .arg(reference),
+    );
+}
+
+#[test]
+fn save_then_load_across_the_gap() {
+    let a = Registry::start(Variant::Anonymous);
+    let home = Home::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let key = KeyPair::generate(&home, tmp.path(), "cosign");
+    let other = KeyPair::generate(&home, tmp.path(), "other");
+    let hello = push_signed(
+        &home,
+        &key,
+        HELLO.as_ref(),
+        &format!("{}/plugins/hello:0.1.0", a.host()),
+    );
+    sign(&home, &other, &hello);
+    let rate_dir = write_plugin(&tmp.path().join("rate"), "rate", "1.0.0", "v1");
+    let rate = push_signed(
+        &home,
+        &key,
+        &rate_dir,
+        &format!("{}/plugins/rate:1.0.0", a.host()),
+    );
+    let refs = [
+        format!("{}/plugins/hello:0.1.0", a.host()),
+        format!("{}/plugins/rate:1.0.0", a.host()),
+    ];
+
+    // One carryable file, and the same as a directory; saving twice gives the same bytes.
+    let tar = tmp.path().join("bundle.tar");
+    let tar2 = tmp.path().join("again.tar");
+    let dir = tmp.path().join("bundle");
+    for out in [&tar, &tar2, &dir] {
+        run_ok(home.kplug().args(["save", "-o"]).arg(out).args(&refs));
+    }
+    assert_eq!(std::fs::read(&tar).unwrap(), std::fs::read(&tar2).unwrap());
+    let idx = index_json(&dir);
+    let entries = idx["manifests"].as_array().unwrap();
+    let by_name = |n: &str| {
+        entries
+            .iter()
+            .find(|e| e["annotations"]["org.opencontainers.image.ref.name"] == n)
+            .unwrap_or_else(|| panic!("no entry {n} in {idx}"))
+    };
+    let hd = digest_of(&hello);
+    assert_eq!(
+        by_name("plugins/hello:0.1.0")["annotations"]["kind"],
+        "dev.cosignproject.cosign/image"
+    );
+    assert_eq!(by_name("plugins/hello:0.1.0")["digest"], hd.as_str());
+    assert_eq!(
+        by_name(&format!("plugins/hello:{}", sig_tag(&hd)))["annotations"]["kind"],
+        "dev.cosignproject.cosign/sigs"
+    );
+    // `tar` can list it: a plain ustar of the layout.
+    let listing = run_ok(std::process::Command::new("tar").arg("tf").arg(&tar));
+    assert!(stdout(&listing).lines().any(|l| l == "index.json"));
+    drop(a);
+
+    // No network at all: verify and install from the bundle.
+    for r in [
+        format!("oci:{}:plugins/hello:0.1.0", dir.display()),
+        format!("oci:{}:0.1.0", dir.display()),
+        format!("oci-archive:{}:plugins/hello:0.1.0", tar.display()),
+    ] {
+        verify_ok(&home, &key, &r);
+        verify_ok(&home, &other, &r);
+    }
+    let prefix = tmp.path().join("lua");
+    run_ok(
+        home.kplug()
+            .arg("install")
+            .arg(format!("oci-archive:{}:plugins/rate:1.0.0", tar.display()))
+            .arg("--key")
+            .arg(&key.public)
+            .arg("--prefix")
+            .arg(&prefix)
+            .arg("--kong-conf")
+            .arg(tmp.path().join("kong.conf")),
+    );
+    assert!(prefix.join("kong/plugins/rate/handler.lua").is_file());
+
+    // The isolated registry exists only now.
+    let b = Registry::start(Variant::Anonymous);
+    let out = run_ok(
+        home.kplug()
+            .args(["load", "--json", "--signed-only", "--key"])
+            .arg(&key.public)
+            .arg(&tar)
+            .arg(format!("{}/airgap", b.host())),
+    );
+    let v = json_out(&out);
+    assert_eq!(v["totals"]["copied"], 2, "{v}");
+    for (pinned, repo) in [(&hello, "plugins/hello"), (&rate, "plugins/rate")] {
+        let at_b = format!("{}/airgap/{repo}@{}", b.host(), digest_of(pinned));
+        verify_ok(&home, &key, &at_b);
+    }
+    verify_ok(
+        &home,
+        &other,
+        &format!("{}/airgap/plugins/hello:0.1.0", b.host()),
+    );
+    // Loading again moves nothing.
+    let v = json_out(&run_ok(
+        home.kplug()
+            .args(["load", "--json"])
+            .arg(&dir)
+            .arg(format!("{}/airgap", b.host())),
+    ));
+    assert_eq!(v["totals"]["skipped"], 2, "{v}");
+    assert_eq!(v["totals"]["bytes_copied"], 0, "{v}");
+}
+
+/// cosign v3's real bundle (a referrer found through the `sha256-<hex>` fallback index)
+/// crosses registry → registry and registry → layout → registry and still verifies.
+#[test]
+fn v3_bundle_fixture_survives_copy() {
+    let a = Registry::start(Variant::Anonymous);
+    let b = Registry::start(Variant::Anonymous);
+    let home = Home::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = "tobby/bundle";
+    let referring = read_fixture("v3-bundle/bundle-referring-manifest.json");
+    let m: serde_json::Value = serde_json::from_slice(&referring).unwrap();
+    let subject = m["subject"]["digest"].as_str().unwrap().to_string();
+    push_blob(&a, repo, b"{}");
+    push_blob(&a, repo, &read_fixture("v3-bundle/bundle-sigstore.json"));
+    push_manifest(
+        &a,
+        repo,
+        &sha256_digest(&referring),
+        OCI_MANIFEST,
+        &referring,
+    );
+    push_manifest(
+        &a,
+        repo,
+        &subject.replace(':', "-"),
+        OCI_INDEX,
+        &read_fixture("v3-bundle/bundle-referrers-index.json"),
+    );
+    let open = |r: &str| {
+        let loc = kplug::reference::parse(r).unwrap();
+        async move {
+            kplug::store::open(&loc, &kplug::store::Options::default(), true)
+                .await
+                .unwrap()
+        }
+    };
+    let layout = tmp.path().join("layout");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let src = open(&format!("{}/{repo}", a.host())).await;
+        let mid = open(&format!("oci:{}:{repo}", layout.display())).await;
+        let dst = open(&format!("{}/{repo}", b.host())).await;
+        let mut cx = kplug::copy::Cx::default();
+        kplug::attach::copy_signatures(src.as_ref(), mid.as_ref(), &subject, &mut cx)
+            .await
+            .unwrap();
+        kplug::attach::copy_signatures(mid.as_ref(), dst.as_ref(), &subject, &mut cx)
+            .await
+            .unwrap();
+        assert!(
+            kplug::store::Store::manifest_exists(dst.as_ref(), &sha256_digest(&referring))
+                .await
+                .unwrap()
+        );
+    });
+    let bundle_pub = cosign_fixture("v3-bundle/bundle-cosign.pub");
+    for r in [
+        format!("oci:{}:{repo}@{subject}", layout.display()),
+        format!("{}/{repo}@{subject}", b.host()),
+    ] {
+        run_ok(
+            home.kplug()
+                .arg("verify")
+                .arg("--key")
+                .arg(&bundle_pub)
+                .arg(&r),
+        );
+    }
+    // The referring manifest arrived byte for byte.
+    let (status, body, _) = get_manifest(&b, repo, &sha256_digest(&referring));
+    assert_eq!(status, 200);
+    assert_eq!(body, referring);
 }

@@ -1,7 +1,10 @@
+use std::sync::Arc;
+
 use clap::Args;
 
+use super::verify::TrustArgs;
 use super::Global;
-use crate::copy::{copy_manifest, Stats};
+use crate::copy::{self, Job};
 
 #[derive(Args, Debug)]
 pub struct CopyArgs {
@@ -9,36 +12,66 @@ pub struct CopyArgs {
     pub src: String,
     /// Destination: REGISTRY/REPO[:TAG] or oci:DIR[:NAME[:TAG]]. Without a tag, the source's tag is used.
     pub dst: String,
+    #[command(flatten)]
+    pub sel: SignatureArgs,
+}
+
+/// How signatures travel; shared by copy and mirror.
+#[derive(Args, Debug, Clone)]
+pub struct SignatureArgs {
     /// Copy the artifact only, not its cosign signatures and Sigstore bundles.
     #[arg(long)]
     pub no_signatures: bool,
+    /// Copy only what verifies with --key; anything else is refused and nothing of it copied.
+    #[arg(long, requires = "keys")]
+    pub signed_only: bool,
+    #[command(flatten)]
+    pub trust: TrustArgs,
+}
+
+impl SignatureArgs {
+    pub fn options(&self, dry_run: bool) -> anyhow::Result<copy::Options> {
+        let policy = if self.signed_only {
+            Some(Arc::new(self.trust.policy()?))
+        } else {
+            if !self.trust.keys.is_empty() {
+                crate::bail_kind!(
+                    crate::error::Kind::Usage,
+                    "--key only applies with --signed-only (copy verifies nothing otherwise)"
+                );
+            }
+            None
+        };
+        Ok(copy::Options {
+            signatures: !self.no_signatures,
+            policy,
+            dry_run,
+        })
+    }
 }
 
 pub async fn run(g: &Global, a: CopyArgs) -> anyhow::Result<()> {
+    let opts = a.sel.options(false)?;
     let (sloc, src) = super::open(g, &a.src, false).await?;
     let (dloc, dst) = super::open(g, &a.dst, true).await?;
     // Resolve once; everything after works on the digest.
-    let (bytes, desc) = crate::store::fetch_resolved(src.as_ref(), &sloc).await?;
+    let reference = sloc.digest().or(sloc.tag()).unwrap_or("latest").to_string();
     let tag = dloc.tag().or(sloc.tag()).map(str::to_string);
-    let mut stats = Stats::default();
-    copy_manifest(
-        src.as_ref(),
-        dst.as_ref(),
-        &desc,
-        &bytes,
-        tag.as_deref(),
-        &mut stats,
-    )
-    .await?;
-    if !a.no_signatures {
-        crate::attach::copy_signatures(src.as_ref(), dst.as_ref(), &desc.digest, &mut stats)
-            .await?;
-    }
-    let out = dloc.pinned(&desc.digest);
+    let job = Job {
+        src: Arc::from(src),
+        reference,
+        dst: Arc::from(dst),
+        tag,
+    };
+    let mut cx = copy::Cx::default();
+    let (digest, res) = copy::copy_artifact(&job, &opts, &mut cx).await;
+    res?;
+    let digest = digest.unwrap_or_default();
+    let stats = cx.stats;
     if g.json {
         return super::print_json(&serde_json::json!({
-            "source": sloc.to_string(), "destination": dloc.at_digest(&desc.digest).to_string(),
-            "digest": desc.digest, "stats": stats,
+            "source": sloc.to_string(), "destination": dloc.at_digest(&digest).to_string(),
+            "digest": digest, "stats": stats,
         }));
     }
     crate::progress::note(format!(
@@ -49,6 +82,6 @@ pub async fn run(g: &Global, a: CopyArgs) -> anyhow::Result<()> {
         stats.blobs_skipped,
         stats.blobs_mounted
     ));
-    println!("{out}");
+    println!("{}", dloc.pinned(&digest));
     Ok(())
 }

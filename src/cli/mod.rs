@@ -14,12 +14,15 @@ mod doctor;
 mod install;
 mod keys;
 mod list;
+mod load;
 mod login;
+mod mirror;
 mod node;
 mod pack;
 mod pull;
 mod push;
 mod rollback;
+mod save;
 mod sign;
 mod tags;
 mod uninstall;
@@ -80,6 +83,12 @@ pub enum Command {
     Pull(pull::PullArgs),
     /// Copy an artifact between any two stores, by digest.
     Copy(copy::CopyArgs),
+    /// Mirror many artifacts with their signatures (mirror.yaml or a list file).
+    Mirror(mirror::MirrorArgs),
+    /// Save artifacts and their signatures into an OCI layout or oci-archive, for an air gap.
+    Save(save::SaveArgs),
+    /// Push a saved bundle into a registry, artifacts and signatures under their tags.
+    Load(load::LoadArgs),
     /// Log in to a registry (writes docker's config.json).
     Login(login::LoginArgs),
     /// Remove stored credentials for a registry.
@@ -119,6 +128,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Push(a) => push::run(g, a).await,
             Command::Pull(a) => pull::run(g, a).await,
             Command::Copy(a) => copy::run(g, a).await,
+            Command::Mirror(a) => mirror::run(g, a).await,
+            Command::Save(a) => save::run(g, a).await,
+            Command::Load(a) => load::run(g, a).await,
             Command::Login(a) => login::run(g, a).await,
             Command::Logout(a) => login::logout(g, a).await,
             Command::ListTags(a) => tags::run(g, a).await,
@@ -180,5 +192,17 @@ pub async fn open(
 /// Print a JSON value on stdout.
 pub fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+/// Results of a multi-artifact run: a table on stderr, or `--json` on stdout.
+pub fn report_outcomes(g: &Global, outcomes: &[crate::copy::Outcome]) -> anyhow::Result<()> {
+    if g.json {
+        return print_json(&serde_json::json!({
+            "artifacts": outcomes,
+            "totals": crate::copy::totals(outcomes),
+        }));
+    }
+    crate::copy::print_summary(outcomes);
     Ok(())
 }

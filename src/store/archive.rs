@@ -151,6 +151,34 @@ impl ArchiveStore {
         Ok(s)
     }
 
+    /// The entries of an oci-archive's `index.json` (empty for a docker-archive).
+    pub fn index_entries(&self) -> Vec<Descriptor> {
+        match &self.flavor {
+            Flavor::Oci { index, .. } => index.manifests.clone(),
+            Flavor::Docker { .. } => Vec::new(),
+        }
+    }
+
+    /// The same oci-archive with tags scoped to another name (no re-indexing).
+    pub fn with_name(&self, name: Option<String>) -> ArchiveStore {
+        let flavor = match &self.flavor {
+            Flavor::Oci { index, .. } => Flavor::Oci {
+                index: index.clone(),
+                name,
+            },
+            Flavor::Docker { manifest, tag } => Flavor::Docker {
+                manifest: manifest.clone(),
+                tag: tag.clone(),
+            },
+        };
+        ArchiveStore {
+            path: self.path.clone(),
+            entries: self.entries.clone(),
+            by_digest: self.by_digest.clone(),
+            flavor,
+        }
+    }
+
     pub fn open_docker(path: &Path) -> anyhow::Result<Self> {
         #[derive(serde::Deserialize)]
         #[serde(rename_all = "PascalCase")]
@@ -286,24 +314,13 @@ impl Store for ArchiveStore {
 
     async fn resolve(&self, tag: &str) -> anyhow::Result<Descriptor> {
         match &self.flavor {
-            Flavor::Oci { index, name } => {
-                let want = match name {
-                    Some(n) => format!("{n}:{tag}"),
-                    None => tag.to_string(),
-                };
-                index
-                    .manifests
-                    .iter()
-                    .rev()
-                    .find(|m| m.annotations.get(oci::ANN_REF_NAME) == Some(&want))
-                    .map(|d| Descriptor::new(&d.media_type, &d.digest, d.size))
-                    .ok_or_else(|| {
-                        fail(
-                            Kind::NotFound,
-                            format!("tag {want:?} not found in {}", self.describe()),
-                        )
-                    })
-            }
+            Flavor::Oci { index, name } => super::find_in_index(index, name.as_deref(), tag)
+                .ok_or_else(|| {
+                    fail(
+                        Kind::NotFound,
+                        format!("tag {tag:?} not found in {}", self.describe()),
+                    )
+                }),
             // A crane tarball holds one image; any tag names it.
             Flavor::Docker { manifest, .. } => Ok(super::manifest_descriptor(manifest, None)),
         }

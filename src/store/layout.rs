@@ -60,6 +60,16 @@ impl LayoutStore {
         }
     }
 
+    /// The same layout with tags scoped to another name; shares the index.json lock, so
+    /// views of one layout can be written concurrently.
+    pub fn with_name(&self, name: Option<String>) -> LayoutStore {
+        LayoutStore {
+            root: self.root.clone(),
+            name,
+            index_lock: self.index_lock.clone(),
+        }
+    }
+
     pub fn read_index(&self) -> anyhow::Result<Index> {
         let p = self.root.join("index.json");
         let bytes = std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?;
@@ -69,6 +79,23 @@ impl LayoutStore {
                 format!("{} is not a valid OCI index: {e}", p.display()),
             )
         })
+    }
+
+    /// Order `index.json` by ref.name (untagged entries last, by digest), so a layout
+    /// written by concurrent copies comes out the same every time.
+    pub fn sort_index(&self) -> anyhow::Result<()> {
+        let mut idx = self.read_index()?;
+        idx.manifests.sort_by(|a, b| {
+            let key = |d: &Descriptor| {
+                (
+                    !d.annotations.contains_key(oci::ANN_REF_NAME),
+                    d.annotations.get(oci::ANN_REF_NAME).cloned(),
+                    d.digest.clone(),
+                )
+            };
+            key(a).cmp(&key(b))
+        });
+        self.write_index(&idx)
     }
 
     fn write_index(&self, idx: &Index) -> anyhow::Result<()> {
@@ -98,25 +125,16 @@ impl Store for LayoutStore {
     }
 
     async fn resolve(&self, tag: &str) -> anyhow::Result<Descriptor> {
-        let want = self.ref_name(tag);
-        let idx = self.read_index()?;
-        idx.manifests
-            .into_iter()
-            .rev()
-            .find(|m| m.annotations.get(oci::ANN_REF_NAME) == Some(&want))
-            .map(|mut d| {
-                d.annotations.clear();
-                d
-            })
-            .ok_or_else(|| {
-                crate::error::fail(
-                    Kind::NotFound,
-                    format!(
-                        "tag {want:?} not found in {}; `kplug list-tags` shows what is there",
-                        self.root.display()
-                    ),
-                )
-            })
+        super::find_in_index(&self.read_index()?, self.name.as_deref(), tag).ok_or_else(|| {
+            crate::error::fail(
+                Kind::NotFound,
+                format!(
+                    "tag {:?} not found in {}; `kplug list-tags` shows what is there",
+                    self.ref_name(tag),
+                    self.root.display()
+                ),
+            )
+        })
     }
 
     async fn fetch_manifest(&self, reference: &str) -> anyhow::Result<(Vec<u8>, Descriptor)> {
@@ -212,6 +230,12 @@ impl Store for LayoutStore {
             entry
                 .annotations
                 .insert(oci::ANN_REF_NAME.to_string(), self.ref_name(t));
+            // Written the way `cosign save` marks entries, so `cosign load --dir` reads it.
+            if let Some(k) = oci::cosign_kind(t, media_type) {
+                entry
+                    .annotations
+                    .insert(oci::ANN_KIND.to_string(), k.to_string());
+            }
         }
         let _g = self.index_lock.lock().await;
         let mut idx = self.read_index()?;

@@ -155,6 +155,57 @@ pub fn sniff_manifest_media_type(bytes: &[u8]) -> String {
     }
 }
 
+/// What `tag` names in an OCI layout's `index.json`: the last entry whose ref.name is
+/// `NAME:TAG` (or `TAG` in a layout without names). Two fallbacks let a bundle be read
+/// without knowing how it was written: a bare tag matches the one entry whose ref.name
+/// ends in `:TAG` when exactly one does, and a `cosign save` layout (kind annotations, no
+/// ref.names) answers `sha256-<hex>.sig`/`.att` for the image it holds.
+pub fn find_in_index(idx: &oci::Index, name: Option<&str>, tag: &str) -> Option<Descriptor> {
+    let strip = |d: &Descriptor| Descriptor::new(&d.media_type, &d.digest, d.size);
+    let ref_name = |d: &Descriptor| d.annotations.get(oci::ANN_REF_NAME).cloned();
+    let want = match name {
+        Some(n) => format!("{n}:{tag}"),
+        None => tag.to_string(),
+    };
+    if let Some(d) = idx
+        .manifests
+        .iter()
+        .rev()
+        .find(|m| ref_name(m).as_deref() == Some(want.as_str()))
+    {
+        return Some(strip(d));
+    }
+    if name.is_none() {
+        let suffix = format!(":{tag}");
+        let mut hits = idx
+            .manifests
+            .iter()
+            .filter(|m| ref_name(m).is_some_and(|r| r.ends_with(&suffix)));
+        if let (Some(d), None) = (hits.next(), hits.next()) {
+            return Some(strip(d));
+        }
+    }
+    let kind = match oci::tag_role(tag) {
+        oci::TagRole::Sig(hex) => (oci::KIND_SIGS, hex),
+        oci::TagRole::Att(hex) => (oci::KIND_ATTS, hex),
+        _ => return None,
+    };
+    fn kind_of(m: &Descriptor) -> Option<&str> {
+        m.annotations.get(oci::ANN_KIND).map(String::as_str)
+    }
+    let subject = format!("sha256:{}", kind.1);
+    let has_subject = idx.manifests.iter().any(|m| {
+        m.digest == subject && matches!(kind_of(m), Some(oci::KIND_IMAGE | oci::KIND_IMAGE_INDEX))
+    });
+    if !has_subject {
+        return None;
+    }
+    idx.manifests
+        .iter()
+        .find(|m| kind_of(m) == Some(kind.0) && ref_name(m).is_none())
+        .map(strip)
+}
+
 /// Descriptor for manifest bytes.
 pub fn manifest_descriptor(bytes: &[u8], media_type: Option<&str>) -> Descriptor {
     let mt = media_type
