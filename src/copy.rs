@@ -6,8 +6,8 @@
 //! otherwise they stream straight from source to destination. [`run`] drives many such
 //! copies with bounded concurrency; every verb that moves artifacts builds [`Job`]s for it.
 
-use std::collections::HashSet;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 
 use futures_util::future::BoxFuture;
 use futures_util::{FutureExt, StreamExt};
@@ -49,6 +49,23 @@ impl Stats {
 pub struct Cx {
     pub stats: Stats,
     pub dry_run: bool,
+    /// Shared by the copies of one run.
+    pub flights: Arc<Flights>,
+}
+
+/// Blobs being copied in this run, per destination: two artifacts sharing a blob (two tags
+/// of one digest, one config) must not both upload it because both HEADs said "absent".
+/// The second waits for the first and then finds it done.
+#[derive(Debug, Default)]
+pub struct Flights(Mutex<HashMap<String, Arc<tokio::sync::Mutex<bool>>>>);
+
+impl Flights {
+    fn slot(&self, dst: &dyn Store, digest: &str) -> Arc<tokio::sync::Mutex<bool>> {
+        let mut m = self.0.lock().expect("flights lock");
+        m.entry(format!("{} {digest}", dst.describe()))
+            .or_default()
+            .clone()
+    }
 }
 
 /// Copy one blob unless the destination has it.
@@ -58,16 +75,21 @@ pub async fn copy_blob(
     d: &Descriptor,
     cx: &mut Cx,
 ) -> anyhow::Result<()> {
-    if dst.blob_exists(&d.digest).await? {
+    let slot = cx.flights.slot(dst, &d.digest);
+    let mut done = slot.lock().await;
+    if *done || dst.blob_exists(&d.digest).await? {
+        *done = true;
         cx.stats.blobs_skipped += 1;
         return Ok(());
     }
     if !cx.dry_run {
         if dst.mount_blob(&d.digest, src).await? {
             cx.stats.blobs_mounted += 1;
+            *done = true;
             return Ok(());
         }
         store::transfer_blob(src, dst, d).await?;
+        *done = true;
     }
     cx.stats.blobs_copied += 1;
     cx.stats.bytes_copied += d.size;
@@ -232,9 +254,11 @@ pub async fn copy_artifact(
 /// Run `jobs`, at most `concurrency` at a time, reporting each as it ends. Outcomes come
 /// back in job order; one failure does not stop the others.
 pub async fn run(jobs: &[Job], opts: &Options, concurrency: usize) -> Vec<Outcome> {
+    let flights = &Arc::new(Flights::default());
     futures_util::stream::iter(jobs.iter().map(|job| async move {
         let mut cx = Cx {
             dry_run: opts.dry_run,
+            flights: flights.clone(),
             ..Cx::default()
         };
         let (digest, res) = copy_artifact(job, opts, &mut cx).await;
@@ -253,15 +277,11 @@ pub async fn run(jobs: &[Job], opts: &Options, concurrency: usize) -> Vec<Outcom
             kind,
             stats: cx.stats,
         };
-        crate::progress::note(match &o.error {
+        crate::progress::tick(match &o.error {
             Some(e) => format!("failed   {} -> {}: {e}", o.source, o.destination),
             None => format!(
                 "{:<8} {} -> {} ({} blob(s), {} bytes)",
-                match o.status {
-                    Status::Copied => "copied",
-                    Status::WouldCopy => "would",
-                    _ => "present",
-                },
+                status_word(o.status),
                 o.source,
                 o.destination,
                 o.stats.blobs_copied + o.stats.blobs_mounted,
@@ -336,10 +356,7 @@ pub fn print_summary(outcomes: &[Outcome]) {
     for o in outcomes {
         s.push_str(&format!(
             "{:<10} {:>6} {:>6} {:>12}  {} -> {}\n",
-            serde_json::to_value(o.status)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default(),
+            status_word(o.status),
             o.stats.blobs_copied + o.stats.blobs_mounted,
             o.stats.blobs_skipped,
             o.stats.bytes_copied,
@@ -362,5 +379,21 @@ pub fn print_summary(outcomes: &[Outcome]) {
         t.stats.blobs_mounted,
         t.stats.bytes_copied
     ));
+    for o in outcomes.iter().filter(|o| o.status == Status::Failed) {
+        s.push_str(&format!(
+            "\nfailed: {}: {}",
+            o.source,
+            o.error.as_deref().unwrap_or("")
+        ));
+    }
     crate::progress::note(s);
+}
+
+fn status_word(s: Status) -> &'static str {
+    match s {
+        Status::Copied => "copied",
+        Status::Skipped => "skipped",
+        Status::WouldCopy => "would-copy",
+        Status::Failed => "failed",
+    }
 }

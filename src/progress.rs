@@ -80,3 +80,10 @@ pub fn note(msg: impl AsRef<str>) {
         eprintln!("{}", msg.as_ref());
     }
 }
+
+/// A per-item progress line: only when stderr is a terminal (logs get the summary).
+pub fn tick(msg: impl AsRef<str>) {
+    if !quiet() && std::io::stderr().is_terminal() {
+        eprintln!("{}", msg.as_ref());
+    }
+}

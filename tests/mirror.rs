@@ -322,3 +322,232 @@ fn v3_bundle_fixture_survives_copy() {
     assert_eq!(status, 200);
     assert_eq!(body, referring);
 }
+
+fn mirror_cmd(home: &Home, args: &[&str]) -> std::process::Command {
+    let mut c = home.kplug();
+    c.arg("mirror").args(args);
+    c
+}
+
+/// Completed blob uploads (`PUT …/blobs/uploads/…?digest=…` answered 201), by digest.
+fn completed_uploads(reg: &mut Registry) -> Vec<String> {
+    reg.requests()
+        .into_iter()
+        .filter(|r| r.method == "PUT" && r.path.contains("/blobs/uploads/") && r.status == 201)
+        .filter_map(|r| {
+            r.path
+                .split(['?', '&'])
+                .find_map(|q| q.strip_prefix("digest="))
+                .map(|d| d.replace("%3A", ":"))
+        })
+        .collect()
+}
+
+#[test]
+fn mirror_resumes_after_the_destination_dies() {
+    let a = Registry::start(Variant::Anonymous);
+    let mut b = Registry::start(Variant::Anonymous);
+    // 20 ms per round trip to the destination, so that the kill lands mid-run.
+    let proxy = Proxy::with_rtt(&b.host(), std::time::Duration::from_millis(20));
+    let home = Home::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let key = KeyPair::generate(&home, tmp.path(), "cosign");
+    for p in 0..4 {
+        for v in 0..5 {
+            let dir = write_plugin(
+                &tmp.path().join(format!("src-{p}-{v}")),
+                &format!("p{p}"),
+                &format!("1.{v}.0"),
+                &format!("p{p} v{v}"),
+            );
+            push_signed(
+                &home,
+                &key,
+                &dir,
+                &format!("{}/plugins/p{p}:1.{v}.0", a.host()),
+            );
+        }
+    }
+    let manifest = tmp.path().join("mirror.yaml");
+    let mut yaml = format!(
+        "destination: {}/mirror\nconcurrency: 2\nall-tags: true\nrepositories:\n",
+        proxy.addr()
+    );
+    for p in 0..4 {
+        yaml.push_str(&format!("  - source: {}/plugins/p{p}\n", a.host()));
+    }
+    std::fs::write(&manifest, yaml).unwrap();
+    let m = manifest.display().to_string();
+
+    let child = mirror_cmd(&home, &["--json", "--manifest", &m])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while b.request_count("PUT", "/manifests/") < 8 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "mirror made no progress"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    b.stop();
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success(), "the run was cut short");
+    let first = json_out(&out);
+    let failed = first["totals"]["failed"].as_u64().unwrap();
+    assert!(failed > 0 && failed < 20, "{first}");
+    assert!(stderr(&out).contains("run again"), "{}", stderr(&out));
+
+    b.restart();
+    let second = json_out(&run_ok(&mut mirror_cmd(
+        &home,
+        &["--json", "--manifest", &m],
+    )));
+    assert_eq!(second["totals"]["failed"], 0, "{second}");
+    assert_eq!(second["totals"]["artifacts"], 20, "{second}");
+    let third = json_out(&run_ok(&mut mirror_cmd(
+        &home,
+        &["--json", "--manifest", &m],
+    )));
+    assert_eq!(third["totals"]["skipped"], 20, "{third}");
+    assert_eq!(third["totals"]["bytes_copied"], 0, "{third}");
+
+    // Across the three runs no blob was uploaded twice.
+    let uploads = completed_uploads(&mut b);
+    let unique: std::collections::BTreeSet<&String> = uploads.iter().collect();
+    assert_eq!(unique.len(), uploads.len(), "re-sent: {uploads:?}");
+    // 20 artifacts × (config + layer) + 20 signatures × (config + payload).
+    assert_eq!(uploads.len(), 80);
+    for p in 0..4 {
+        verify_ok(
+            &home,
+            &key,
+            &format!("{}/mirror/plugins/p{p}:1.4.0", b.host()),
+        );
+    }
+}
+
+#[test]
+fn mirror_selects_tags_refuses_unsigned_and_mounts() {
+    let a = Registry::start(Variant::Anonymous);
+    let b = Registry::start(Variant::Anonymous);
+    let home = Home::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let key = KeyPair::generate(&home, tmp.path(), "cosign");
+    let mut digests = std::collections::HashMap::new();
+    for v in ["0.9.0", "1.0.0", "1.2.0", "1.5.0", "2.0.0"] {
+        let dir = write_plugin(&tmp.path().join(v), "rate", v, v);
+        let r = format!("{}/plugins/rate:{v}", a.host());
+        let pinned = if v == "1.5.0" {
+            push(&home, &dir, &r)
+        } else {
+            push_signed(&home, &key, &dir, &r)
+        };
+        digests.insert(v, digest_of(&pinned));
+    }
+    let src = format!("{}/plugins/rate", a.host());
+
+    // --dry-run: every check, no write.
+    let dry = tmp.path().join("dry");
+    let v = json_out(&run_ok(&mut mirror_cmd(
+        &home,
+        &[
+            "--json",
+            "--dry-run",
+            &src,
+            "--semver",
+            ">=1.2 <2",
+            "--to",
+            &format!("oci:{}", dry.display()),
+        ],
+    )));
+    assert_eq!(v["totals"]["would_copy"], 2, "{v}");
+    assert_eq!(v["artifacts"][0]["status"], "would-copy");
+    assert!(v["totals"]["bytes_copied"].as_u64().unwrap() > 0);
+    assert_eq!(index_json(&dry)["manifests"].as_array().unwrap().len(), 0);
+
+    // --signed-only: 1.5.0 is unsigned, refused with cosign's exit code; nothing of it lands.
+    let out = run_fail(
+        &mut mirror_cmd(
+            &home,
+            &[
+                &src,
+                "--semver",
+                ">=1.2 <2",
+                "--to",
+                &format!("{}/m", b.host()),
+                "--signed-only",
+                "--key",
+            ],
+        )
+        .arg(&key.public),
+        11,
+    );
+    assert!(stderr(&out).contains("--signed-only"), "{}", stderr(&out));
+    assert_eq!(get_manifest(&b, "m/plugins/rate", "1.2.0").0, 200);
+    assert_eq!(get_manifest(&b, "m/plugins/rate", "1.5.0").0, 404);
+    assert_eq!(get_manifest(&b, "m/plugins/rate", &digests["1.5.0"]).0, 404);
+    verify_ok(&home, &key, &format!("{}/m/plugins/rate:1.2.0", b.host()));
+    // The same refusal for a single copy.
+    run_fail(
+        home.kplug()
+            .args(["copy", "--signed-only", "--key"])
+            .arg(&key.public)
+            .arg(format!("{src}:1.5.0"))
+            .arg(format!("{}/single/rate:1.5.0", b.host())),
+        11,
+    );
+    assert_eq!(get_manifest(&b, "single/rate", &digests["1.5.0"]).0, 404);
+
+    // A list file and a tag regex, into a layout.
+    let list = tmp.path().join("list.txt");
+    std::fs::write(&list, format!("# plugins\n{src}\n")).unwrap();
+    let layout = tmp.path().join("layout");
+    run_ok(&mut mirror_cmd(
+        &home,
+        &[
+            "--list",
+            &list.display().to_string(),
+            "--tag-regex",
+            r"^1\.",
+            "--to",
+            &format!("oci:{}", layout.display()),
+        ],
+    ));
+    for t in ["1.0.0", "1.2.0"] {
+        verify_ok(
+            &home,
+            &key,
+            &format!("oci:{}:plugins/rate:{t}", layout.display()),
+        );
+    }
+    let tags = stdout(&run_ok(
+        home.kplug()
+            .arg("list-tags")
+            .arg(format!("oci:{}:plugins/rate", layout.display())),
+    ));
+    assert!(
+        tags.contains("1.5.0") && !tags.contains("2.0.0") && !tags.contains("0.9.0"),
+        "{tags}"
+    );
+
+    // Within one registry, blobs are mounted, not sent.
+    let v = json_out(&run_ok(&mut mirror_cmd(
+        &home,
+        &[
+            "--json",
+            &format!("{src}:2.0.0"),
+            "--to",
+            &format!("{}/copy", a.host()),
+        ],
+    )));
+    assert_eq!(v["totals"]["blobs_copied"], 0, "{v}");
+    assert_eq!(v["totals"]["blobs_mounted"], 4, "{v}");
+    verify_ok(
+        &home,
+        &key,
+        &format!("{}/copy/plugins/rate:2.0.0", a.host()),
+    );
+}
