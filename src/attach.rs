@@ -238,15 +238,23 @@ pub async fn copy_signatures(
     let sig_tag = signature::signature_tag(digest);
     let att_tag = sig_tag.replace(".sig", ".att");
     for tag in [sig_tag, att_tag] {
+        if !crate::copy::may_have(&cx.src_tags, &tag) {
+            continue;
+        }
         if let Some((bytes, theirs)) = fetch_tagged_manifest(src, &tag).await? {
             merge_tagged_manifest(src, dst, &tag, &bytes, &theirs, cx).await?;
         }
     }
+    let rtag = digest.replace(':', "-");
+    if !crate::copy::may_have(&cx.src_tags, &rtag) {
+        return Ok(());
+    }
     if let Some(theirs) = fetch_referrers(src, digest).await? {
-        let rtag = digest.replace(':', "-");
-        let mut ours = fetch_referrers(dst, digest)
-            .await?
-            .unwrap_or_else(Index::empty);
+        let mut ours = match crate::copy::may_have(&cx.dst_tags, &rtag) {
+            true => fetch_referrers(dst, digest).await?,
+            false => None,
+        }
+        .unwrap_or_else(Index::empty);
         let before = ours.manifests.len();
         for d in &theirs.manifests {
             let (b, cd) = src.fetch_manifest(&d.digest).await?;
@@ -300,8 +308,12 @@ pub async fn merge_tagged_manifest(
     cx: &mut Cx,
 ) -> anyhow::Result<()> {
     let desc = store::manifest_descriptor(bytes, Some(oci::MANIFEST_V1));
-    let Some((_, ours)) = fetch_tagged_manifest(dst, tag).await? else {
-        return copy_manifest(src, dst, &desc, bytes, Some(tag), cx).await;
+    let existing = match crate::copy::may_have(&cx.dst_tags, tag) {
+        true => fetch_tagged_manifest(dst, tag).await?,
+        false => None,
+    };
+    let Some((_, ours)) = existing else {
+        return crate::copy::copy_manifest_new_tag(src, dst, &desc, bytes, tag, cx).await;
     };
     let Some((mbytes, config)) = merge_sig_manifests(&ours, theirs) else {
         cx.stats.manifests_skipped += 1;

@@ -190,6 +190,8 @@ impl Bundle {
                 reference: a.digest,
                 dst: dst.store(&name).await?,
                 tag: a.tag,
+                src_tags: None,
+                dst_tags: None,
             });
         }
         Ok(jobs)

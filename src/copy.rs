@@ -51,6 +51,15 @@ pub struct Cx {
     pub dry_run: bool,
     /// Shared by the copies of one run.
     pub flights: Arc<Flights>,
+    /// Complete tag lists, when the caller has them (mirror lists each repository once):
+    /// a tag not listed need not be asked for. `None`: ask.
+    pub src_tags: Option<Arc<HashSet<String>>>,
+    pub dst_tags: Option<Arc<HashSet<String>>>,
+}
+
+/// Could `tags` hold `tag`? (Always, when the list is unknown.)
+pub fn may_have(tags: &Option<Arc<HashSet<String>>>, tag: &str) -> bool {
+    tags.as_ref().is_none_or(|s| s.contains(tag))
 }
 
 /// Blobs being copied in this run, per destination: two artifacts sharing a blob (two tags
@@ -108,8 +117,55 @@ pub fn copy_manifest<'a>(
     tag: Option<&'a str>,
     cx: &'a mut Cx,
 ) -> BoxFuture<'a, anyhow::Result<()>> {
+    copy_manifest_at(src, dst, desc, bytes, tag, false, cx)
+}
+
+/// [`copy_manifest`] when the caller already knows `dst` lacks `tag`.
+pub fn copy_manifest_new_tag<'a>(
+    src: &'a dyn Store,
+    dst: &'a dyn Store,
+    desc: &'a Descriptor,
+    bytes: &'a [u8],
+    tag: &'a str,
+    cx: &'a mut Cx,
+) -> BoxFuture<'a, anyhow::Result<()>> {
+    copy_manifest_at(src, dst, desc, bytes, Some(tag), true, cx)
+}
+
+fn copy_manifest_at<'a>(
+    src: &'a dyn Store,
+    dst: &'a dyn Store,
+    desc: &'a Descriptor,
+    bytes: &'a [u8],
+    tag: Option<&'a str>,
+    tag_absent: bool,
+    cx: &'a mut Cx,
+) -> BoxFuture<'a, anyhow::Result<()>> {
     async move {
-        if !dst.manifest_exists(&desc.digest).await? {
+        // With a tag, one HEAD by tag settles a re-run; a missing tag is not asked for when
+        // the destination's tag list is known.
+        let mut present = None;
+        if let Some(t) = tag {
+            if !tag_absent && may_have(&cx.dst_tags, t) {
+                match dst.resolve(t).await {
+                    Ok(d) if d.digest == desc.digest => {
+                        cx.stats.manifests_skipped += 1;
+                        return Ok(());
+                    }
+                    Ok(_) => {}
+                    Err(e) if kind_of(&e) == Kind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
+            } else {
+                // Content left by a cut-short run is found blob by blob below.
+                present = Some(false);
+            }
+        }
+        let present = match present {
+            Some(p) => p,
+            None => dst.manifest_exists(&desc.digest).await?,
+        };
+        if !present {
             if oci::is_index(&desc.media_type) {
                 let idx: Index = serde_json::from_slice(bytes)?;
                 let mut seen = HashSet::new();
@@ -131,16 +187,13 @@ pub fn copy_manifest<'a>(
                     copy_blob(src, dst, l, cx).await?;
                 }
             }
-            if !cx.dry_run {
-                dst.push_manifest(bytes, &desc.media_type, None).await?;
-            }
             cx.stats.manifests_copied += 1;
         } else {
             cx.stats.manifests_skipped += 1;
         }
-        if let (Some(t), false) = (tag, cx.dry_run) {
-            // Tagging an existing manifest is a PUT of the same bytes: idempotent and cheap.
-            dst.push_manifest(bytes, &desc.media_type, Some(t)).await?;
+        // One PUT: by tag when there is one (the registry stores it by digest as well).
+        if !cx.dry_run && (!present || tag.is_some()) {
+            dst.push_manifest(bytes, &desc.media_type, tag).await?;
         }
         Ok(())
     }
@@ -153,6 +206,9 @@ pub struct Job {
     pub reference: String,
     pub dst: Arc<dyn Store>,
     pub tag: Option<String>,
+    /// Complete tag lists of both repositories, when known (see [`Cx`]).
+    pub src_tags: Option<Arc<HashSet<String>>>,
+    pub dst_tags: Option<Arc<HashSet<String>>>,
 }
 
 impl Job {
@@ -259,6 +315,8 @@ pub async fn run(jobs: &[Job], opts: &Options, concurrency: usize) -> Vec<Outcom
         let mut cx = Cx {
             dry_run: opts.dry_run,
             flights: flights.clone(),
+            src_tags: job.src_tags.clone(),
+            dst_tags: job.dst_tags.clone(),
             ..Cx::default()
         };
         let (digest, res) = copy_artifact(job, opts, &mut cx).await;

@@ -469,22 +469,19 @@ fn mirror_selects_tags_refuses_unsigned_and_mounts() {
     assert_eq!(index_json(&dry)["manifests"].as_array().unwrap().len(), 0);
 
     // --signed-only: 1.5.0 is unsigned, refused with cosign's exit code; nothing of it lands.
-    let out = run_fail(
-        &mut mirror_cmd(
-            &home,
-            &[
-                &src,
-                "--semver",
-                ">=1.2 <2",
-                "--to",
-                &format!("{}/m", b.host()),
-                "--signed-only",
-                "--key",
-            ],
-        )
-        .arg(&key.public),
-        11,
+    let mut refused = mirror_cmd(
+        &home,
+        &[
+            &src,
+            "--semver",
+            ">=1.2 <2",
+            "--to",
+            &format!("{}/m", b.host()),
+            "--signed-only",
+            "--key",
+        ],
     );
+    let out = run_fail(refused.arg(&key.public), 11);
     assert!(stderr(&out).contains("--signed-only"), "{}", stderr(&out));
     assert_eq!(get_manifest(&b, "m/plugins/rate", "1.2.0").0, 200);
     assert_eq!(get_manifest(&b, "m/plugins/rate", "1.5.0").0, 404);

@@ -62,6 +62,8 @@ pub async fn run(g: &Global, a: CopyArgs) -> anyhow::Result<()> {
         reference,
         dst: Arc::from(dst),
         tag,
+        src_tags: None,
+        dst_tags: None,
     };
     let mut cx = copy::Cx::default();
     let (digest, res) = copy::copy_artifact(&job, &opts, &mut cx).await;

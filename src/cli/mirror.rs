@@ -1,3 +1,4 @@
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -85,6 +86,7 @@ pub async fn run(g: &Global, a: MirrorArgs) -> anyhow::Result<()> {
     let mut dst = Destinations::new(&base, &g.store_options())?;
 
     let mut jobs = Vec::new();
+    let mut dst_tag_lists: HashMap<String, Option<Arc<HashSet<String>>>> = HashMap::new();
     for e in &spec.repositories {
         let (loc, src) = super::open(g, &e.source, false).await?;
         let src: Arc<dyn crate::store::Store> = Arc::from(src);
@@ -97,6 +99,17 @@ pub async fn run(g: &Global, a: MirrorArgs) -> anyhow::Result<()> {
             None => {
                 let name = dst.name_for(Some(&crate::bundle::repo_path(&loc)?))?;
                 dst.store(&name).await?
+            }
+        };
+        // One tag listing per repository, each side: it picks tags, and tells which signature
+        // tags exist so that absent ones are never asked for.
+        let src_list = tag_list(src.as_ref()).await?;
+        let dst_list = match dst_tag_lists.get(&dst_store.describe()) {
+            Some(l) => l.clone(),
+            None => {
+                let l = tag_list(dst_store.as_ref()).await?;
+                dst_tag_lists.insert(dst_store.describe(), l.clone());
+                l
             }
         };
         let picks: Vec<(String, Option<String>)> = if let Some(d) = loc.digest() {
@@ -116,10 +129,10 @@ pub async fn run(g: &Global, a: MirrorArgs) -> anyhow::Result<()> {
                     e.source
                 );
             }
-            let available = if sel.tags.is_empty() {
-                src.list_tags().await?
-            } else {
-                Vec::new()
+            let available: Vec<String> = match (&src_list, sel.tags.is_empty()) {
+                (Some(l), true) => l.iter().cloned().collect(),
+                (None, true) => src.list_tags().await?,
+                (_, false) => Vec::new(),
             };
             let chosen = TagFilter::new(&sel)?.select(&available);
             if chosen.is_empty() {
@@ -137,6 +150,8 @@ pub async fn run(g: &Global, a: MirrorArgs) -> anyhow::Result<()> {
                 reference,
                 dst: dst_store.clone(),
                 tag,
+                src_tags: src_list.clone(),
+                dst_tags: dst_list.clone(),
             });
         }
     }
@@ -146,6 +161,22 @@ pub async fn run(g: &Global, a: MirrorArgs) -> anyhow::Result<()> {
     match copy::failure(&outcomes) {
         Some(e) => Err(e),
         None => Ok(()),
+    }
+}
+
+/// A repository's complete tag list: empty when the repository does not exist yet, `None`
+/// when the store will not say (then every tag is asked for).
+async fn tag_list(st: &dyn crate::store::Store) -> anyhow::Result<Option<Arc<HashSet<String>>>> {
+    match st.list_tags().await {
+        Ok(v) => Ok(Some(Arc::new(v.into_iter().collect()))),
+        Err(e) if crate::error::kind_of(&e) == Kind::NotFound => Ok(Some(Arc::default())),
+        Err(e) => {
+            tracing::debug!(
+                "listing tags of {}: {e:#}; asking tag by tag",
+                st.describe()
+            );
+            Ok(None)
+        }
     }
 }
 

@@ -62,6 +62,8 @@ pub async fn run(g: &Global, a: SaveArgs) -> anyhow::Result<()> {
             reference: loc.digest().unwrap_or(&tag).to_string(),
             dst: Arc::new(root.with_name(Some(name))),
             tag: Some(tag),
+            src_tags: None,
+            dst_tags: None,
         });
     }
     let opts = copy::Options {

@@ -417,13 +417,34 @@ impl Store for RemoteStore {
     }
 
     async fn list_tags(&self) -> anyhow::Result<Vec<String>> {
+        const PAGE: usize = 1000;
         let r = self.repo_ref();
-        let resp = (|| self.client.list_tags(&r, &self.auth, None, None))
+        let mut all = Vec::new();
+        let mut last: Option<String> = None;
+        // Registries may cap `n` below what was asked, so only an empty page (or one that
+        // does not move past `last`, from a registry ignoring it) ends the list: callers
+        // rely on a complete list to know which signature tags exist.
+        loop {
+            let page = (|| {
+                self.client
+                    .list_tags(&r, &self.auth, Some(PAGE), last.as_deref())
+            })
             .retry(backoff())
             .when(transient)
             .await
             .map_err(|e| map_err(e, &format!("listing tags of {}", self.describe())))?;
-        Ok(resp.tags)
+            let next = page.tags.last().cloned();
+            if next.is_none() || next == last || page.tags.iter().any(|t| Some(t) == last.as_ref())
+            {
+                if last.is_none() {
+                    all.extend(page.tags);
+                }
+                break;
+            }
+            all.extend(page.tags);
+            last = next;
+        }
+        Ok(all)
     }
 
     async fn mount_blob(&self, digest: &str, from: &dyn Store) -> anyhow::Result<bool> {
