@@ -548,3 +548,48 @@ fn mirror_selects_tags_refuses_unsigned_and_mounts() {
         &format!("{}/copy/plugins/rate:2.0.0", a.host()),
     );
 }
+
+/// A `cosign save --dir` layout has `kind` annotations and no ref.names: `load` takes the
+/// repository from the command line and the signatures follow their image.
+#[test]
+fn load_reads_a_cosign_save_layout() {
+    let a = Registry::start(Variant::Anonymous);
+    let home = Home::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let key = KeyPair::generate(&home, tmp.path(), "cosign");
+    let pinned = push_signed(
+        &home,
+        &key,
+        HELLO.as_ref(),
+        &format!("{}/plugins/hello:0.1.0", a.host()),
+    );
+    let dir = tmp.path().join("cosign-saved");
+    run_ok(
+        home.kplug()
+            .args(["save", "-o"])
+            .arg(&dir)
+            .arg(format!("{}/plugins/hello:0.1.0", a.host())),
+    );
+    // Rewrite index.json the way cosign save writes it: kinds only.
+    let mut idx = index_json(&dir);
+    for e in idx["manifests"].as_array_mut().unwrap() {
+        e["annotations"]
+            .as_object_mut()
+            .unwrap()
+            .remove("org.opencontainers.image.ref.name");
+    }
+    std::fs::write(dir.join("index.json"), serde_json::to_vec(&idx).unwrap()).unwrap();
+    drop(a);
+    let digest = digest_of(&pinned);
+    verify_ok(&home, &key, &format!("oci:{}@{digest}", dir.display()));
+
+    let b = Registry::start(Variant::Anonymous);
+    run_fail(home.kplug().arg("load").arg(&dir).arg(b.host()), 2);
+    run_ok(
+        home.kplug()
+            .arg("load")
+            .arg(&dir)
+            .arg(format!("{}/kong/hello", b.host())),
+    );
+    verify_ok(&home, &key, &format!("{}/kong/hello@{digest}", b.host()));
+}
