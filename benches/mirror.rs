@@ -131,15 +131,16 @@ fn main() {
                 ("kplug mirror --concurrency 8", &["--concurrency", "8"]),
             ],
         };
-        for (name, extra) in kplug_variants {
-            let mut d = Registry::start(Variant::Anonymous);
+        // A fresh destination registry, behind the delaying proxy when there is an RTT.
+        let fresh = || {
+            let d = Registry::start(Variant::Anonymous);
             let p = rtt.map(|r| Proxy::with_rtt(&d.host(), r));
-            let to = format!(
-                "{}/mirror",
-                p.as_ref()
-                    .map(|p| p.addr().to_string())
-                    .unwrap_or_else(|| d.host())
-            );
+            let host = p.as_ref().map(|p| p.addr().to_string());
+            let to = format!("{}/mirror", host.unwrap_or_else(|| d.host()));
+            (d, p, to)
+        };
+        for (name, extra) in kplug_variants {
+            let (mut d, _p, to) = fresh();
             twice(&mut rows, name, &mut d, || {
                 let mut c = home.kplug();
                 c.args(["mirror", "-q"])
@@ -150,14 +151,7 @@ fn main() {
                 c
             });
         }
-        let mut d = Registry::start(Variant::Anonymous);
-        let p = rtt.map(|r| Proxy::with_rtt(&d.host(), r));
-        let to = format!(
-            "{}/mirror",
-            p.as_ref()
-                .map(|p| p.addr().to_string())
-                .unwrap_or_else(|| d.host())
-        );
+        let (mut d, _p, to) = fresh();
         twice(&mut rows, "skopeo sync (no signatures)", &mut d, || {
             let mut c = Command::new(&skopeo);
             c.args([

@@ -40,10 +40,7 @@ pub fn is_archive_path(out: &Path) -> bool {
 /// zeroed owners and times, so the same layout gives the same bytes; written beside `out`
 /// and renamed into place.
 pub fn write_oci_archive(dir: &Path, out: &Path) -> anyhow::Result<()> {
-    let parent = out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let parent = crate::tree::parent_dir(out);
     let tmp = tempfile::NamedTempFile::new_in(parent)
         .with_context(|| format!("creating a temp file in {}", parent.display()))?;
     let mut b = tar::Builder::new(std::io::BufWriter::with_capacity(1 << 20, tmp.reopen()?));

@@ -518,10 +518,7 @@ pub fn pack(src: &PluginSource, out: &Path) -> Result<Packed> {
     }
     let items = checked_items(&src.dir)?;
 
-    let out_dir = out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let out_dir = crate::tree::parent_dir(out);
     let tmp = tempfile::Builder::new()
         .prefix(".kplug-pack-")
         .tempfile_in(out_dir)

@@ -43,10 +43,7 @@ fn write_new(path: &Path, bytes: &[u8], mode: u32, force: bool) -> anyhow::Resul
             path.display()
         );
     }
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let dir = crate::tree::parent_dir(path);
     let mut tmp = tempfile::Builder::new()
         .permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))
         .tempfile_in(dir)?;

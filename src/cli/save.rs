@@ -29,11 +29,7 @@ pub async fn run(g: &Global, a: SaveArgs) -> anyhow::Result<()> {
     let archive = bundle::is_archive_path(&a.output);
     // An oci-archive is written as a layout first and tarred at the end.
     let staging = if archive {
-        let parent = a
-            .output
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(std::path::Path::new("."));
+        let parent = crate::tree::parent_dir(&a.output);
         Some(
             tempfile::Builder::new()
                 .prefix(".kplug-save-")

@@ -249,10 +249,7 @@ pub async fn fetch_blob_to_file(
     desc: &Descriptor,
     path: &Path,
 ) -> anyhow::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let dir = crate::tree::parent_dir(path);
     let tmp = tempfile::NamedTempFile::new_in(dir)
         .with_context(|| format!("creating a temp file in {}", dir.display()))?;
     // Buffered: each unbuffered tokio::fs write is a hop to the blocking pool.
