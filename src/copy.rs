@@ -142,29 +142,22 @@ fn copy_manifest_at<'a>(
     cx: &'a mut Cx,
 ) -> BoxFuture<'a, anyhow::Result<()>> {
     async move {
-        // With a tag, one HEAD by tag settles a re-run; a missing tag is not asked for when
-        // the destination's tag list is known.
-        let mut present = None;
-        if let Some(t) = tag {
-            if !tag_absent && may_have(&cx.dst_tags, t) {
-                match dst.resolve(t).await {
-                    Ok(d) if d.digest == desc.digest => {
-                        cx.stats.manifests_skipped += 1;
-                        return Ok(());
-                    }
-                    Ok(_) => {}
-                    Err(e) if kind_of(&e) == Kind::NotFound => {}
-                    Err(e) => return Err(e),
+        // With a tag, one HEAD by tag settles a re-run; a tag known to be missing is not
+        // asked for, nor is the digest (content left by a cut-short run is then found blob
+        // by blob below).
+        let known_absent = tag_absent || tag.is_some_and(|t| !may_have(&cx.dst_tags, t));
+        if let (Some(t), false) = (tag, known_absent) {
+            match dst.resolve(t).await {
+                Ok(d) if d.digest == desc.digest => {
+                    cx.stats.manifests_skipped += 1;
+                    return Ok(());
                 }
-            } else {
-                // Content left by a cut-short run is found blob by blob below.
-                present = Some(false);
+                Ok(_) => {}
+                Err(e) if kind_of(&e) == Kind::NotFound => {}
+                Err(e) => return Err(e),
             }
         }
-        let present = match present {
-            Some(p) => p,
-            None => dst.manifest_exists(&desc.digest).await?,
-        };
+        let present = !known_absent && dst.manifest_exists(&desc.digest).await?;
         if !present {
             if oci::is_index(&desc.media_type) {
                 let idx: Index = serde_json::from_slice(bytes)?;

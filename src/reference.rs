@@ -92,6 +92,12 @@ impl Location {
         }
     }
 
+    /// What to ask a store for: the digest when there is one, else the tag (`latest` when
+    /// neither is given, as docker does).
+    pub fn reference(&self) -> &str {
+        self.digest().or(self.tag()).unwrap_or("latest")
+    }
+
     /// The repository-ish name used as `docker-reference` in signatures.
     pub fn repo_name(&self) -> String {
         match self {

@@ -55,11 +55,10 @@ pub async fn run(g: &Global, a: CopyArgs) -> anyhow::Result<()> {
     let (sloc, src) = super::open(g, &a.src, false).await?;
     let (dloc, dst) = super::open(g, &a.dst, true).await?;
     // Resolve once; everything after works on the digest.
-    let reference = sloc.digest().or(sloc.tag()).unwrap_or("latest").to_string();
     let tag = dloc.tag().or(sloc.tag()).map(str::to_string);
     let job = Job {
         src: Arc::from(src),
-        reference,
+        reference: sloc.reference().to_string(),
         dst: Arc::from(dst),
         tag,
         src_tags: None,

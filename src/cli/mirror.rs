@@ -103,11 +103,12 @@ pub async fn run(g: &Global, a: MirrorArgs) -> anyhow::Result<()> {
         };
         // One tag listing per repository, each side: it picks tags, and tells which signature
         // tags exist so that absent ones are never asked for.
-        let src_list = tag_list(src.as_ref()).await?;
+        let src_listing = src.list_tags().await;
+        let src_list = tag_hint(&src_listing, src.as_ref());
         let dst_list = match dst_tag_lists.get(&dst_store.describe()) {
             Some(l) => l.clone(),
             None => {
-                let l = tag_list(dst_store.as_ref()).await?;
+                let l = tag_hint(&dst_store.list_tags().await, dst_store.as_ref());
                 dst_tag_lists.insert(dst_store.describe(), l.clone());
                 l
             }
@@ -129,10 +130,10 @@ pub async fn run(g: &Global, a: MirrorArgs) -> anyhow::Result<()> {
                     e.source
                 );
             }
-            let available: Vec<String> = match (&src_list, sel.tags.is_empty()) {
-                (Some(l), true) => l.iter().cloned().collect(),
-                (None, true) => src.list_tags().await?,
-                (_, false) => Vec::new(),
+            let available: Vec<String> = match (src_listing, sel.tags.is_empty()) {
+                (Ok(v), true) => v,
+                (Err(e), true) if crate::error::kind_of(&e) != Kind::NotFound => return Err(e),
+                _ => Vec::new(),
             };
             let chosen = TagFilter::new(&sel)?.select(&available);
             if chosen.is_empty() {
@@ -164,18 +165,22 @@ pub async fn run(g: &Global, a: MirrorArgs) -> anyhow::Result<()> {
     }
 }
 
-/// A repository's complete tag list: empty when the repository does not exist yet, `None`
-/// when the store will not say (then every tag is asked for).
-async fn tag_list(st: &dyn crate::store::Store) -> anyhow::Result<Option<Arc<HashSet<String>>>> {
-    match st.list_tags().await {
-        Ok(v) => Ok(Some(Arc::new(v.into_iter().collect()))),
-        Err(e) if crate::error::kind_of(&e) == Kind::NotFound => Ok(Some(Arc::default())),
+/// A repository's tag listing as a hint for the copy: the complete list, empty when the
+/// repository does not exist yet, `None` when the store would not say (then every tag is
+/// asked for).
+fn tag_hint(
+    listing: &anyhow::Result<Vec<String>>,
+    st: &dyn crate::store::Store,
+) -> Option<Arc<HashSet<String>>> {
+    match listing {
+        Ok(v) => Some(Arc::new(v.iter().cloned().collect())),
+        Err(e) if crate::error::kind_of(e) == Kind::NotFound => Some(Arc::default()),
         Err(e) => {
             tracing::debug!(
                 "listing tags of {}: {e:#}; asking tag by tag",
                 st.describe()
             );
-            Ok(None)
+            None
         }
     }
 }

@@ -55,7 +55,7 @@ pub async fn run(g: &Global, a: SaveArgs) -> anyhow::Result<()> {
         let name = bundle::repo_path(&loc)?;
         jobs.push(Job {
             src: Arc::from(src),
-            reference: loc.digest().unwrap_or(&tag).to_string(),
+            reference: loc.reference().to_string(),
             dst: Arc::new(root.with_name(Some(name))),
             tag: Some(tag),
             src_tags: None,

@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::Context;
 use async_trait::async_trait;
@@ -22,7 +23,7 @@ const META_CAP: u64 = 4 << 20;
 
 enum Flavor {
     Oci {
-        index: Box<Index>,
+        index: Arc<Index>,
         name: Option<String>,
     },
     /// The one image of a docker-archive, presented as the manifest cosign would have pushed.
@@ -34,9 +35,9 @@ enum Flavor {
 
 pub struct ArchiveStore {
     path: PathBuf,
-    entries: HashMap<String, (u64, u64)>,
+    entries: Arc<HashMap<String, (u64, u64)>>,
     /// Blob digest → entry name (docker-archive names files by other rules).
-    by_digest: HashMap<String, String>,
+    by_digest: Arc<HashMap<String, String>>,
     flavor: Flavor,
 }
 
@@ -116,10 +117,10 @@ impl ArchiveStore {
         let entries = index_tar(path)?;
         let mut s = ArchiveStore {
             path: path.to_path_buf(),
-            entries,
-            by_digest: HashMap::new(),
+            entries: Arc::new(entries),
+            by_digest: Arc::default(),
             flavor: Flavor::Oci {
-                index: Box::new(Index::empty()),
+                index: Arc::new(Index::empty()),
                 name,
             },
         };
@@ -137,16 +138,17 @@ impl ArchiveStore {
                     format!("{}: bad index.json: {e}", path.display()),
                 )
             })?;
-        s.by_digest = s
-            .entries
-            .keys()
-            .filter_map(|k| {
-                k.strip_prefix("blobs/sha256/")
-                    .map(|h| (format!("sha256:{h}"), k.clone()))
-            })
-            .collect();
+        s.by_digest = Arc::new(
+            s.entries
+                .keys()
+                .filter_map(|k| {
+                    k.strip_prefix("blobs/sha256/")
+                        .map(|h| (format!("sha256:{h}"), k.clone()))
+                })
+                .collect(),
+        );
         if let Flavor::Oci { index, .. } = &mut s.flavor {
-            **index = idx;
+            *index = Arc::new(idx);
         }
         Ok(s)
     }
@@ -159,7 +161,8 @@ impl ArchiveStore {
         }
     }
 
-    /// The same oci-archive with tags scoped to another name (no re-indexing).
+    /// The same oci-archive with tags scoped to another name: no re-indexing, the tables
+    /// are shared.
     pub fn with_name(&self, name: Option<String>) -> ArchiveStore {
         let flavor = match &self.flavor {
             Flavor::Oci { index, .. } => Flavor::Oci {
@@ -191,8 +194,8 @@ impl ArchiveStore {
         let entries = index_tar(path)?;
         let mut s = ArchiveStore {
             path: path.to_path_buf(),
-            entries,
-            by_digest: HashMap::new(),
+            entries: Arc::new(entries),
+            by_digest: Arc::default(),
             flavor: Flavor::Docker {
                 manifest: Vec::new(),
                 tag: None,
@@ -218,8 +221,8 @@ impl ArchiveStore {
             .ok_or_else(|| fail(Kind::NotFound, format!("{} holds no image", path.display())))?;
         let config = s.read_entry(&img.config, META_CAP)?;
         let config_digest = crate::digest::sha256(&config);
-        s.by_digest
-            .insert(config_digest.clone(), img.config.clone());
+        // Still the only owner here: make_mut does not copy.
+        Arc::make_mut(&mut s.by_digest).insert(config_digest.clone(), img.config.clone());
         let mut layers = Vec::new();
         for l in &img.layers {
             if !s.entries.contains_key(l) {
@@ -230,7 +233,7 @@ impl ArchiveStore {
                 );
             }
             let (digest, size) = s.hash_entry(l)?;
-            s.by_digest.insert(digest.clone(), l.clone());
+            Arc::make_mut(&mut s.by_digest).insert(digest.clone(), l.clone());
             let (off, _) = s.entries[l];
             layers.push((digest, size, off));
         }

@@ -121,7 +121,7 @@ pub async fn resolve(store: &dyn Store, loc: &Location) -> anyhow::Result<Descri
         let (_, desc) = store.fetch_manifest(d).await?;
         return Ok(desc);
     }
-    store.resolve(loc.tag().unwrap_or("latest")).await
+    store.resolve(loc.reference()).await
 }
 
 /// Fetch what a location points at, resolving a tag once: one request by tag or digest
@@ -130,9 +130,7 @@ pub async fn fetch_resolved(
     store: &dyn Store,
     loc: &Location,
 ) -> anyhow::Result<(Vec<u8>, Descriptor)> {
-    store
-        .fetch_manifest(loc.digest().or(loc.tag()).unwrap_or("latest"))
-        .await
+    store.fetch_manifest(loc.reference()).await
 }
 
 /// Media type declared inside a manifest, or what its shape says it is.
@@ -162,7 +160,9 @@ pub fn sniff_manifest_media_type(bytes: &[u8]) -> String {
 /// ref.names) answers `sha256-<hex>.sig`/`.att` for the image it holds.
 pub fn find_in_index(idx: &oci::Index, name: Option<&str>, tag: &str) -> Option<Descriptor> {
     let strip = |d: &Descriptor| Descriptor::new(&d.media_type, &d.digest, d.size);
-    let ref_name = |d: &Descriptor| d.annotations.get(oci::ANN_REF_NAME).cloned();
+    fn ref_name(d: &Descriptor) -> Option<&str> {
+        d.annotations.get(oci::ANN_REF_NAME).map(String::as_str)
+    }
     let want = match name {
         Some(n) => format!("{n}:{tag}"),
         None => tag.to_string(),
@@ -171,7 +171,7 @@ pub fn find_in_index(idx: &oci::Index, name: Option<&str>, tag: &str) -> Option<
         .manifests
         .iter()
         .rev()
-        .find(|m| ref_name(m).as_deref() == Some(want.as_str()))
+        .find(|m| ref_name(m) == Some(want.as_str()))
     {
         return Some(strip(d));
     }

@@ -433,16 +433,12 @@ impl Store for RemoteStore {
             .when(transient)
             .await
             .map_err(|e| map_err(e, &format!("listing tags of {}", self.describe())))?;
-            let next = page.tags.last().cloned();
-            if next.is_none() || next == last || page.tags.iter().any(|t| Some(t) == last.as_ref())
-            {
-                if last.is_none() {
-                    all.extend(page.tags);
-                }
+            let repeats = last.as_ref().is_some_and(|l| page.tags.contains(l));
+            if page.tags.is_empty() || repeats {
                 break;
             }
+            last = page.tags.last().cloned();
             all.extend(page.tags);
-            last = next;
         }
         Ok(all)
     }
