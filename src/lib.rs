@@ -1,21 +1,13 @@
 //! kplug: Kong Gateway plugins as signed, generic OCI artifacts.
-pub mod artifact;
-pub mod attach;
-pub mod auth;
-pub mod bundle;
+//!
+//! Layers, one direction: `cli` → `ops` → {`oci`, `trust`, `node`} → base modules
+//! (`error`, `digest`, `tree`, `progress`). See docs/architecture.md.
 pub mod cli;
-pub mod copy;
 pub mod digest;
-pub mod doctor;
 pub mod error;
-pub mod install;
-pub mod kongconf;
-pub mod mirror;
+pub mod node;
 pub mod oci;
-pub mod plugin;
+pub mod ops;
 pub mod progress;
-pub mod reference;
-pub mod signature;
-pub mod store;
 pub mod tree;
-pub mod unpack;
+pub mod trust;

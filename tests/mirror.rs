@@ -278,9 +278,9 @@ fn v3_bundle_fixture_survives_copy() {
         &read_fixture("v3-bundle/bundle-referrers-index.json"),
     );
     let open = |r: &str| {
-        let loc = kplug::reference::parse(r).unwrap();
+        let loc = kplug::oci::reference::parse(r).unwrap();
         async move {
-            kplug::store::open(&loc, &kplug::store::Options::default(), true)
+            kplug::oci::store::open(&loc, &kplug::oci::store::Options::default(), true)
                 .await
                 .unwrap()
         }
@@ -291,18 +291,19 @@ fn v3_bundle_fixture_survives_copy() {
         let src = open(&format!("{}/{repo}", a.host())).await;
         let mid = open(&format!("oci:{}:{repo}", layout.display())).await;
         let dst = open(&format!("{}/{repo}", b.host())).await;
-        let mut cx = kplug::copy::Cx::default();
-        kplug::attach::copy_signatures(src.as_ref(), mid.as_ref(), &subject, &mut cx)
+        let mut cx = kplug::oci::copy::Cx::default();
+        kplug::oci::attach::copy_signatures(src.as_ref(), mid.as_ref(), &subject, &mut cx)
             .await
             .unwrap();
-        kplug::attach::copy_signatures(mid.as_ref(), dst.as_ref(), &subject, &mut cx)
+        kplug::oci::attach::copy_signatures(mid.as_ref(), dst.as_ref(), &subject, &mut cx)
             .await
             .unwrap();
-        assert!(
-            kplug::store::Store::manifest_exists(dst.as_ref(), &sha256_digest(&referring))
-                .await
-                .unwrap()
-        );
+        assert!(kplug::oci::store::Store::manifest_exists(
+            dst.as_ref(),
+            &sha256_digest(&referring)
+        )
+        .await
+        .unwrap());
     });
     let bundle_pub = cosign_fixture("v3-bundle/bundle-cosign.pub");
     for r in [

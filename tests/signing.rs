@@ -137,26 +137,27 @@ fn push_sig_manifest(
     )
 }
 
-fn public_key(rel: &str) -> kplug::signature::PublicKey {
-    kplug::signature::PublicKey::from_pem(&String::from_utf8(read_fixture(rel)).unwrap()).unwrap()
+fn public_key(rel: &str) -> kplug::trust::PublicKey {
+    kplug::trust::PublicKey::from_pem(&String::from_utf8(read_fixture(rel)).unwrap()).unwrap()
 }
 
-/// `kplug::attach::verify` through a `RemoteStore` on `REG/REPO`.
+/// `kplug::oci::attach::verify` through a `RemoteStore` on `REG/REPO`.
 fn library_verify(
     reg: &Registry,
     repo: &str,
     digest: &str,
-    policy: &kplug::signature::Policy,
-) -> anyhow::Result<Vec<kplug::signature::Verified>> {
-    let loc = kplug::reference::parse(&format!("{}/{repo}", reg.host())).unwrap();
-    let kplug::reference::Location::Registry(r) = loc else {
+    policy: &kplug::trust::Policy,
+) -> anyhow::Result<Vec<kplug::trust::Verified>> {
+    let loc = kplug::oci::reference::parse(&format!("{}/{repo}", reg.host())).unwrap();
+    let kplug::oci::reference::Location::Registry(r) = loc else {
         panic!("not a registry reference")
     };
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let store =
-            kplug::store::remote::RemoteStore::new(&r, &kplug::store::Options::default()).await?;
-        kplug::attach::verify(&store, digest, policy).await
+            kplug::oci::store::remote::RemoteStore::new(&r, &kplug::oci::store::Options::default())
+                .await?;
+        kplug::oci::attach::verify(&store, digest, policy).await
     })
 }
 
@@ -288,7 +289,7 @@ fn cosign_v3_classic_sig_manifest_through_the_registry() {
 
     // The signature lookup and checks, through the registry, without the subject.
     let key = public_key("v3-classic-sig/cosign.pub");
-    let policy = kplug::signature::Policy {
+    let policy = kplug::trust::Policy {
         keys: vec![key.clone()],
         ..Default::default()
     };
@@ -299,7 +300,7 @@ fn cosign_v3_classic_sig_manifest_through_the_registry() {
     assert_eq!(v[0].signer, openssl_fingerprint(&fixture_pub));
     assert_eq!(v[0].kind, "cosign-sig");
 
-    let wrong = kplug::signature::Policy {
+    let wrong = kplug::trust::Policy {
         keys: vec![public_key("cimage/cosign.pub")],
         ..Default::default()
     };
@@ -355,7 +356,7 @@ fn cosign_v3_bundle_through_the_registry() {
     );
 
     let key = public_key("v3-bundle/bundle-cosign.pub");
-    let policy = kplug::signature::Policy {
+    let policy = kplug::trust::Policy {
         keys: vec![key.clone()],
         ..Default::default()
     };
@@ -379,7 +380,7 @@ fn cosign_v3_bundle_through_the_registry() {
     );
 
     // With the production Rekor key the inclusion promise is checked too.
-    let with_rekor = kplug::signature::Policy {
+    let with_rekor = kplug::trust::Policy {
         keys: vec![key],
         rekor_keys: vec![public_key("cimage/rekor.pub")],
         require_tlog: true,
@@ -389,7 +390,7 @@ fn cosign_v3_bundle_through_the_registry() {
     assert_eq!(v[0].integrated_time, Some(1786568008));
 
     // Another key: the bundle is there but does not verify.
-    let wrong = kplug::signature::Policy {
+    let wrong = kplug::trust::Policy {
         keys: vec![public_key("cimage/cosign.pub")],
         ..Default::default()
     };

@@ -4,7 +4,7 @@ use clap::Args;
 
 use super::verify::TrustArgs;
 use super::Global;
-use crate::copy::{self, Job};
+use crate::oci::copy::{self, Job};
 
 #[derive(Args, Debug)]
 pub struct CopyArgs {

@@ -2,8 +2,8 @@ use clap::Args;
 
 use super::node::{env, NodeArgs};
 use super::Global;
-use crate::doctor::{self, Severity};
 use crate::error::Kind;
+use crate::node::doctor::{self, Severity};
 
 #[derive(Args, Debug)]
 pub struct DoctorArgs {

@@ -9,9 +9,9 @@ use super::pull::LimitArgs;
 use super::verify::TrustArgs;
 use super::Global;
 use crate::error::{fail, Kind};
-use crate::install::{self, Outcome, Prefix, Receipt};
-use crate::signature::Verified;
-use crate::store::{self, Store};
+use crate::node::state::{self, Outcome, Prefix, Receipt};
+use crate::oci::store::{self, Store};
+use crate::trust::Verified;
 
 #[derive(Args, Debug)]
 pub struct InstallArgs {
@@ -78,7 +78,7 @@ pub async fn run(g: &Global, a: InstallArgs) -> anyhow::Result<()> {
     let prefix = a.node.prefix(&conf)?;
     std::fs::create_dir_all(prefix.state_dir())
         .with_context(|| format!("creating {}", prefix.state_dir().display()))?;
-    let staging = install::staging_dir(&prefix)?;
+    let staging = state::staging_dir(&prefix)?;
     let blob = staging.path().join("blob");
 
     let plain_file = Path::new(&a.reference);
@@ -100,8 +100,7 @@ pub async fn run(g: &Global, a: InstallArgs) -> anyhow::Result<()> {
             crate::progress::note(format!(
                 "{reference} is already installed (same digest); nothing to do"
             ));
-            let receipt =
-                install::read_receipt(&prefix, &name)?.expect("checked by fetch_verified");
+            let receipt = state::read_receipt(&prefix, &name)?.expect("checked by fetch_verified");
             return report(g, &a, &conf, &prefix, Outcome::Unchanged, receipt);
         }
     };
@@ -109,7 +108,7 @@ pub async fn run(g: &Global, a: InstallArgs) -> anyhow::Result<()> {
     let hint = a
         .name
         .clone()
-        .or_else(|| crate::artifact::name_hint(&reference));
+        .or_else(|| crate::oci::artifact::name_hint(&reference));
     let ex = super::pull::extract_blob(&blob, staging.path(), a.limits.limits(), hint).await?;
     if let Some(n) = &a.name {
         if n != &ex.name {
@@ -126,16 +125,15 @@ pub async fn run(g: &Global, a: InstallArgs) -> anyhow::Result<()> {
         reference: reference.clone(),
         digest: digest.clone(),
         signer: verified.as_ref().map(|v| v.signer.clone()),
-        verified_at: verified.as_ref().map(|_| install::now_rfc3339()),
-        installed_at: install::now_rfc3339(),
+        verified_at: verified.as_ref().map(|_| state::now_rfc3339()),
+        installed_at: state::now_rfc3339(),
         files: ex.files.clone(),
     };
     let outcome = {
-        let _lock = install::lock(&prefix)?;
-        install::install_dir(&prefix, &ex.dir, receipt, owner)?
+        let _lock = state::lock(&prefix)?;
+        state::install_dir(&prefix, &ex.dir, receipt, owner)?
     };
-    let receipt =
-        install::read_receipt(&prefix, &ex.name)?.expect("receipt written by install_dir");
+    let receipt = state::read_receipt(&prefix, &ex.name)?.expect("receipt written by install_dir");
     if let Outcome::Installed { previous } = &outcome {
         crate::progress::note(format!(
             "installed {} {} ({digest}) into {}{}",
@@ -167,7 +165,7 @@ enum Fetched {
 fn report(
     g: &Global,
     a: &InstallArgs,
-    conf: &crate::kongconf::KongConf,
+    conf: &crate::node::kongconf::KongConf,
     prefix: &Prefix,
     outcome: Outcome,
     receipt: Receipt,
@@ -194,7 +192,7 @@ fn report(
 }
 
 /// Add `name` to kong.conf's `plugins`, or say which KONG_PLUGINS line to export.
-pub fn enable(conf: &crate::kongconf::KongConf, name: &str) -> anyhow::Result<()> {
+pub fn enable(conf: &crate::node::kongconf::KongConf, name: &str) -> anyhow::Result<()> {
     if conf.exists() {
         let mut c = conf.clone();
         if c.enable(name) {
@@ -217,7 +215,7 @@ pub fn enable(conf: &crate::kongconf::KongConf, name: &str) -> anyhow::Result<()
             conf.path()
                 .map(|p| p.display().to_string())
                 .unwrap_or_default(),
-            crate::kongconf::kong_plugins_env_line(env("KONG_PLUGINS").as_deref(), name)
+            crate::node::kongconf::kong_plugins_env_line(env("KONG_PLUGINS").as_deref(), name)
         );
     }
     Ok(())
@@ -227,7 +225,7 @@ pub fn enable(conf: &crate::kongconf::KongConf, name: &str) -> anyhow::Result<()
 fn verify_plain_file(
     file: &Path,
     a: &InstallArgs,
-    policy: Option<&crate::signature::Policy>,
+    policy: Option<&crate::trust::Policy>,
     blob: &Path,
 ) -> anyhow::Result<Fetched> {
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
@@ -285,12 +283,12 @@ fn verify_plain_file(
 async fn fetch_verified(
     g: &Global,
     a: &InstallArgs,
-    policy: Option<&crate::signature::Policy>,
+    policy: Option<&crate::trust::Policy>,
     prefix: &Prefix,
     blob: &Path,
 ) -> anyhow::Result<(String, String, Fetched)> {
     let (loc, st) = super::open(g, &a.reference, false).await?;
-    let over = crate::attach::signature_store_override(&g.store_options(), false).await?;
+    let over = crate::oci::attach::signature_store_override(&g.store_options(), false).await?;
     let sigs: &dyn Store = over.as_deref().unwrap_or(st.as_ref());
     // By digest the manifest fetch runs beside verification; by tag one GET resolves it.
     let resolved = match loc.digest() {
@@ -306,7 +304,7 @@ async fn fetch_verified(
     if let Some(name) = a
         .name
         .as_deref()
-        .or(crate::artifact::name_hint(&loc.repo_name()).as_deref())
+        .or(crate::oci::artifact::name_hint(&loc.repo_name()).as_deref())
     {
         if already_installed(prefix, name, &digest, policy)? {
             return Ok((pinned, digest, Fetched::AlreadyInstalled(name.to_string())));
@@ -317,13 +315,13 @@ async fn fetch_verified(
             Some((b, d)) => (b.clone(), d.clone()),
             None => st.fetch_manifest(&digest).await?,
         };
-        let r = crate::artifact::resolve_plugin(st.as_ref(), &bytes, &desc, &pinned).await?;
+        let r = crate::oci::artifact::resolve_plugin(st.as_ref(), &bytes, &desc, &pinned).await?;
         store::fetch_blob_to_file(st.as_ref(), &r.layer, blob).await
     };
     let verification = async {
         match policy {
             None => Ok(None),
-            Some(p) => crate::attach::verify(sigs, &digest, p).await.map(Some),
+            Some(p) => crate::oci::attach::verify(sigs, &digest, p).await.map(Some),
         }
     };
     let (fetched, verified) = tokio::join!(artifact, verification);
@@ -349,12 +347,12 @@ fn already_installed(
     prefix: &Prefix,
     name: &str,
     digest: &str,
-    policy: Option<&crate::signature::Policy>,
+    policy: Option<&crate::trust::Policy>,
 ) -> anyhow::Result<bool> {
-    if !crate::plugin::valid_plugin_name(name) {
+    if !crate::node::plugin::valid_plugin_name(name) {
         return Ok(false);
     }
-    Ok(match install::read_receipt(prefix, name)? {
+    Ok(match state::read_receipt(prefix, name)? {
         Some(r) if r.digest == digest => {
             if let Some(p) = policy {
                 let trusted = r
@@ -365,7 +363,7 @@ fn already_installed(
                     return Ok(false);
                 }
             }
-            let (modified, missing) = install::verify_files(&prefix.plugin_dir(name), &r.files);
+            let (modified, missing) = state::verify_files(&prefix.plugin_dir(name), &r.files);
             modified.is_empty() && missing.is_empty()
         }
         _ => false,

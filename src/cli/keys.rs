@@ -6,7 +6,7 @@ use clap::Args;
 
 use super::Global;
 use crate::error::{fail, Kind};
-use crate::signature;
+use crate::trust;
 
 #[derive(Args, Debug)]
 pub struct GenerateArgs {
@@ -84,8 +84,8 @@ fn write_pair(
 }
 
 pub async fn generate(_g: &Global, a: GenerateArgs) -> anyhow::Result<()> {
-    let pw = signature::read_password(true)?;
-    let (private_pem, public_pem) = signature::generate_key_pair(&pw, a.legacy_header)?;
+    let pw = trust::read_password(true)?;
+    let (private_pem, public_pem) = trust::generate_key_pair(&pw, a.legacy_header)?;
     write_pair(&a.output_key_prefix, &private_pem, &public_pem, a.force)
 }
 
@@ -96,10 +96,10 @@ pub async fn import(_g: &Global, a: ImportArgs) -> anyhow::Result<()> {
             format!("cannot read --key {}: {e}", a.key.display()),
         )
     })?;
-    let key = signature::import_private_key(&pem)
+    let key = trust::import_private_key(&pem)
         .with_context(|| format!("importing {}", a.key.display()))?;
-    let pw = signature::read_password(true)?;
-    let private_pem = signature::encrypt_private_key(&key, &pw, a.legacy_header)?;
+    let pw = trust::read_password(true)?;
+    let private_pem = trust::encrypt_private_key(&key, &pw, a.legacy_header)?;
     write_pair(
         &a.output_key_prefix,
         &private_pem,
@@ -109,26 +109,25 @@ pub async fn import(_g: &Global, a: ImportArgs) -> anyhow::Result<()> {
 }
 
 /// Read and decrypt a cosign private key (password from COSIGN_PASSWORD or the TTY).
-pub fn load_signing_key(path: &Path) -> anyhow::Result<signature::SigningKey> {
+pub fn load_signing_key(path: &Path) -> anyhow::Result<trust::SigningKey> {
     let pem = std::fs::read_to_string(path).map_err(|e| {
         fail(
             Kind::Usage,
             format!("cannot read --key {}: {e}", path.display()),
         )
     })?;
-    let pw = signature::read_password(false)?;
-    signature::decrypt_private_key(&pem, &pw)
-        .with_context(|| format!("loading key {}", path.display()))
+    let pw = trust::read_password(false)?;
+    trust::decrypt_private_key(&pem, &pw).with_context(|| format!("loading key {}", path.display()))
 }
 
 /// Read cosign public keys.
-pub fn load_public_keys(paths: &[PathBuf]) -> anyhow::Result<Vec<signature::PublicKey>> {
+pub fn load_public_keys(paths: &[PathBuf]) -> anyhow::Result<Vec<trust::PublicKey>> {
     paths
         .iter()
         .map(|p| {
             let pem = std::fs::read_to_string(p)
                 .map_err(|e| fail(Kind::Usage, format!("cannot read key {}: {e}", p.display())))?;
-            signature::PublicKey::from_pem(&pem)
+            trust::PublicKey::from_pem(&pem)
                 .with_context(|| format!("loading public key {}", p.display()))
         })
         .collect()

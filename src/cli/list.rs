@@ -2,7 +2,7 @@ use clap::Args;
 
 use super::node::NodeArgs;
 use super::Global;
-use crate::install;
+use crate::node::state;
 
 #[derive(Args, Debug)]
 pub struct ListArgs {
@@ -15,8 +15,8 @@ pub async fn run(g: &Global, a: ListArgs) -> anyhow::Result<()> {
     let prefix = a.node.prefix(&conf)?;
     // Taking the lock also finishes or undoes a swap an earlier run left half done.
     let items = if prefix.state_dir().is_dir() {
-        let _lock = install::lock(&prefix)?;
-        install::list(&prefix)?
+        let _lock = state::lock(&prefix)?;
+        state::list(&prefix)?
     } else {
         Vec::new()
     };

@@ -2,9 +2,9 @@ use clap::Args;
 
 use super::copy::SignatureArgs;
 use super::Global;
-use crate::bundle::Bundle;
-use crate::copy;
-use crate::mirror::Destinations;
+use crate::oci::bundle::Bundle;
+use crate::oci::copy;
+use crate::ops::mirror::Destinations;
 
 #[derive(Args, Debug)]
 pub struct LoadArgs {

@@ -44,7 +44,7 @@ pub async fn run(g: &Global, a: LoginArgs) -> anyhow::Result<()> {
         registry
     };
     check_credentials(g, registry, &a.username, &pw).await?;
-    let path = crate::auth::store_credentials(registry, &a.username, &pw)?;
+    let path = crate::oci::auth::store_credentials(registry, &a.username, &pw)?;
     crate::progress::note(format!(
         "Login Succeeded (credentials stored in {})",
         path.display()
@@ -59,7 +59,7 @@ async fn check_credentials(g: &Global, registry: &str, user: &str, pw: &str) -> 
     } else {
         registry
     };
-    let client = crate::store::remote::client_for(host, &g.store_options())?;
+    let client = crate::oci::store::remote::client_for(host, &g.store_options())?;
     let auth = RegistryAuth::Basic(user.to_string(), pw.to_string());
     // A token registry validates the password at its token endpoint; a basic-auth one
     // only on a real request, so probe a tag list (404 = authenticated but no such repo).
@@ -71,12 +71,14 @@ async fn check_credentials(g: &Global, registry: &str, user: &str, pw: &str) -> 
     client
         .auth(&probe, &auth, RegistryOperation::Pull)
         .await
-        .map_err(|e| crate::store::remote::map_err(e, &format!("logging in to {registry}")))?;
+        .map_err(|e| crate::oci::store::remote::map_err(e, &format!("logging in to {registry}")))?;
     match client.list_tags(&probe, &auth, Some(1), None).await {
         Ok(_) => Ok(()),
         Err(e) => {
-            let e =
-                crate::store::remote::map_err(e, &format!("logging in to {registry} as {user}"));
+            let e = crate::oci::store::remote::map_err(
+                e,
+                &format!("logging in to {registry} as {user}"),
+            );
             match crate::error::kind_of(&e) {
                 Kind::NotFound => Ok(()),
                 Kind::Auth => Err(fail(Kind::Auth, format!("{e:#}"))),
@@ -87,7 +89,7 @@ async fn check_credentials(g: &Global, registry: &str, user: &str, pw: &str) -> 
 }
 
 pub async fn logout(_g: &Global, a: LogoutArgs) -> anyhow::Result<()> {
-    if crate::auth::remove_credentials(&a.registry)? {
+    if crate::oci::auth::remove_credentials(&a.registry)? {
         crate::progress::note(format!("Removed login credentials for {}", a.registry));
     } else {
         crate::progress::note(format!("Not logged in to {}", a.registry));

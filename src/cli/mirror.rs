@@ -6,9 +6,9 @@ use clap::Args;
 
 use super::copy::SignatureArgs;
 use super::Global;
-use crate::copy::{self, Job};
 use crate::error::Kind;
-use crate::mirror::{Destinations, Entry, Select, Spec, TagFilter};
+use crate::oci::copy::{self, Job};
+use crate::ops::mirror::{Destinations, Entry, Select, Spec, TagFilter};
 
 #[derive(Args, Debug)]
 pub struct MirrorArgs {
@@ -89,7 +89,7 @@ pub async fn run(g: &Global, a: MirrorArgs) -> anyhow::Result<()> {
     let mut dst_tag_lists: HashMap<String, Option<Arc<HashSet<String>>>> = HashMap::new();
     for e in &spec.repositories {
         let (loc, src) = super::open(g, &e.source, false).await?;
-        let src: Arc<dyn crate::store::Store> = Arc::from(src);
+        let src: Arc<dyn crate::oci::store::Store> = Arc::from(src);
         let dst_store = match &e.destination {
             Some(d) if looks_like_registry(d) => {
                 let (_, s) = super::open(g, d, true).await?;
@@ -97,7 +97,7 @@ pub async fn run(g: &Global, a: MirrorArgs) -> anyhow::Result<()> {
             }
             Some(d) => dst.store(&dst.name_for(Some(d))?).await?,
             None => {
-                let name = dst.name_for(Some(&crate::bundle::repo_path(&loc)?))?;
+                let name = dst.name_for(Some(&crate::oci::bundle::repo_path(&loc)?))?;
                 dst.store(&name).await?
             }
         };
@@ -170,7 +170,7 @@ pub async fn run(g: &Global, a: MirrorArgs) -> anyhow::Result<()> {
 /// asked for).
 fn tag_hint(
     listing: &anyhow::Result<Vec<String>>,
-    st: &dyn crate::store::Store,
+    st: &dyn crate::oci::store::Store,
 ) -> Option<Arc<HashSet<String>>> {
     match listing {
         Ok(v) => Some(Arc::new(v.iter().cloned().collect())),

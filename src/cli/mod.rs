@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::error::{fail, Kind};
-use crate::reference::Location;
-use crate::store::{self, Store};
+use crate::oci::reference::Location;
+use crate::oci::store::{self, Store};
 
 mod copy;
 mod doctor;
@@ -184,7 +184,7 @@ pub async fn open(
     input: &str,
     writable: bool,
 ) -> anyhow::Result<(Location, Box<dyn Store>)> {
-    let loc = crate::reference::parse(input)?;
+    let loc = crate::oci::reference::parse(input)?;
     let s = store::open(&loc, &g.store_options(), writable).await?;
     Ok((loc, s))
 }
@@ -196,13 +196,13 @@ pub fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
 }
 
 /// Results of a multi-artifact run: a table on stderr, or `--json` on stdout.
-pub fn report_outcomes(g: &Global, outcomes: &[crate::copy::Outcome]) -> anyhow::Result<()> {
+pub fn report_outcomes(g: &Global, outcomes: &[crate::oci::copy::Outcome]) -> anyhow::Result<()> {
     if g.json {
         return print_json(&serde_json::json!({
             "artifacts": outcomes,
-            "totals": crate::copy::totals(outcomes),
+            "totals": crate::oci::copy::totals(outcomes),
         }));
     }
-    crate::copy::print_summary(outcomes);
+    crate::oci::copy::print_summary(outcomes);
     Ok(())
 }

@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::install::Prefix;
-use crate::kongconf::KongConf;
+use crate::node::kongconf::KongConf;
+use crate::node::state::Prefix;
 
 pub const DEFAULT_PREFIX: &str = "/usr/local/share/lua/5.1";
 

@@ -20,11 +20,14 @@ pub struct PackArgs {
 }
 
 pub async fn run(g: &Global, a: PackArgs) -> anyhow::Result<()> {
-    let src = crate::plugin::locate(&a.dir, a.name.as_deref(), a.plugin_version.as_deref())?;
+    let src = crate::node::plugin::locate(&a.dir, a.name.as_deref(), a.plugin_version.as_deref())?;
     let out = a.output.unwrap_or_else(|| {
-        PathBuf::from(crate::plugin::default_archive_name(&src.name, &src.version))
+        PathBuf::from(crate::node::plugin::default_archive_name(
+            &src.name,
+            &src.version,
+        ))
     });
-    let p = crate::plugin::pack(&src, &out)?;
+    let p = crate::node::plugin::pack(&src, &out)?;
     if g.json {
         return super::print_json(&serde_json::json!({
             "name": p.name, "version": p.version, "path": p.path, "digest": p.digest,

@@ -26,16 +26,16 @@ pub struct PullArgs {
 #[derive(Args, Debug, Clone)]
 pub struct LimitArgs {
     /// Most files an archive may unpack to.
-    #[arg(long, default_value_t = crate::unpack::Limits::default().max_files)]
+    #[arg(long, default_value_t = crate::node::unpack::Limits::default().max_files)]
     pub max_files: u64,
     /// Most bytes an archive may unpack to.
-    #[arg(long, default_value_t = crate::unpack::Limits::default().max_total_bytes)]
+    #[arg(long, default_value_t = crate::node::unpack::Limits::default().max_total_bytes)]
     pub max_bytes: u64,
 }
 
 impl LimitArgs {
-    pub fn limits(&self) -> crate::unpack::Limits {
-        crate::unpack::Limits {
+    pub fn limits(&self) -> crate::node::unpack::Limits {
+        crate::node::unpack::Limits {
             max_files: self.max_files,
             max_total_bytes: self.max_bytes,
             ..Default::default()
@@ -45,19 +45,19 @@ impl LimitArgs {
 
 pub async fn run(g: &Global, a: PullArgs) -> anyhow::Result<()> {
     let (loc, store) = super::open(g, &a.reference, false).await?;
-    let (bytes, desc) = crate::store::fetch_resolved(store.as_ref(), &loc).await?;
+    let (bytes, desc) = crate::oci::store::fetch_resolved(store.as_ref(), &loc).await?;
     let what = loc.pinned(&desc.digest);
-    let r = crate::artifact::resolve_plugin(store.as_ref(), &bytes, &desc, &what).await?;
+    let r = crate::oci::artifact::resolve_plugin(store.as_ref(), &bytes, &desc, &what).await?;
     match &a.output_dir {
         None => {
             let out = a.output.clone().unwrap_or_else(|| {
-                PathBuf::from(crate::artifact::default_file_name(
+                PathBuf::from(crate::oci::artifact::default_file_name(
                     &r.layer,
                     &loc.repo_name(),
                     loc.tag(),
                 ))
             });
-            crate::store::fetch_blob_to_file(store.as_ref(), &r.layer, &out).await?;
+            crate::oci::store::fetch_blob_to_file(store.as_ref(), &r.layer, &out).await?;
             if g.json {
                 return super::print_json(&serde_json::json!({
                     "reference": what, "digest": desc.digest, "layer": r.layer, "path": out,
@@ -71,11 +71,11 @@ pub async fn run(g: &Global, a: PullArgs) -> anyhow::Result<()> {
                 .prefix(".kplug-pull-")
                 .tempdir_in(dir)?;
             let blob = staging.path().join("blob");
-            crate::store::fetch_blob_to_file(store.as_ref(), &r.layer, &blob).await?;
+            crate::oci::store::fetch_blob_to_file(store.as_ref(), &r.layer, &blob).await?;
             let hint = a
                 .name
                 .clone()
-                .or_else(|| crate::artifact::name_hint(&loc.repo_name()));
+                .or_else(|| crate::oci::artifact::name_hint(&loc.repo_name()));
             let ex = extract_blob(&blob, staging.path(), a.limits.limits(), hint).await?;
             let target = dir.join("kong/plugins").join(&ex.name);
             if target.exists() {
@@ -107,15 +107,15 @@ pub async fn run(g: &Global, a: PullArgs) -> anyhow::Result<()> {
 pub async fn extract_blob(
     blob: &std::path::Path,
     staging: &std::path::Path,
-    limits: crate::unpack::Limits,
+    limits: crate::node::unpack::Limits,
     name_hint: Option<String>,
-) -> anyhow::Result<crate::unpack::ExtractedPlugin> {
+) -> anyhow::Result<crate::node::unpack::ExtractedPlugin> {
     let stage = staging.join("x");
     std::fs::create_dir(&stage)?;
     let blob = blob.to_path_buf();
     tokio::task::spawn_blocking(move || {
         let f = std::fs::File::open(&blob)?;
-        crate::unpack::extract_plugin(
+        crate::node::unpack::extract_plugin(
             std::io::BufReader::new(f),
             &stage,
             &limits,

@@ -5,8 +5,8 @@ use tokio::io::AsyncReadExt;
 
 use super::Global;
 use crate::error::Kind;
+use crate::oci::store;
 use crate::oci::{self, Descriptor};
-use crate::store;
 
 #[derive(Args, Debug)]
 pub struct PushArgs {
@@ -55,7 +55,7 @@ pub async fn run(g: &Global, a: PushArgs) -> anyhow::Result<()> {
     };
     let pushed = push(g, &a).await?;
     if let Some(key) = key {
-        let loc = crate::reference::parse(&a.reference)?;
+        let loc = crate::oci::reference::parse(&a.reference)?;
         let st = store::open(&loc, &g.store_options(), true).await?;
         super::sign::sign_digest(
             g,
@@ -85,11 +85,15 @@ pub async fn push(g: &Global, a: &PushArgs) -> anyhow::Result<Pushed> {
     let packed_dir;
     let file = if a.path.is_dir() {
         packed_dir = tempfile::tempdir()?;
-        let src = crate::plugin::locate(&a.path, a.name.as_deref(), a.plugin_version.as_deref())?;
+        let src =
+            crate::node::plugin::locate(&a.path, a.name.as_deref(), a.plugin_version.as_deref())?;
         let out = packed_dir
             .path()
-            .join(crate::plugin::default_archive_name(&src.name, &src.version));
-        let p = crate::plugin::pack(&src, &out)?;
+            .join(crate::node::plugin::default_archive_name(
+                &src.name,
+                &src.version,
+            ));
+        let p = crate::node::plugin::pack(&src, &out)?;
         crate::progress::note(format!(
             "packed {} {} ({} files, {})",
             p.name,
@@ -114,11 +118,11 @@ pub async fn push(g: &Global, a: &PushArgs) -> anyhow::Result<Pushed> {
             let mut head = [0u8; 2];
             let mut f = tokio::fs::File::open(&file).await?;
             let n = f.read(&mut head).await?;
-            crate::artifact::sniff_media_type(&head[..n]).to_string()
+            crate::oci::artifact::sniff_media_type(&head[..n]).to_string()
         }
     };
     let layer = Descriptor::new(&media_type, &digest, size);
-    let (manifest, config) = crate::artifact::cosign_blob_manifest(&layer, &annotations);
+    let (manifest, config) = crate::oci::artifact::cosign_blob_manifest(&layer, &annotations);
     let config_desc = store::push_bytes(dst.as_ref(), oci::CONFIG_V1, &config).await?;
     if dst.blob_exists(&digest).await? {
         crate::progress::note(format!("layer {digest} already present"));

@@ -2,7 +2,7 @@ use clap::Args;
 
 use super::node::NodeArgs;
 use super::Global;
-use crate::install;
+use crate::node::state;
 
 #[derive(Args, Debug)]
 pub struct RollbackArgs {
@@ -16,10 +16,10 @@ pub async fn run(_g: &Global, a: RollbackArgs) -> anyhow::Result<()> {
     let conf = a.node.conf()?;
     let prefix = a.node.prefix(&conf)?;
     {
-        let _lock = install::lock(&prefix)?;
-        install::rollback(&prefix, &a.name)?;
+        let _lock = state::lock(&prefix)?;
+        state::rollback(&prefix, &a.name)?;
     }
-    let r = install::read_receipt(&prefix, &a.name)?;
+    let r = state::read_receipt(&prefix, &a.name)?;
     crate::progress::note(format!(
         "rolled {} back to {}; run `kong reload` to load it",
         a.name,

@@ -4,10 +4,10 @@ use std::sync::Arc;
 use clap::Args;
 
 use super::Global;
-use crate::bundle;
-use crate::copy::{self, Job};
 use crate::error::Kind;
-use crate::store::layout::LayoutStore;
+use crate::oci::bundle;
+use crate::oci::copy::{self, Job};
+use crate::oci::store::layout::LayoutStore;
 
 #[derive(Args, Debug)]
 pub struct SaveArgs {

@@ -4,10 +4,10 @@ use base64::Engine as _;
 use clap::Args;
 
 use super::Global;
-use crate::attach::{self, Attached};
-use crate::reference::Location;
-use crate::signature;
-use crate::store::{self, Store};
+use crate::oci::attach::{self, Attached};
+use crate::oci::reference::Location;
+use crate::oci::store::{self, Store};
+use crate::trust;
 
 #[derive(Args, Debug)]
 pub struct SignArgs {
@@ -74,12 +74,12 @@ pub async fn sign_digest(
     loc: &Location,
     st: &dyn Store,
     digest: &str,
-    key: &signature::SigningKey,
+    key: &trust::SigningKey,
     annotations: &std::collections::BTreeMap<String, String>,
     out_sig: &Option<PathBuf>,
     out_payload: &Option<PathBuf>,
 ) -> anyhow::Result<SignOutput> {
-    let payload = signature::simple_signing_payload(&loc.repo_name(), digest, annotations);
+    let payload = trust::simple_signing_payload(&loc.repo_name(), digest, annotations);
     let sig = base64::engine::general_purpose::STANDARD.encode(key.sign(&payload)?);
     if let Some(p) = out_sig {
         crate::tree::write_atomic(p, sig.as_bytes())?;
@@ -90,7 +90,7 @@ pub async fn sign_digest(
     let over = attach::signature_store_override(&g.store_options(), true).await?;
     let sigs: &dyn Store = over.as_deref().unwrap_or(st);
     let signer = key.public_key();
-    let new = signature::NewSignature {
+    let new = trust::NewSignature {
         payload,
         signature_b64: sig,
         annotations: Default::default(),
@@ -106,13 +106,13 @@ pub async fn sign_digest(
         format!(
             "Pushed signature to {}:{}",
             sigs.describe(),
-            signature::signature_tag(digest)
+            trust::signature_tag(digest)
         )
     });
     Ok(SignOutput {
         signed: loc.pinned(digest),
         digest: digest.to_string(),
-        signature_tag: signature::signature_tag(digest),
+        signature_tag: trust::signature_tag(digest),
         already_signed: already,
         signer: signer.fingerprint(),
     })

@@ -2,7 +2,7 @@ use clap::Args;
 
 use super::node::{env, NodeArgs};
 use super::Global;
-use crate::install;
+use crate::node::state;
 
 #[derive(Args, Debug)]
 pub struct UninstallArgs {
@@ -19,8 +19,8 @@ pub async fn run(_g: &Global, a: UninstallArgs) -> anyhow::Result<()> {
     let conf = a.node.conf()?;
     let prefix = a.node.prefix(&conf)?;
     let leftovers = {
-        let _lock = install::lock(&prefix)?;
-        install::uninstall(&prefix, &a.name)?
+        let _lock = state::lock(&prefix)?;
+        state::uninstall(&prefix, &a.name)?
     };
     crate::progress::note(format!(
         "removed {} from {}",

@@ -3,8 +3,8 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::Global;
-use crate::signature::{self, Policy};
-use crate::store::{self, Store};
+use crate::oci::store::{self, Store};
+use crate::trust::{self, Policy};
 
 #[derive(Args, Debug, Clone)]
 pub struct TrustArgs {
@@ -66,9 +66,9 @@ pub async fn run(g: &Global, a: VerifyArgs) -> anyhow::Result<()> {
         Some(d) => d.to_string(),
         None => store::resolve(st.as_ref(), &loc).await?.digest,
     };
-    let over = crate::attach::signature_store_override(&g.store_options(), false).await?;
+    let over = crate::oci::attach::signature_store_override(&g.store_options(), false).await?;
     let sigs: &dyn Store = over.as_deref().unwrap_or(st.as_ref());
-    let verified = crate::attach::verify(sigs, &digest, &policy).await?;
+    let verified = crate::oci::attach::verify(sigs, &digest, &policy).await?;
     report(&loc.pinned(&digest), &verified);
     let payloads: Vec<serde_json::Value> = verified
         .iter()
@@ -79,7 +79,7 @@ pub async fn run(g: &Global, a: VerifyArgs) -> anyhow::Result<()> {
 }
 
 /// cosign's check list, on stderr.
-pub fn report(what: &str, verified: &[signature::Verified]) {
+pub fn report(what: &str, verified: &[trust::Verified]) {
     let mut s = format!(
         "\nVerification for {what} --\nThe following checks were performed on each of these signatures:\n  - The cosign claims were validated\n"
     );

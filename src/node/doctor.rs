@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::install::{self, Prefix};
-use crate::kongconf::{self, KongConf};
+use crate::node::kongconf::{self, KongConf};
+use crate::node::state::{self, Prefix};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -110,7 +110,7 @@ pub fn check(
     }
 
     for prefix in path_dirs.iter().chain(&extra) {
-        let listed = match install::list(&Prefix::new(prefix)) {
+        let listed = match state::list(&Prefix::new(prefix)) {
             Ok(l) => l,
             Err(e) => {
                 out.push(finding(
@@ -172,12 +172,12 @@ fn check_installed(prefix: &Path, name: &str, database: &str) -> Vec<Finding> {
                 .to_string(),
         );
     }
-    let receipt = install::check_name(name)
+    let receipt = state::check_name(name)
         .ok()
-        .and_then(|()| install::read_receipt(&Prefix::new(prefix), name).transpose());
+        .and_then(|()| state::read_receipt(&Prefix::new(prefix), name).transpose());
     match receipt {
         Some(Ok(r)) => {
-            let (modified, missing) = install::verify_files(&dir, &r.files);
+            let (modified, missing) = state::verify_files(&dir, &r.files);
             if modified.is_empty() && missing.is_empty() {
                 bad(
                     Severity::Ok,
@@ -214,7 +214,7 @@ fn check_installed(prefix: &Path, name: &str, database: &str) -> Vec<Finding> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::install::{install_dir, lock, staging_dir, Receipt};
+    use crate::node::state::{install_dir, lock, staging_dir, Receipt};
 
     fn write(p: &Path, content: &str) {
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
@@ -235,7 +235,7 @@ mod tests {
             digest: crate::digest::sha256(name.as_bytes()),
             signer: None,
             verified_at: None,
-            installed_at: install::now_rfc3339(),
+            installed_at: state::now_rfc3339(),
             files: vec![],
         };
         install_dir(&prefix, &t.path().join(name), r, None).unwrap();

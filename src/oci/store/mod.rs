@@ -19,8 +19,8 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use crate::digest::Hasher;
 use crate::error::Kind;
+use crate::oci::reference::Location;
 use crate::oci::{self, Descriptor};
-use crate::reference::Location;
 
 pub type Reader = Box<dyn AsyncRead + Send + Unpin>;
 pub type Writer<'a> = &'a mut (dyn AsyncWrite + Send + Unpin);

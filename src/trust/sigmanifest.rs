@@ -115,7 +115,7 @@ fn is_duplicate(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::signature::keys::SigningKey;
+    use crate::trust::keys::SigningKey;
 
     fn fixture(name: &str) -> Vec<u8> {
         std::fs::read(format!(

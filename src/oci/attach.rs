@@ -3,15 +3,15 @@
 //! cosign's tag scheme (`sha256-<hex>.sig` in the artifact's repository, or in
 //! `$COSIGN_REPOSITORY`) and cosign v3's Sigstore bundles attached as referrers (the
 //! referrers API or the `sha256-<hex>` fallback index). The cryptography is in
-//! [`crate::signature`]; this module only moves bytes between stores and that code.
+//! [`crate::trust`]; this module only moves bytes between stores and that code.
 
 use std::collections::HashMap;
 
-use crate::copy::{copy_blob, copy_manifest, Cx};
 use crate::error::{fail, kind_of, Kind};
+use crate::oci::copy::{copy_blob, copy_manifest, Cx};
+use crate::oci::store::{self, Store};
 use crate::oci::{self, Descriptor, Index, Manifest};
-use crate::signature::{self, Policy, Verified};
-use crate::store::{self, Store};
+use crate::trust::{self, Policy, Verified};
 
 /// Payloads and bundles are small; anything bigger is refused before download.
 const SIG_BLOB_CAP: u64 = 1 << 20;
@@ -23,7 +23,7 @@ pub async fn signature_store_override(
 ) -> anyhow::Result<Option<Box<dyn Store>>> {
     match std::env::var("COSIGN_REPOSITORY") {
         Ok(repo) if !repo.is_empty() => {
-            let sloc = crate::reference::parse(&repo)?;
+            let sloc = crate::oci::reference::parse(&repo)?;
             Ok(Some(store::open(&sloc, opts, writable).await?))
         }
         _ => Ok(None),
@@ -35,7 +35,7 @@ pub async fn fetch_sig_manifest(
     sigs: &dyn Store,
     digest: &str,
 ) -> anyhow::Result<Option<(Vec<u8>, Manifest)>> {
-    fetch_tagged_manifest(sigs, &signature::signature_tag(digest)).await
+    fetch_tagged_manifest(sigs, &trust::signature_tag(digest)).await
 }
 
 /// Fetch every layer blob of a signature manifest, concurrently.
@@ -91,7 +91,7 @@ async fn verify_bundles(
                 .find(|l| l.media_type == oci::SIGSTORE_BUNDLE_V03)
                 .ok_or_else(|| anyhow::anyhow!("referrer {} has no bundle layer", d.digest))?;
             let blob = store::fetch_blob_bytes(sigs, layer, SIG_BLOB_CAP).await?;
-            signature::verify_sigstore_bundle(digest, &blob, policy)
+            trust::verify_sigstore_bundle(digest, &blob, policy)
         }
         .await;
         match res {
@@ -117,7 +117,7 @@ pub async fn verify(
     if let Some((_, m)) = &classic {
         let blobs = fetch_layers(sigs, m).await?;
         let lookup = |d: &Descriptor| blobs.get(&d.digest).cloned();
-        match signature::verify_signature_manifest(digest, m, &lookup, policy) {
+        match trust::verify_signature_manifest(digest, m, &lookup, policy) {
             Ok(v) => return Ok(v),
             Err(e) => {
                 any = !m.layers.is_empty();
@@ -142,7 +142,7 @@ pub async fn verify(
             Kind::SigTagNotFound,
             "no signatures found for {digest} in {}: no {} tag and no Sigstore bundle referrers; sign it with `kplug sign --key cosign.key REF`",
             sigs.describe(),
-            signature::signature_tag(digest)
+            trust::signature_tag(digest)
         );
     }
     if !any {
@@ -170,13 +170,13 @@ pub enum Attached {
 pub async fn attach(
     sigs: &dyn Store,
     digest: &str,
-    sig: &signature::NewSignature,
-    signer: &signature::PublicKey,
+    sig: &trust::NewSignature,
+    signer: &trust::PublicKey,
 ) -> anyhow::Result<Attached> {
     let existing = fetch_sig_manifest(sigs, digest).await?;
-    match signature::append_signature(existing.as_ref().map(|(_, m)| m), sig, signer) {
-        signature::Append::Duplicate => Ok(Attached::AlreadySigned),
-        signature::Append::Updated {
+    match trust::append_signature(existing.as_ref().map(|(_, m)| m), sig, signer) {
+        trust::Append::Duplicate => Ok(Attached::AlreadySigned),
+        trust::Append::Updated {
             manifest,
             config,
             layer,
@@ -190,7 +190,7 @@ pub async fn attach(
                 .push_manifest(
                     &manifest,
                     oci::MANIFEST_V1,
-                    Some(&signature::signature_tag(digest)),
+                    Some(&trust::signature_tag(digest)),
                 )
                 .await?;
             Ok(Attached::Added {
@@ -235,10 +235,10 @@ pub async fn copy_signatures(
     digest: &str,
     cx: &mut Cx,
 ) -> anyhow::Result<()> {
-    let sig_tag = signature::signature_tag(digest);
+    let sig_tag = trust::signature_tag(digest);
     let att_tag = sig_tag.replace(".sig", ".att");
     for tag in [sig_tag, att_tag] {
-        if !crate::copy::may_have(&cx.src_tags, &tag) {
+        if !crate::oci::copy::may_have(&cx.src_tags, &tag) {
             continue;
         }
         if let Some((bytes, theirs)) = fetch_tagged_manifest(src, &tag).await? {
@@ -246,11 +246,11 @@ pub async fn copy_signatures(
         }
     }
     let rtag = digest.replace(':', "-");
-    if !crate::copy::may_have(&cx.src_tags, &rtag) {
+    if !crate::oci::copy::may_have(&cx.src_tags, &rtag) {
         return Ok(());
     }
     if let Some(theirs) = fetch_referrers(src, digest).await? {
-        let mut ours = match crate::copy::may_have(&cx.dst_tags, &rtag) {
+        let mut ours = match crate::oci::copy::may_have(&cx.dst_tags, &rtag) {
             true => fetch_referrers(dst, digest).await?,
             false => None,
         }
@@ -308,12 +308,12 @@ pub async fn merge_tagged_manifest(
     cx: &mut Cx,
 ) -> anyhow::Result<()> {
     let desc = store::manifest_descriptor(bytes, Some(oci::MANIFEST_V1));
-    let existing = match crate::copy::may_have(&cx.dst_tags, tag) {
+    let existing = match crate::oci::copy::may_have(&cx.dst_tags, tag) {
         true => fetch_tagged_manifest(dst, tag).await?,
         false => None,
     };
     let Some((_, ours)) = existing else {
-        return crate::copy::copy_manifest_new_tag(src, dst, &desc, bytes, tag, cx).await;
+        return crate::oci::copy::copy_manifest_new_tag(src, dst, &desc, bytes, tag, cx).await;
     };
     let Some((mbytes, config)) = merge_sig_manifests(&ours, theirs) else {
         cx.stats.manifests_skipped += 1;

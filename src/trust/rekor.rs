@@ -176,7 +176,7 @@ mod tests {
         let tampered = set.replace("1670870899", "1670870900");
         let e = err(verify_rekor_set(&tampered, &rekor, payload.as_bytes(), sig));
         assert!(e.contains("does not verify"), "{e}");
-        let stranger = crate::signature::keys::SigningKey::generate().unwrap();
+        let stranger = crate::trust::keys::SigningKey::generate().unwrap();
         let e = err(verify_rekor_set(
             &set,
             &[stranger.public_key()],

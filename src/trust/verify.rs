@@ -168,9 +168,9 @@ pub(crate) fn check_annotations(
 mod tests {
     use super::*;
     use crate::error::kind_of;
-    use crate::signature::keys::SigningKey;
-    use crate::signature::payload::simple_signing_payload;
-    use crate::signature::sigmanifest::{append_signature, Append, NewSignature};
+    use crate::trust::keys::SigningKey;
+    use crate::trust::payload::simple_signing_payload;
+    use crate::trust::sigmanifest::{append_signature, Append, NewSignature};
 
     fn fixture(name: &str) -> Vec<u8> {
         std::fs::read(format!(
@@ -373,7 +373,7 @@ mod tests {
     /// A key-signed layer with a SET from a stand-in Rekor key.
     #[test]
     fn layer_with_rekor_bundle() {
-        use crate::signature::rekor::{hex_sha256, SetPayload};
+        use crate::trust::rekor::{hex_sha256, SetPayload};
         let signer = SigningKey::generate().unwrap();
         let rekor = SigningKey::generate().unwrap();
         let digest = sha256(b"manifest");

@@ -10,8 +10,8 @@ use anyhow::Context;
 
 use crate::error::{fail, Kind};
 use crate::oci;
-use crate::reference::{self, Location};
-use crate::store::{self, layout::LayoutStore, Store};
+use crate::oci::reference::{self, Location};
+use crate::oci::store::{self, layout::LayoutStore, Store};
 
 /// `mirror.yaml`.
 #[derive(Debug, Default, serde::Deserialize)]

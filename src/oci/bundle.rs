@@ -11,11 +11,11 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
-use crate::copy::Job;
 use crate::error::{fail, Kind};
+use crate::oci::copy::Job;
+use crate::oci::reference::Location;
+use crate::oci::store::{archive::ArchiveStore, layout::LayoutStore, Store};
 use crate::oci::{self, Descriptor, TagRole};
-use crate::reference::Location;
-use crate::store::{archive::ArchiveStore, layout::LayoutStore, Store};
 
 /// The repository path an artifact is saved under.
 pub fn repo_path(loc: &Location) -> anyhow::Result<String> {
@@ -171,7 +171,7 @@ impl Bundle {
     /// One job per artifact, into `dst`.
     pub async fn load_jobs(
         &self,
-        dst: &mut crate::mirror::Destinations,
+        dst: &mut crate::ops::mirror::Destinations,
     ) -> anyhow::Result<Vec<Job>> {
         let (arts, orphans) = self.artifacts()?;
         if orphans > 0 {

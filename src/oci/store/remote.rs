@@ -20,8 +20,8 @@ use tokio::io::AsyncWriteExt;
 use super::{Options, Reader, Store, Writer};
 use crate::digest::Hasher;
 use crate::error::{fail, Kind};
+use crate::oci::reference::RegistryRef;
 use crate::oci::{self, Descriptor};
-use crate::reference::RegistryRef;
 
 pub struct RemoteStore {
     client: Arc<Client>,
@@ -201,7 +201,7 @@ impl RemoteStore {
     pub async fn new(r: &RegistryRef, opts: &Options) -> anyhow::Result<Self> {
         let cas = read_ca_files(opts)?;
         let client = client_with(r.host(), opts, &cas)?;
-        let auth = crate::auth::credentials_for(&r.registry)?;
+        let auth = crate::oci::auth::credentials_for(&r.registry)?;
         // oci-client caches tokens but not "this registry needs none": with anonymous auth it
         // re-asks `GET /v2/` before every request, doubling round trips. So probe once; an
         // open registry (no challenge at all) gets an empty bearer credential, which

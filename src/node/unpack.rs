@@ -19,7 +19,7 @@ use anyhow::{Context, Result};
 use crate::bail_kind;
 use crate::digest::HashingWriter;
 use crate::error::{fail, Kind};
-use crate::plugin;
+use crate::node::plugin;
 use crate::tree::FileEntry;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -452,7 +452,7 @@ pub fn extract_plugin<R: Read>(
 mod tests {
     use super::*;
     use crate::error::kind_of;
-    use crate::plugin::tests::{plugin_at, write, HANDLER, SCHEMA};
+    use crate::node::plugin::tests::{plugin_at, write, HANDLER, SCHEMA};
     use flate2::write::GzEncoder;
     use tar::{EntryType, Header};
 
@@ -819,8 +819,8 @@ mod tests {
         let src = t.path().join("src");
         plugin_at(&src, "");
         write(&src, "lib/util.lua", "return {}\n");
-        let s = crate::plugin::locate(&src, Some("round-trip"), None).unwrap();
-        let packed = crate::plugin::pack(&s, &t.path().join("p.tar.gz")).unwrap();
+        let s = crate::node::plugin::locate(&src, Some("round-trip"), None).unwrap();
+        let packed = crate::node::plugin::pack(&s, &t.path().join("p.tar.gz")).unwrap();
         let (_staging, r) = extract(&fs::read(&packed.path).unwrap(), None);
         let p = r.unwrap();
         assert_eq!(

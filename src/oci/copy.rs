@@ -13,9 +13,9 @@ use futures_util::future::BoxFuture;
 use futures_util::{FutureExt, StreamExt};
 
 use crate::error::{kind_of, Kind};
+use crate::oci::store::{self, Store};
 use crate::oci::{self, Descriptor, Index, Manifest};
-use crate::signature::Policy;
-use crate::store::{self, Store};
+use crate::trust::Policy;
 
 #[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct Stats {
@@ -275,7 +275,7 @@ pub async fn copy_artifact(
     let digest = Some(desc.digest.clone());
     let res = async {
         if let Some(policy) = &opts.policy {
-            crate::attach::verify(job.src.as_ref(), &desc.digest, policy)
+            crate::oci::attach::verify(job.src.as_ref(), &desc.digest, policy)
                 .await
                 .map_err(|e| {
                     let k = kind_of(&e);
@@ -292,7 +292,7 @@ pub async fn copy_artifact(
         let (src, dst) = (job.src.as_ref(), job.dst.as_ref());
         copy_manifest(src, dst, &desc, &bytes, job.tag.as_deref(), cx).await?;
         if opts.signatures {
-            crate::attach::copy_signatures(src, dst, &desc.digest, cx).await?;
+            crate::oci::attach::copy_signatures(src, dst, &desc.digest, cx).await?;
         }
         Ok(())
     }

@@ -1,0 +1,7 @@
+//! The node side: plugin trees, hostile-archive unpacking, install state, kong.conf and
+//! the start-up checks of `doctor`.
+pub mod doctor;
+pub mod kongconf;
+pub mod plugin;
+pub mod state;
+pub mod unpack;

@@ -1,0 +1,12 @@
+//! The registry side: references, content stores, artifact layouts, copy, signature
+//! attachment and bundles. Wire types live in [`types`] and are re-exported here.
+pub mod artifact;
+pub mod attach;
+pub mod auth;
+pub mod bundle;
+pub mod copy;
+pub mod reference;
+pub mod store;
+pub mod types;
+
+pub use types::*;
