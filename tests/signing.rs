@@ -1,7 +1,7 @@
 //! cosign-compatible keys, signing and verification against a real registry.
 //!
 //! Every test starts its own `docker-registry`. The real cosign signatures come from
-//! `shared/fixtures/cosign` (see its SOURCES.md).
+//! `tests/fixtures/cosign` (see its SOURCES.md).
 
 mod common;
 

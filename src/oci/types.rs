@@ -226,7 +226,7 @@ mod tests {
     fn cosign_config_matches_fixture() {
         let fixture = std::fs::read(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../shared/fixtures/cosign/v3-classic-sig/config.json"
+            "/tests/fixtures/cosign/v3-classic-sig/config.json"
         ))
         .unwrap();
         let got = cosign_config(&[
@@ -242,7 +242,7 @@ mod tests {
             "v3-bundle/bundle-referring-manifest.json",
         ] {
             let raw = std::fs::read(format!(
-                "{}/../shared/fixtures/cosign/{f}",
+                "{}/tests/fixtures/cosign/{f}",
                 env!("CARGO_MANIFEST_DIR")
             ))
             .unwrap();
@@ -251,7 +251,7 @@ mod tests {
         }
         let raw = std::fs::read(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../shared/fixtures/cosign/v3-bundle/bundle-referrers-index.json"
+            "/tests/fixtures/cosign/v3-bundle/bundle-referrers-index.json"
         ))
         .unwrap();
         let i: Index = serde_json::from_slice(&raw).unwrap();

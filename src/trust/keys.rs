@@ -389,7 +389,7 @@ mod tests {
 
     fn fixture(name: &str) -> String {
         std::fs::read_to_string(format!(
-            "{}/../shared/fixtures/cosign/{name}",
+            "{}/tests/fixtures/cosign/{name}",
             env!("CARGO_MANIFEST_DIR")
         ))
         .unwrap()

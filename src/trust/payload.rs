@@ -95,7 +95,7 @@ mod tests {
 
     fn rebuilds(path: &str) {
         let raw = std::fs::read(format!(
-            "{}/../shared/fixtures/cosign/{path}",
+            "{}/tests/fixtures/cosign/{path}",
             env!("CARGO_MANIFEST_DIR")
         ))
         .unwrap();

@@ -141,7 +141,7 @@ mod tests {
 
     fn fixture(name: &str) -> String {
         std::fs::read_to_string(format!(
-            "{}/../shared/fixtures/cosign/cimage/keyless-rekor/{name}",
+            "{}/tests/fixtures/cosign/cimage/keyless-rekor/{name}",
             env!("CARGO_MANIFEST_DIR")
         ))
         .unwrap()

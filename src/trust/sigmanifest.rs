@@ -119,7 +119,7 @@ mod tests {
 
     fn fixture(name: &str) -> Vec<u8> {
         std::fs::read(format!(
-            "{}/../shared/fixtures/cosign/{name}",
+            "{}/tests/fixtures/cosign/{name}",
             env!("CARGO_MANIFEST_DIR")
         ))
         .unwrap()

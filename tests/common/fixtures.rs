@@ -9,11 +9,11 @@ use super::{run_ok, stdout, Home};
 /// Password of every key pair made by [`KeyPair::generate`].
 pub const PASSWORD: &str = "kplug-test-password";
 
-/// A file under `shared/fixtures/cosign/` (see its SOURCES.md).
+/// A file under `tests/fixtures/cosign/` (see its SOURCES.md).
 pub fn cosign_fixture(rel: &str) -> PathBuf {
     Path::new(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../shared/fixtures/cosign"
+        "/tests/fixtures/cosign"
     ))
     .join(rel)
 }
