@@ -1,15 +1,17 @@
-//! Error kinds that map to process exit codes.
+//! Error kinds, the typed error of the store boundary, and the one mapping to exit codes.
 //!
-//! Code anywhere returns `anyhow::Result`; where the failure class matters to a
-//! script (auth, not found, signature), it wraps a [`Error`] carrying a [`Kind`].
-//! `main` walks the chain and exits with the first kind it finds.
+//! Code anywhere returns `anyhow::Result`; where the failure class matters to a script
+//! (auth, not found, signature), the chain carries an [`Error`] with a [`Kind`], or a
+//! [`StoreError`] from a store. [`kind_of`] walks the chain and [`Kind::exit_code`] is the
+//! only place kinds become exit codes.
 
 use std::fmt;
 
 /// Failure classes with stable exit codes. 10/11/12 are cosign's verify codes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Kind {
     /// Anything else.
+    #[default]
     Other,
     /// Reference, tag, manifest or blob does not exist.
     NotFound,
@@ -27,6 +29,8 @@ pub enum Kind {
     SigTagNotFound,
     /// cosign 12: signatures exist but none verifies against the given keys and policy.
     NoMatchingSignature,
+    /// Interrupted by SIGINT (130) or SIGTERM (143).
+    Interrupted(i32),
 }
 
 impl Kind {
@@ -41,6 +45,7 @@ impl Kind {
             Kind::NoSignatures => 10,
             Kind::SigTagNotFound => 11,
             Kind::NoMatchingSignature => 12,
+            Kind::Interrupted(code) => code,
         }
     }
 }
@@ -71,13 +76,79 @@ pub fn fail(kind: Kind, msg: impl Into<String>) -> anyhow::Error {
 #[macro_export]
 macro_rules! bail_kind {
     ($kind:expr, $($arg:tt)*) => {
-        return Err($crate::error::fail($kind, format!($($arg)*)))
+        return Err($crate::error::fail($kind, format!($($arg)*)).into())
     };
+}
+
+/// What a store (registry, OCI layout, archive) reports. The contract every store keeps:
+/// an absent tag, manifest, blob or repository is `NotFound` and nothing else, so callers
+/// can tell "not there" from "broken" (see `oci::store::Found`).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Tag, manifest, blob or repository absent.
+    #[error("{0}")]
+    NotFound(String),
+    /// 401/403, or no usable credentials.
+    #[error("{0}")]
+    Auth(String),
+    /// Content does not match its digest or declared size, or the store's own metadata
+    /// is corrupt.
+    #[error("{0}")]
+    Integrity(String),
+    /// Over a bound set for untrusted input (a manifest or metadata file too large).
+    #[error("{0}")]
+    TooLarge(String),
+    /// The store cannot do this, or was asked in a way it does not accept.
+    #[error("{0}")]
+    Unsupported(String),
+    /// Configuration the user can fix (a CA file, a media type, a digest's syntax).
+    #[error("{0}")]
+    Config(String),
+    /// Network or disk failure that retries did not cure: connection, TLS, timeout, 5xx.
+    #[error("{0}")]
+    Transport(String),
+}
+
+impl StoreError {
+    pub fn kind(&self) -> Kind {
+        match self {
+            StoreError::NotFound(_) => Kind::NotFound,
+            StoreError::Auth(_) => Kind::Auth,
+            StoreError::Integrity(_) => Kind::Integrity,
+            StoreError::TooLarge(_) => Kind::Unsafe,
+            StoreError::Unsupported(_) | StoreError::Config(_) => Kind::Usage,
+            StoreError::Transport(_) => Kind::Other,
+        }
+    }
+
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, StoreError::NotFound(_))
+    }
+}
+
+/// Helpers below the store boundary (digest checks, atomic writes) speak `anyhow` with a
+/// [`Kind`]; crossing the boundary keeps that kind.
+impl From<anyhow::Error> for StoreError {
+    fn from(e: anyhow::Error) -> Self {
+        let msg = format!("{e:#}");
+        match kind_of(&e) {
+            Kind::NotFound => StoreError::NotFound(msg),
+            Kind::Auth => StoreError::Auth(msg),
+            Kind::Integrity => StoreError::Integrity(msg),
+            Kind::Unsafe => StoreError::TooLarge(msg),
+            Kind::Usage => StoreError::Config(msg),
+            _ => StoreError::Transport(msg),
+        }
+    }
 }
 
 /// The first [`Kind`] found in the error chain, or `Other`.
 pub fn kind_of(err: &anyhow::Error) -> Kind {
     err.chain()
-        .find_map(|e| e.downcast_ref::<Error>().map(|e| e.kind))
+        .find_map(|e| {
+            e.downcast_ref::<Error>()
+                .map(|e| e.kind)
+                .or_else(|| e.downcast_ref::<StoreError>().map(StoreError::kind))
+        })
         .unwrap_or(Kind::Other)
 }

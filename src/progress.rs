@@ -87,3 +87,21 @@ pub fn tick(msg: impl AsRef<str>) {
         eprintln!("{}", msg.as_ref());
     }
 }
+
+/// `s` with control characters (ESC, newlines, …) escaped, for printing text that came
+/// from untrusted input (archive entry names, registry errors, signature layers): it can
+/// neither move the cursor nor fake a second log line.
+pub fn escape(s: &str) -> String {
+    if !s.chars().any(char::is_control) {
+        return s.to_string();
+    }
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}

@@ -59,14 +59,73 @@ pub fn parent_dir(path: &Path) -> &Path {
         .unwrap_or(Path::new("."))
 }
 
-/// Write `bytes` to `path` atomically: temp file in the same directory, fsync, rename.
+/// Mode of files kplug writes for the user (pack output, pull `-o`, bundles): 0644 before
+/// the umask, like any tool's output. Key files use [`SECRET_MODE`].
+pub const USER_MODE: u32 = 0o644;
+/// Mode of private key files.
+pub const SECRET_MODE: u32 = 0o600;
+
+/// A file written beside its final path and renamed over it by [`commit`](Self::commit),
+/// after an fsync: readers see the old content or the new one, never a part of it. Dropped
+/// without a commit (an error, a cancelled task), the temp file is removed.
+pub struct AtomicFile {
+    tmp: tempfile::NamedTempFile,
+    path: PathBuf,
+}
+
+impl AtomicFile {
+    /// Start writing `path` with permission bits `mode` (before the umask).
+    pub fn create(path: &Path, mode: u32) -> anyhow::Result<AtomicFile> {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = parent_dir(path);
+        let tmp = tempfile::Builder::new()
+            .prefix(".kplug-tmp")
+            .permissions(std::fs::Permissions::from_mode(mode))
+            .tempfile_in(dir)
+            .map_err(|e| {
+                crate::error::fail(
+                    if e.kind() == std::io::ErrorKind::NotFound {
+                        crate::error::Kind::Usage
+                    } else {
+                        crate::error::Kind::Other
+                    },
+                    format!("cannot write {}: {e}", path.display()),
+                )
+            })?;
+        Ok(AtomicFile {
+            tmp,
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn file(&mut self) -> &mut std::fs::File {
+        self.tmp.as_file_mut()
+    }
+
+    /// A second handle on the temp file, for async writers (`tokio::fs::File::from_std`).
+    pub fn reopen(&self) -> anyhow::Result<std::fs::File> {
+        Ok(self.tmp.reopen()?)
+    }
+
+    /// fsync, then rename over the final path.
+    pub fn commit(self) -> anyhow::Result<()> {
+        self.tmp.as_file().sync_all()?;
+        let path = self.path;
+        self.tmp
+            .persist(&path)
+            .with_context(|| format!("replacing {}", path.display()))?;
+        Ok(())
+    }
+}
+
+/// Write `bytes` to `path` atomically (see [`AtomicFile`]), mode 0644 before the umask.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let dir = parent_dir(path);
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
-        .with_context(|| format!("creating a temp file in {}", dir.display()))?;
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path)
-        .with_context(|| format!("replacing {}", path.display()))?;
-    Ok(())
+    write_atomic_mode(path, bytes, USER_MODE)
+}
+
+/// [`write_atomic`] with explicit permission bits.
+pub fn write_atomic_mode(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
+    let mut f = AtomicFile::create(path, mode)?;
+    f.file().write_all(bytes)?;
+    f.commit()
 }

@@ -280,7 +280,7 @@ fn v3_bundle_fixture_survives_copy() {
     let open = |r: &str| {
         let loc = kplug::oci::reference::parse(r).unwrap();
         async move {
-            kplug::oci::store::open(&loc, &kplug::oci::store::Options::default(), true)
+            kplug::oci::store::open_writable(&loc, &kplug::oci::store::Options::default())
                 .await
                 .unwrap()
         }
@@ -292,13 +292,13 @@ fn v3_bundle_fixture_survives_copy() {
         let mid = open(&format!("oci:{}:{repo}", layout.display())).await;
         let dst = open(&format!("{}/{repo}", b.host())).await;
         let mut cx = kplug::oci::copy::Cx::default();
-        kplug::oci::attach::copy_signatures(src.as_ref(), mid.as_ref(), &subject, &mut cx)
+        kplug::oci::signatures::copy_signatures(src.as_ref(), mid.as_ref(), &subject, &mut cx)
             .await
             .unwrap();
-        kplug::oci::attach::copy_signatures(mid.as_ref(), dst.as_ref(), &subject, &mut cx)
+        kplug::oci::signatures::copy_signatures(mid.as_ref(), dst.as_ref(), &subject, &mut cx)
             .await
             .unwrap();
-        assert!(kplug::oci::store::Store::manifest_exists(
+        assert!(kplug::oci::store::ReadStore::manifest_exists(
             dst.as_ref(),
             &sha256_digest(&referring)
         )

@@ -157,7 +157,7 @@ fn library_verify(
         let store =
             kplug::oci::store::remote::RemoteStore::new(&r, &kplug::oci::store::Options::default())
                 .await?;
-        kplug::oci::attach::verify(&store, digest, policy).await
+        kplug::ops::verify::verify_digest(&store, digest, policy).await
     })
 }
 

@@ -1,9 +1,9 @@
 use clap::Args;
 
-use super::node::{env, NodeArgs};
-use super::Global;
+use super::args::NodeArgs;
+use super::Printer;
 use crate::error::Kind;
-use crate::node::doctor::{self, Severity};
+use crate::node::doctor::Severity;
 
 #[derive(Args, Debug)]
 pub struct DoctorArgs {
@@ -11,30 +11,22 @@ pub struct DoctorArgs {
     pub node: NodeArgs,
 }
 
-pub async fn run(g: &Global, a: DoctorArgs) -> anyhow::Result<()> {
-    let conf = a.node.conf()?;
-    let mut extra = Vec::new();
-    if let Some(p) = &a.node.prefix {
-        extra.push(p.clone());
-    }
-    let findings = doctor::check(&conf, &env, &extra);
-    if g.json {
-        super::print_json(&findings)?;
-    } else {
+pub async fn run(out: &Printer, a: DoctorArgs) -> anyhow::Result<()> {
+    let findings = crate::ops::node::doctor(&a.node.options())?;
+    out.result(&findings, |t| {
         for f in &findings {
             let tag = match f.severity {
                 Severity::Error => "ERROR",
                 Severity::Warning => "WARN ",
                 Severity::Ok => "ok   ",
             };
-            let who = if f.plugin.is_empty() {
-                String::new()
-            } else {
-                format!("{}: ", f.plugin)
+            let who = match f.plugin.is_empty() {
+                true => String::new(),
+                false => format!("{}: ", f.plugin),
             };
-            println!("{tag} {who}{}", f.message);
+            t.line(format!("{tag} {who}{}", f.message));
         }
-    }
+    })?;
     let errors = findings
         .iter()
         .filter(|f| f.severity == Severity::Error)

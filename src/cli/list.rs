@@ -1,8 +1,7 @@
 use clap::Args;
 
-use super::node::NodeArgs;
-use super::Global;
-use crate::node::state;
+use super::args::NodeArgs;
+use super::Printer;
 
 #[derive(Args, Debug)]
 pub struct ListArgs {
@@ -10,17 +9,9 @@ pub struct ListArgs {
     pub node: NodeArgs,
 }
 
-pub async fn run(g: &Global, a: ListArgs) -> anyhow::Result<()> {
-    let conf = a.node.conf()?;
-    let prefix = a.node.prefix(&conf)?;
-    // Taking the lock also finishes or undoes a swap an earlier run left half done.
-    let items = if prefix.state_dir().is_dir() {
-        let _lock = state::lock(&prefix)?;
-        state::list(&prefix)?
-    } else {
-        Vec::new()
-    };
-    if g.json {
+pub async fn run(out: &Printer, a: ListArgs) -> anyhow::Result<()> {
+    let (prefix, items) = crate::ops::node::list(&a.node.options())?;
+    if out.is_json() {
         let v: Vec<serde_json::Value> = items
             .iter()
             .map(|l| {
@@ -33,7 +24,7 @@ pub async fn run(g: &Global, a: ListArgs) -> anyhow::Result<()> {
                 })
             })
             .collect();
-        return super::print_json(&v);
+        return out.json_value(&v);
     }
     if items.is_empty() {
         crate::progress::note(format!(
@@ -42,28 +33,29 @@ pub async fn run(g: &Global, a: ListArgs) -> anyhow::Result<()> {
         ));
         return Ok(());
     }
-    println!(
-        "{:<24} {:<10} {:<19} {:<20} {:<20} FILES",
-        "NAME", "VERSION", "DIGEST", "SIGNER", "INSTALLED"
-    );
-    for l in items {
-        let r = &l.receipt;
-        let status = if l.modified.is_empty() && l.missing.is_empty() {
-            "ok".to_string()
-        } else {
-            format!("{} modified, {} missing", l.modified.len(), l.missing.len())
-        };
-        println!(
-            "{:<24} {:<10} {:<19} {:<20} {:<20} {status}",
-            r.name,
-            r.version.as_deref().unwrap_or("-"),
-            &r.digest[..r.digest.len().min(19)],
-            r.signer
-                .as_deref()
-                .map(|s| &s[..s.len().min(20)])
-                .unwrap_or("UNVERIFIED"),
-            r.installed_at,
-        );
-    }
-    Ok(())
+    out.result(&(), |t| {
+        t.line(format!(
+            "{:<24} {:<10} {:<19} {:<20} {:<20} FILES",
+            "NAME", "VERSION", "DIGEST", "SIGNER", "INSTALLED"
+        ));
+        for l in &items {
+            let r = &l.receipt;
+            let status = if l.modified.is_empty() && l.missing.is_empty() {
+                "ok".to_string()
+            } else {
+                format!("{} modified, {} missing", l.modified.len(), l.missing.len())
+            };
+            t.line(format!(
+                "{:<24} {:<10} {:<19} {:<20} {:<20} {status}",
+                r.name,
+                r.version.as_deref().unwrap_or("-"),
+                &r.digest[..r.digest.len().min(19)],
+                r.signer
+                    .as_deref()
+                    .map(|s| &s[..s.len().min(20)])
+                    .unwrap_or("UNVERIFIED"),
+                r.installed_at,
+            ));
+        }
+    })
 }

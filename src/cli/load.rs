@@ -1,10 +1,9 @@
 use clap::Args;
 
-use super::copy::SignatureArgs;
-use super::Global;
-use crate::oci::bundle::Bundle;
+use super::args::SignatureArgs;
+use super::{Global, Printer};
 use crate::oci::copy;
-use crate::ops::mirror::Destinations;
+use crate::ops::transfer::{self, LoadOptions};
 
 #[derive(Args, Debug)]
 pub struct LoadArgs {
@@ -23,20 +22,17 @@ pub struct LoadArgs {
     pub sel: SignatureArgs,
 }
 
-pub async fn run(g: &Global, a: LoadArgs) -> anyhow::Result<()> {
-    let opts = a.sel.options(a.dry_run)?;
-    let bundle = Bundle::open(&a.bundle)?;
-    let mut dst = Destinations::new(&a.destination, &g.store_options())?;
-    let jobs = bundle.load_jobs(&mut dst).await?;
-    if jobs.is_empty() {
-        crate::bail_kind!(
-            crate::error::Kind::NotFound,
-            "{} holds no tagged artifacts to load",
-            a.bundle
-        );
-    }
-    let outcomes = copy::run(&jobs, &opts, a.concurrency).await;
-    super::report_outcomes(g, &outcomes)?;
+pub async fn run(g: &Global, out: &Printer, a: LoadArgs) -> anyhow::Result<()> {
+    let o = LoadOptions {
+        bundle: a.bundle,
+        destination: a.destination,
+        carry: a.sel.carry()?,
+        concurrency: a.concurrency,
+        dry_run: a.dry_run,
+        store: g.store_options(),
+    };
+    let outcomes = transfer::load(&o).await?;
+    super::report_outcomes(out, &outcomes)?;
     match copy::failure(&outcomes) {
         Some(e) => Err(e),
         None => Ok(()),

@@ -1,14 +1,15 @@
-//! Command-line interface: one file per verb, each a short pipeline over stores.
+//! Command-line interface: one file per verb. Each parses its arguments, calls one
+//! operation in `crate::ops`, and renders the result through the [`Printer`]. Shared
+//! argument groups are in `args`; no verb file imports another.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::error::{fail, Kind};
-use crate::oci::reference::Location;
-use crate::oci::store::{self, Store};
+use crate::oci::store;
+pub use output::Printer;
 
+mod args;
 mod copy;
 mod doctor;
 mod install;
@@ -17,7 +18,7 @@ mod list;
 mod load;
 mod login;
 mod mirror;
-mod node;
+mod output;
 mod pack;
 mod pull;
 mod push;
@@ -121,28 +122,29 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    let out = Printer::new(cli.global.json);
     rt.block_on(async move {
-        let g = &cli.global;
+        let (g, out) = (&cli.global, &out);
         match cli.command {
-            Command::Pack(a) => pack::run(g, a).await,
-            Command::Push(a) => push::run(g, a).await,
-            Command::Pull(a) => pull::run(g, a).await,
-            Command::Copy(a) => copy::run(g, a).await,
-            Command::Mirror(a) => mirror::run(g, a).await,
-            Command::Save(a) => save::run(g, a).await,
-            Command::Load(a) => load::run(g, a).await,
-            Command::Login(a) => login::run(g, a).await,
-            Command::Logout(a) => login::logout(g, a).await,
-            Command::ListTags(a) => tags::run(g, a).await,
-            Command::GenerateKeyPair(a) => keys::generate(g, a).await,
-            Command::ImportKeyPair(a) => keys::import(g, a).await,
-            Command::Sign(a) => sign::run(g, a).await,
-            Command::Verify(a) => verify::run(g, a).await,
-            Command::Install(a) => install::run(g, a).await,
-            Command::Uninstall(a) => uninstall::run(g, a).await,
-            Command::List(a) => list::run(g, a).await,
-            Command::Rollback(a) => rollback::run(g, a).await,
-            Command::Doctor(a) => doctor::run(g, a).await,
+            Command::Pack(a) => pack::run(out, a).await,
+            Command::Push(a) => push::run(g, out, a).await,
+            Command::Pull(a) => pull::run(g, out, a).await,
+            Command::Copy(a) => copy::run(g, out, a).await,
+            Command::Mirror(a) => mirror::run(g, out, a).await,
+            Command::Save(a) => save::run(g, out, a).await,
+            Command::Load(a) => load::run(g, out, a).await,
+            Command::Login(a) => login::run(g, out, a).await,
+            Command::Logout(a) => login::logout(out, a).await,
+            Command::ListTags(a) => tags::run(g, out, a).await,
+            Command::GenerateKeyPair(a) => keys::generate(out, a).await,
+            Command::ImportKeyPair(a) => keys::import(out, a).await,
+            Command::Sign(a) => sign::run(g, out, a).await,
+            Command::Verify(a) => verify::run(g, out, a).await,
+            Command::Install(a) => install::run(g, out, a).await,
+            Command::Uninstall(a) => uninstall::run(out, a).await,
+            Command::List(a) => list::run(out, a).await,
+            Command::Rollback(a) => rollback::run(out, a).await,
+            Command::Doctor(a) => doctor::run(out, a).await,
         }
     })
 }
@@ -163,46 +165,14 @@ fn init_logging(g: &Global) {
         .try_init();
 }
 
-/// `-a k=v` pairs.
-pub fn parse_annotations(items: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
-    let mut m = BTreeMap::new();
-    for it in items {
-        let (k, v) = it
-            .split_once('=')
-            .ok_or_else(|| fail(Kind::Usage, format!("annotation {it:?} must be KEY=VALUE")))?;
-        if k.is_empty() {
-            crate::bail_kind!(Kind::Usage, "annotation {it:?} has an empty key");
-        }
-        m.insert(k.to_string(), v.to_string());
-    }
-    Ok(m)
-}
-
-/// Parse a location and open its store.
-pub async fn open(
-    g: &Global,
-    input: &str,
-    writable: bool,
-) -> anyhow::Result<(Location, Box<dyn Store>)> {
-    let loc = crate::oci::reference::parse(input)?;
-    let s = store::open(&loc, &g.store_options(), writable).await?;
-    Ok((loc, s))
-}
-
-/// Print a JSON value on stdout.
-pub fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
-    Ok(())
-}
-
-/// Results of a multi-artifact run: a table on stderr, or `--json` on stdout.
-pub fn report_outcomes(g: &Global, outcomes: &[crate::oci::copy::Outcome]) -> anyhow::Result<()> {
-    if g.json {
-        return print_json(&serde_json::json!({
+/// The summary of a multi-artifact run: a table on stderr, or `--json` on stdout.
+fn report_outcomes(out: &Printer, outcomes: &[crate::oci::copy::Outcome]) -> anyhow::Result<()> {
+    if out.is_json() {
+        return out.json_value(&serde_json::json!({
             "artifacts": outcomes,
             "totals": crate::oci::copy::totals(outcomes),
         }));
     }
-    crate::oci::copy::print_summary(outcomes);
+    crate::progress::note(crate::oci::copy::summary(outcomes));
     Ok(())
 }

@@ -2,7 +2,8 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::Global;
+use super::Printer;
+use crate::ops::pack::{self, PackOptions};
 
 #[derive(Args, Debug)]
 pub struct PackArgs {
@@ -19,28 +20,25 @@ pub struct PackArgs {
     pub plugin_version: Option<String>,
 }
 
-pub async fn run(g: &Global, a: PackArgs) -> anyhow::Result<()> {
-    let src = crate::node::plugin::locate(&a.dir, a.name.as_deref(), a.plugin_version.as_deref())?;
-    let out = a.output.unwrap_or_else(|| {
-        PathBuf::from(crate::node::plugin::default_archive_name(
-            &src.name,
-            &src.version,
-        ))
+pub async fn run(out: &Printer, a: PackArgs) -> anyhow::Result<()> {
+    let p = pack::pack(&PackOptions {
+        dir: a.dir,
+        output: a.output,
+        name: a.name,
+        version: a.plugin_version,
+    })?;
+    let json = serde_json::json!({
+        "name": p.name, "version": p.version, "path": p.path, "digest": p.digest,
+        "size": p.size, "files": p.files,
     });
-    let p = crate::node::plugin::pack(&src, &out)?;
-    if g.json {
-        return super::print_json(&serde_json::json!({
-            "name": p.name, "version": p.version, "path": p.path, "digest": p.digest,
-            "size": p.size, "files": p.files,
-        }));
+    if !out.is_json() {
+        crate::progress::note(format!(
+            "{} {}: {} files, {}",
+            p.name,
+            p.version,
+            p.files.len(),
+            p.digest
+        ));
     }
-    crate::progress::note(format!(
-        "{} {}: {} files, {}",
-        p.name,
-        p.version,
-        p.files.len(),
-        p.digest
-    ));
-    println!("{}", p.path.display());
-    Ok(())
+    out.result(&json, |t| t.line(p.path.display().to_string()))
 }

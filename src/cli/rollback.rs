@@ -1,8 +1,7 @@
 use clap::Args;
 
-use super::node::NodeArgs;
-use super::Global;
-use crate::node::state;
+use super::args::NodeArgs;
+use super::Printer;
 
 #[derive(Args, Debug)]
 pub struct RollbackArgs {
@@ -12,18 +11,15 @@ pub struct RollbackArgs {
     pub node: NodeArgs,
 }
 
-pub async fn run(_g: &Global, a: RollbackArgs) -> anyhow::Result<()> {
-    let conf = a.node.conf()?;
-    let prefix = a.node.prefix(&conf)?;
-    {
-        let _lock = state::lock(&prefix)?;
-        state::rollback(&prefix, &a.name)?;
-    }
-    let r = state::read_receipt(&prefix, &a.name)?;
+pub async fn run(out: &Printer, a: RollbackArgs) -> anyhow::Result<()> {
+    let r = crate::ops::node::rollback(&a.node.options(), &a.name)?;
     crate::progress::note(format!(
         "rolled {} back to {}; run `kong reload` to load it",
-        a.name,
-        r.map(|r| r.digest).unwrap_or_default()
+        r.name,
+        r.digest.as_deref().unwrap_or_default()
     ));
+    if out.is_json() {
+        return out.json_value(&r);
+    }
     Ok(())
 }

@@ -1,7 +1,6 @@
 use clap::Args;
 
-use super::Global;
-use crate::oci::reference::Location;
+use super::{Global, Printer};
 
 #[derive(Args, Debug)]
 pub struct TagsArgs {
@@ -9,21 +8,11 @@ pub struct TagsArgs {
     pub repository: String,
 }
 
-pub async fn run(g: &Global, a: TagsArgs) -> anyhow::Result<()> {
-    let mut loc = crate::oci::reference::parse(&a.repository)?;
-    // `oci:DIR:WORD` names a tag elsewhere (skopeo's form); listing tags, WORD is the name.
-    if let Location::OciDir { name, tag, .. } | Location::OciArchive { name, tag, .. } = &mut loc {
-        if name.is_none() {
-            *name = tag.take();
+pub async fn run(g: &Global, out: &Printer, a: TagsArgs) -> anyhow::Result<()> {
+    let tags = crate::ops::tags::list_tags(&a.repository, &g.store_options()).await?;
+    out.result(&tags, |t| {
+        for tag in &tags {
+            t.line(tag);
         }
-    }
-    let store = crate::oci::store::open(&loc, &g.store_options(), false).await?;
-    let tags = store.list_tags().await?;
-    if g.json {
-        return super::print_json(&tags);
-    }
-    for t in tags {
-        println!("{t}");
-    }
-    Ok(())
+    })
 }

@@ -1,8 +1,7 @@
 use clap::Args;
 
-use super::node::{env, NodeArgs};
-use super::Global;
-use crate::node::state;
+use super::args::NodeArgs;
+use super::Printer;
 
 #[derive(Args, Debug)]
 pub struct UninstallArgs {
@@ -15,37 +14,30 @@ pub struct UninstallArgs {
     pub disable: bool,
 }
 
-pub async fn run(_g: &Global, a: UninstallArgs) -> anyhow::Result<()> {
-    let conf = a.node.conf()?;
-    let prefix = a.node.prefix(&conf)?;
-    let leftovers = {
-        let _lock = state::lock(&prefix)?;
-        state::uninstall(&prefix, &a.name)?
-    };
+pub async fn run(out: &Printer, a: UninstallArgs) -> anyhow::Result<()> {
+    let r = crate::ops::node::uninstall(&a.node.options(), &a.name, a.disable)?;
     crate::progress::note(format!(
         "removed {} from {}",
-        a.name,
-        prefix.plugins_dir().display()
+        r.name,
+        crate::tree::parent_dir(&r.dir).display()
     ));
-    for l in &leftovers {
+    for l in &r.left_in_place {
         eprintln!("left in place (not installed by kplug): {l}");
     }
-    let enabled = conf.plugins(&env).iter().any(|p| p == &a.name);
-    if a.disable && conf.exists() {
-        let mut c = conf.clone();
-        if c.disable(&a.name) {
-            c.save()?;
-            crate::progress::note(format!(
-                "disabled {} in {}",
-                a.name,
-                a.node.kong_conf.display()
-            ));
-        }
-    } else if enabled {
+    if r.disabled {
+        crate::progress::note(format!(
+            "disabled {} in {}",
+            r.name,
+            a.node.kong_conf.display()
+        ));
+    } else if r.still_enabled {
         eprintln!(
             "WARNING: {} is still enabled (kong.conf or KONG_PLUGINS): Kong will fail to start with \"plugin is enabled but not installed\". Re-run with --disable, or edit `plugins =`.",
-            a.name
+            r.name
         );
+    }
+    if out.is_json() {
+        return out.json_value(&r);
     }
     Ok(())
 }

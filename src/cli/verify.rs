@@ -1,53 +1,9 @@
-use std::path::PathBuf;
-
 use clap::Args;
 
-use super::Global;
-use crate::oci::store::{self, Store};
-use crate::trust::{self, Policy};
-
-#[derive(Args, Debug, Clone)]
-pub struct TrustArgs {
-    /// Trusted cosign public key (repeatable: any of them may have signed).
-    #[arg(long = "key", value_name = "PEM")]
-    pub keys: Vec<PathBuf>,
-    /// Require the signed claim KEY=VALUE in the payload's `optional` (repeatable).
-    #[arg(short = 'a', long = "annotations", value_name = "KEY=VALUE")]
-    pub annotations: Vec<String>,
-    /// Rekor public key to check transparency-log bundles (SET) with.
-    #[arg(long, env = "SIGSTORE_REKOR_PUBLIC_KEY", value_name = "PEM")]
-    pub rekor_key: Option<PathBuf>,
-    /// Fail unless each accepted signature carries a valid Rekor bundle.
-    #[arg(long)]
-    pub require_tlog: bool,
-}
-
-impl TrustArgs {
-    pub fn policy(&self) -> anyhow::Result<Policy> {
-        if self.keys.is_empty() {
-            crate::bail_kind!(
-                crate::error::Kind::Usage,
-                "give at least one --key cosign.pub to verify with"
-            );
-        }
-        let rekor_keys = match &self.rekor_key {
-            Some(p) => super::keys::load_public_keys(std::slice::from_ref(p))?,
-            None => Vec::new(),
-        };
-        if self.require_tlog && rekor_keys.is_empty() {
-            crate::bail_kind!(
-                crate::error::Kind::Usage,
-                "--require-tlog needs --rekor-key (or SIGSTORE_REKOR_PUBLIC_KEY)"
-            );
-        }
-        Ok(Policy {
-            keys: super::keys::load_public_keys(&self.keys)?,
-            annotations: super::parse_annotations(&self.annotations)?,
-            rekor_keys,
-            require_tlog: self.require_tlog,
-        })
-    }
-}
+use super::args::TrustArgs;
+use super::{Global, Printer};
+use crate::ops::verify::{self, VerifyOptions};
+use crate::trust::Verified;
 
 #[derive(Args, Debug)]
 pub struct VerifyArgs {
@@ -57,20 +13,17 @@ pub struct VerifyArgs {
     pub trust: TrustArgs,
 }
 
-pub async fn run(g: &Global, a: VerifyArgs) -> anyhow::Result<()> {
-    let policy = a.trust.policy()?;
-    let (loc, st) = super::open(g, &a.reference, false).await?;
-    // A digest needs no lookup: the signatures bind it, so verification is the signature
-    // manifest and its payloads, two round trips. A tag is resolved once.
-    let digest = match loc.digest() {
-        Some(d) => d.to_string(),
-        None => store::resolve(st.as_ref(), &loc).await?.digest,
+pub async fn run(g: &Global, _out: &Printer, a: VerifyArgs) -> anyhow::Result<()> {
+    let o = VerifyOptions {
+        reference: a.reference,
+        trust: a.trust.options()?,
+        store: g.store_options(),
     };
-    let over = crate::oci::attach::signature_store_override(&g.store_options(), false).await?;
-    let sigs: &dyn Store = over.as_deref().unwrap_or(st.as_ref());
-    let verified = crate::oci::attach::verify(sigs, &digest, &policy).await?;
-    report(&loc.pinned(&digest), &verified);
-    let payloads: Vec<serde_json::Value> = verified
+    let r = verify::verify(&o).await?;
+    crate::progress::note(check_list(&r.pinned, &r.verified));
+    // cosign's stdout: a JSON array of the verified payloads.
+    let payloads: Vec<serde_json::Value> = r
+        .verified
         .iter()
         .map(|v| serde_json::from_slice(&v.payload).unwrap_or(serde_json::Value::Null))
         .collect();
@@ -78,8 +31,8 @@ pub async fn run(g: &Global, a: VerifyArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// cosign's check list, on stderr.
-pub fn report(what: &str, verified: &[trust::Verified]) {
+/// cosign's check list, for stderr.
+pub fn check_list(what: &str, verified: &[Verified]) -> String {
     let mut s = format!(
         "\nVerification for {what} --\nThe following checks were performed on each of these signatures:\n  - The cosign claims were validated\n"
     );
@@ -99,5 +52,5 @@ pub fn report(what: &str, verified: &[trust::Verified]) {
         }
         s.push('\n');
     }
-    crate::progress::note(s);
+    s
 }

@@ -157,7 +157,7 @@ pub struct Resolved {
 /// `-f file:os/arch` of cosign, or a multi-platform image) is followed to the entry for
 /// this platform, else its only entry.
 pub async fn resolve_plugin(
-    store: &dyn crate::oci::store::Store,
+    store: &dyn crate::oci::store::ReadStore,
     bytes: &[u8],
     desc: &Descriptor,
     what: &str,

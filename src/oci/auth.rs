@@ -75,14 +75,13 @@ fn save_config(
     path: &std::path::Path,
     map: &serde_json::Map<String, serde_json::Value>,
 ) -> anyhow::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
     if let Some(d) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(d)?;
     }
     let mut bytes = serde_json::to_vec_pretty(map)?;
     bytes.push(b'\n');
-    crate::tree::write_atomic(path, &bytes)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    // Created 0600 from the start: the file holds credentials.
+    crate::tree::write_atomic_mode(path, &bytes, crate::tree::SECRET_MODE)?;
     Ok(())
 }
 

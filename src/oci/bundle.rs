@@ -12,10 +12,10 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use crate::error::{fail, Kind};
-use crate::oci::copy::Job;
 use crate::oci::reference::Location;
-use crate::oci::store::{archive::ArchiveStore, layout::LayoutStore, Store};
-use crate::oci::{self, Descriptor, TagRole};
+use crate::oci::store::{archive::ArchiveStore, layout::LayoutStore, ReadStore};
+use crate::oci::tagscheme::{self, TagRole};
+use crate::oci::{self, Descriptor};
 
 /// The repository path an artifact is saved under.
 pub fn repo_path(loc: &Location) -> anyhow::Result<String> {
@@ -40,9 +40,7 @@ pub fn is_archive_path(out: &Path) -> bool {
 /// zeroed owners and times, so the same layout gives the same bytes; written beside `out`
 /// and renamed into place.
 pub fn write_oci_archive(dir: &Path, out: &Path) -> anyhow::Result<()> {
-    let parent = crate::tree::parent_dir(out);
-    let tmp = tempfile::NamedTempFile::new_in(parent)
-        .with_context(|| format!("creating a temp file in {}", parent.display()))?;
+    let tmp = crate::tree::AtomicFile::create(out, crate::tree::USER_MODE)?;
     let mut b = tar::Builder::new(std::io::BufWriter::with_capacity(1 << 20, tmp.reopen()?));
     let header = |size: u64, dir: bool| {
         let mut h = tar::Header::new_ustar();
@@ -83,11 +81,8 @@ pub fn write_oci_archive(dir: &Path, out: &Path) -> anyhow::Result<()> {
         b.append_data(&mut h, &name, f)?;
     }
     let w = b.into_inner()?;
-    let f = w.into_inner().map_err(|e| e.into_error())?;
-    f.sync_all()?;
-    tmp.persist(out)
-        .with_context(|| format!("writing {}", out.display()))?;
-    Ok(())
+    w.into_inner().map_err(|e| e.into_error())?;
+    tmp.commit()
 }
 
 /// A bundle to load: an OCI layout directory or an oci-archive file.
@@ -122,7 +117,8 @@ impl Bundle {
         }
     }
 
-    fn named(&self, name: Option<&str>) -> Arc<dyn Store> {
+    /// The bundle as a store scoped to repository `name`.
+    pub fn named(&self, name: Option<&str>) -> Arc<dyn ReadStore> {
         let name = name.map(str::to_string);
         match self {
             Bundle::Dir(l) => Arc::new(l.with_name(name)),
@@ -150,7 +146,7 @@ impl Bundle {
                 }
                 None => continue,
             };
-            match tag.as_deref().map(oci::tag_role) {
+            match tag.as_deref().map(tagscheme::tag_role) {
                 Some(TagRole::Sig(h) | TagRole::Att(h) | TagRole::Referrers(h)) => {
                     sig_subjects.insert((repo.clone(), format!("sha256:{h}")));
                 }
@@ -166,32 +162,6 @@ impl Bundle {
             .filter(|(r, d)| !arts.iter().any(|a| &a.repo == r && &a.digest == d))
             .count();
         Ok((arts, orphans))
-    }
-
-    /// One job per artifact, into `dst`.
-    pub async fn load_jobs(
-        &self,
-        dst: &mut crate::ops::mirror::Destinations,
-    ) -> anyhow::Result<Vec<Job>> {
-        let (arts, orphans) = self.artifacts()?;
-        if orphans > 0 {
-            crate::progress::note(format!(
-                "warning: {orphans} signature entr(y/ies) in the bundle have no artifact beside them and are not loaded"
-            ));
-        }
-        let mut jobs = Vec::new();
-        for a in arts {
-            let name = dst.name_for(a.repo.as_deref())?;
-            jobs.push(Job {
-                src: self.named(a.repo.as_deref()),
-                reference: a.digest,
-                dst: dst.store(&name).await?,
-                tag: a.tag,
-                src_tags: None,
-                dst_tags: None,
-            });
-        }
-        Ok(jobs)
     }
 }
 

@@ -1,10 +1,13 @@
-//! The one copy function behind `copy`, `mirror`, `save` and `load`.
+//! Copy as one graph walk, behind `copy`, `mirror`, `save` and `load`.
 //!
-//! Copies a manifest (recursively for indexes) from one store to another by digest, so
-//! the destination serves the very same bytes and digest. Blobs the destination already
-//! has are skipped (HEAD before PUT); same-registry blobs are mounted when allowed;
-//! otherwise they stream straight from source to destination. [`run`] drives many such
-//! copies with bounded concurrency; every verb that moves artifacts builds [`Job`]s for it.
+//! [`copy_manifest`] copies a manifest and everything it references (recursively for
+//! indexes) from one store to another by digest, children before parents, so the
+//! destination serves the very same bytes and digest. Blobs the destination already has
+//! are skipped (HEAD before PUT); same-registry blobs are mounted when allowed; otherwise
+//! they stream straight from source to destination. [`run`] drives many artifact copies
+//! with bounded concurrency, calling [`Hooks`] around each (in the manner of oras-go's
+//! `CopyGraphOptions`): `--signed-only` is a pre-copy hook, carrying signatures a
+//! post-copy one. This module knows nothing of signatures.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -13,9 +16,8 @@ use futures_util::future::BoxFuture;
 use futures_util::{FutureExt, StreamExt};
 
 use crate::error::{kind_of, Kind};
-use crate::oci::store::{self, Store};
+use crate::oci::store::{self, Found, ReadStore, WriteStore};
 use crate::oci::{self, Descriptor, Index, Manifest};
-use crate::trust::Policy;
 
 #[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct Stats {
@@ -69,7 +71,7 @@ pub fn may_have(tags: &Option<Arc<HashSet<String>>>, tag: &str) -> bool {
 pub struct Flights(Mutex<HashMap<String, Arc<tokio::sync::Mutex<bool>>>>);
 
 impl Flights {
-    fn slot(&self, dst: &dyn Store, digest: &str) -> Arc<tokio::sync::Mutex<bool>> {
+    fn slot(&self, dst: &dyn WriteStore, digest: &str) -> Arc<tokio::sync::Mutex<bool>> {
         let mut m = self.0.lock().expect("flights lock");
         m.entry(format!("{} {digest}", dst.describe()))
             .or_default()
@@ -79,8 +81,8 @@ impl Flights {
 
 /// Copy one blob unless the destination has it.
 pub async fn copy_blob(
-    src: &dyn Store,
-    dst: &dyn Store,
+    src: &dyn ReadStore,
+    dst: &dyn WriteStore,
     d: &Descriptor,
     cx: &mut Cx,
 ) -> anyhow::Result<()> {
@@ -105,84 +107,59 @@ pub async fn copy_blob(
     Ok(())
 }
 
+/// The tag a copied manifest gets at the destination.
+#[derive(Debug, Clone, Copy)]
+pub enum Target<'a> {
+    /// None: the manifest is stored by digest only (a child of an index, a referrer).
+    Untagged,
+    /// `tag`, which the destination may already have (one HEAD settles a re-run).
+    Tag(&'a str),
+    /// `tag`, which the caller knows the destination lacks: nothing is asked first.
+    NewTag(&'a str),
+}
+
+impl<'a> Target<'a> {
+    fn tag(self) -> Option<&'a str> {
+        match self {
+            Target::Untagged => None,
+            Target::Tag(t) | Target::NewTag(t) => Some(t),
+        }
+    }
+}
+
 /// Copy the manifest `bytes` (already fetched from `src`, digest `desc.digest`) and all it
-/// references to `dst`, then point `tag` at it. Children are copied before parents, so a
-/// destination never holds a manifest whose content is missing; a run cut short leaves
-/// only complete blobs behind, and the next run skips them.
+/// references to `dst`, then point the target tag at it. Children are copied before
+/// parents, so a destination never holds a manifest whose content is missing; a run cut
+/// short leaves only complete blobs behind, and the next run skips them.
 pub fn copy_manifest<'a>(
-    src: &'a dyn Store,
-    dst: &'a dyn Store,
+    src: &'a dyn ReadStore,
+    dst: &'a dyn WriteStore,
     desc: &'a Descriptor,
     bytes: &'a [u8],
-    tag: Option<&'a str>,
-    cx: &'a mut Cx,
-) -> BoxFuture<'a, anyhow::Result<()>> {
-    copy_manifest_at(src, dst, desc, bytes, tag, false, cx)
-}
-
-/// [`copy_manifest`] when the caller already knows `dst` lacks `tag`.
-pub fn copy_manifest_new_tag<'a>(
-    src: &'a dyn Store,
-    dst: &'a dyn Store,
-    desc: &'a Descriptor,
-    bytes: &'a [u8],
-    tag: &'a str,
-    cx: &'a mut Cx,
-) -> BoxFuture<'a, anyhow::Result<()>> {
-    copy_manifest_at(src, dst, desc, bytes, Some(tag), true, cx)
-}
-
-fn copy_manifest_at<'a>(
-    src: &'a dyn Store,
-    dst: &'a dyn Store,
-    desc: &'a Descriptor,
-    bytes: &'a [u8],
-    tag: Option<&'a str>,
-    tag_absent: bool,
+    target: Target<'a>,
     cx: &'a mut Cx,
 ) -> BoxFuture<'a, anyhow::Result<()>> {
     async move {
+        let tag = target.tag();
         // With a tag, one HEAD by tag settles a re-run; a tag known to be missing is not
         // asked for, nor is the digest (content left by a cut-short run is then found blob
         // by blob below).
-        let known_absent = tag_absent || tag.is_some_and(|t| !may_have(&cx.dst_tags, t));
+        let known_absent =
+            matches!(target, Target::NewTag(_)) || tag.is_some_and(|t| !may_have(&cx.dst_tags, t));
         if let (Some(t), false) = (tag, known_absent) {
-            match dst.resolve(t).await {
-                Ok(d) if d.digest == desc.digest => {
+            if let Some(d) = dst.resolve(t).await.found()? {
+                if d.digest == desc.digest {
                     cx.stats.manifests_skipped += 1;
                     return Ok(());
                 }
-                Ok(_) => {}
-                Err(e) if kind_of(&e) == Kind::NotFound => {}
-                Err(e) => return Err(e),
             }
         }
         let present = !known_absent && dst.manifest_exists(&desc.digest).await?;
-        if !present {
-            if oci::is_index(&desc.media_type) {
-                let idx: Index = serde_json::from_slice(bytes)?;
-                let mut seen = HashSet::new();
-                for child in &idx.manifests {
-                    if !seen.insert(child.digest.clone()) {
-                        continue;
-                    }
-                    let (cb, cd) = src.fetch_manifest(&child.digest).await?;
-                    let cd = Descriptor {
-                        media_type: child.media_type.clone(),
-                        ..cd
-                    };
-                    copy_manifest(src, dst, &cd, &cb, None, cx).await?;
-                }
-            } else {
-                let m: Manifest = serde_json::from_slice(bytes)?;
-                copy_blob(src, dst, &m.config, cx).await?;
-                for l in &m.layers {
-                    copy_blob(src, dst, l, cx).await?;
-                }
-            }
-            cx.stats.manifests_copied += 1;
-        } else {
+        if present {
             cx.stats.manifests_skipped += 1;
+        } else {
+            copy_children(src, dst, desc, bytes, cx).await?;
+            cx.stats.manifests_copied += 1;
         }
         // One PUT: by tag when there is one (the registry stores it by digest as well).
         if !cx.dry_run && (!present || tag.is_some()) {
@@ -193,11 +170,68 @@ fn copy_manifest_at<'a>(
     .boxed()
 }
 
+/// What a manifest references: an index's manifests, or an image's config and layers.
+async fn copy_children(
+    src: &dyn ReadStore,
+    dst: &dyn WriteStore,
+    desc: &Descriptor,
+    bytes: &[u8],
+    cx: &mut Cx,
+) -> anyhow::Result<()> {
+    if oci::is_index(&desc.media_type) {
+        let idx: Index = serde_json::from_slice(bytes)?;
+        let mut seen = HashSet::new();
+        for child in &idx.manifests {
+            if !seen.insert(child.digest.clone()) {
+                continue;
+            }
+            let (cb, cd) = src.fetch_manifest(&child.digest).await?;
+            let cd = Descriptor {
+                media_type: child.media_type.clone(),
+                ..cd
+            };
+            copy_manifest(src, dst, &cd, &cb, Target::Untagged, cx).await?;
+        }
+    } else {
+        let m: Manifest = serde_json::from_slice(bytes)?;
+        copy_blob(src, dst, &m.config, cx).await?;
+        for l in &m.layers {
+            copy_blob(src, dst, l, cx).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Called around each artifact a [`run`] copies.
+#[async_trait::async_trait]
+pub trait Hooks: Send + Sync {
+    /// Before anything of the artifact is copied: an error refuses it, and nothing of it
+    /// reaches the destination.
+    async fn pre_copy(&self, _src: &dyn ReadStore, _desc: &Descriptor) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    /// After the artifact and its tag are at the destination (or found there already).
+    async fn post_copy(
+        &self,
+        _src: &dyn ReadStore,
+        _dst: &dyn WriteStore,
+        _desc: &Descriptor,
+        _cx: &mut Cx,
+    ) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
+/// Copy with no hooks.
+pub struct NoHooks;
+impl Hooks for NoHooks {}
+
 /// One artifact to copy: `reference` (tag or digest) in `src`, to `dst` under `tag`.
 pub struct Job {
-    pub src: Arc<dyn Store>,
+    pub src: Arc<dyn ReadStore>,
     pub reference: String,
-    pub dst: Arc<dyn Store>,
+    pub dst: Arc<dyn WriteStore>,
     pub tag: Option<String>,
     /// Complete tag lists of both repositories, when known (see [`Cx`]).
     pub src_tags: Option<Arc<HashSet<String>>>,
@@ -223,15 +257,6 @@ fn join_ref(store: &str, reference: &str) -> String {
     } else {
         format!("{store}:{reference}")
     }
-}
-
-#[derive(Default, Clone)]
-pub struct Options {
-    /// Carry `.sig`/`.att` manifests and referrers along (merging at the destination).
-    pub signatures: bool,
-    /// `--signed-only`: copy nothing of an artifact that does not verify under this policy.
-    pub policy: Option<Arc<Policy>>,
-    pub dry_run: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -260,74 +285,53 @@ pub struct Outcome {
     pub stats: Stats,
 }
 
-/// Copy one artifact, resolving its reference once: verify it first under `--signed-only`,
-/// then the artifact by digest, then (unless told not to) its signatures. The digest is
-/// returned even when a later step fails, so a failure can say which artifact it was.
+/// Copy one artifact, resolving its reference once: the pre-copy hook, the artifact by
+/// digest, the post-copy hook. The digest is returned even when a later step fails, so a
+/// failure can say which artifact it was.
 pub async fn copy_artifact(
     job: &Job,
-    opts: &Options,
+    hooks: &dyn Hooks,
     cx: &mut Cx,
 ) -> (Option<String>, anyhow::Result<()>) {
     let (bytes, desc) = match job.src.fetch_manifest(&job.reference).await {
         Ok(v) => v,
-        Err(e) => return (None, Err(e)),
+        Err(e) => return (None, Err(e.into())),
     };
     let digest = Some(desc.digest.clone());
     let res = async {
-        if let Some(policy) = &opts.policy {
-            crate::oci::attach::verify(job.src.as_ref(), &desc.digest, policy)
-                .await
-                .map_err(|e| {
-                    let k = kind_of(&e);
-                    crate::error::fail(
-                        k,
-                        format!(
-                            "--signed-only: not copying {}@{}: {e:#}",
-                            job.src.describe(),
-                            desc.digest
-                        ),
-                    )
-                })?;
-        }
         let (src, dst) = (job.src.as_ref(), job.dst.as_ref());
-        copy_manifest(src, dst, &desc, &bytes, job.tag.as_deref(), cx).await?;
-        if opts.signatures {
-            crate::oci::attach::copy_signatures(src, dst, &desc.digest, cx).await?;
-        }
-        Ok(())
+        hooks.pre_copy(src, &desc).await?;
+        let target = match &job.tag {
+            Some(t) => Target::Tag(t),
+            None => Target::Untagged,
+        };
+        copy_manifest(src, dst, &desc, &bytes, target, cx).await?;
+        hooks.post_copy(src, dst, &desc, cx).await
     }
     .await;
     (digest, res)
 }
 
 /// Run `jobs`, at most `concurrency` at a time, reporting each as it ends. Outcomes come
-/// back in job order; one failure does not stop the others.
-pub async fn run(jobs: &[Job], opts: &Options, concurrency: usize) -> Vec<Outcome> {
+/// back in job order; one failure does not stop the others. `dry_run`: every existence
+/// check runs, nothing is written, and the counts say what would move.
+pub async fn run(
+    jobs: &[Job],
+    hooks: &dyn Hooks,
+    dry_run: bool,
+    concurrency: usize,
+) -> Vec<Outcome> {
     let flights = &Arc::new(Flights::default());
     futures_util::stream::iter(jobs.iter().map(|job| async move {
         let mut cx = Cx {
-            dry_run: opts.dry_run,
+            dry_run,
             flights: flights.clone(),
             src_tags: job.src_tags.clone(),
             dst_tags: job.dst_tags.clone(),
             ..Cx::default()
         };
-        let (digest, res) = copy_artifact(job, opts, &mut cx).await;
-        let (status, error, kind) = match res {
-            Err(e) => (Status::Failed, Some(format!("{e:#}")), kind_of(&e)),
-            Ok(()) if opts.dry_run && cx.stats.moved() => (Status::WouldCopy, None, Kind::Other),
-            Ok(()) if cx.stats.moved() => (Status::Copied, None, Kind::Other),
-            Ok(()) => (Status::Skipped, None, Kind::Other),
-        };
-        let o = Outcome {
-            source: job.source(),
-            destination: job.destination(),
-            digest,
-            status,
-            error,
-            kind,
-            stats: cx.stats,
-        };
+        let (digest, res) = copy_artifact(job, hooks, &mut cx).await;
+        let o = outcome(job, digest, res, dry_run, cx.stats);
         crate::progress::tick(match &o.error {
             Some(e) => format!("failed   {} -> {}: {e}", o.source, o.destination),
             None => format!(
@@ -344,6 +348,30 @@ pub async fn run(jobs: &[Job], opts: &Options, concurrency: usize) -> Vec<Outcom
     .buffered(concurrency.max(1))
     .collect()
     .await
+}
+
+fn outcome(
+    job: &Job,
+    digest: Option<String>,
+    res: anyhow::Result<()>,
+    dry_run: bool,
+    stats: Stats,
+) -> Outcome {
+    let (status, error, kind) = match res {
+        Err(e) => (Status::Failed, Some(format!("{e:#}")), kind_of(&e)),
+        Ok(()) if dry_run && stats.moved() => (Status::WouldCopy, None, Kind::Other),
+        Ok(()) if stats.moved() => (Status::Copied, None, Kind::Other),
+        Ok(()) => (Status::Skipped, None, Kind::Other),
+    };
+    Outcome {
+        source: job.source(),
+        destination: job.destination(),
+        digest,
+        status,
+        error,
+        kind,
+        stats,
+    }
 }
 
 /// Totals over outcomes, for summaries.
@@ -397,8 +425,8 @@ pub fn failure(outcomes: &[Outcome]) -> Option<anyhow::Error> {
     ))
 }
 
-/// Print a summary table on stderr (stdout stays for `--json` and results).
-pub fn print_summary(outcomes: &[Outcome]) {
+/// A summary table of a run: one line per artifact, totals, then the failures.
+pub fn summary(outcomes: &[Outcome]) -> String {
     let t = totals(outcomes);
     let mut s = format!(
         "{:<10} {:>6} {:>6} {:>12}  {}\n",
@@ -437,7 +465,7 @@ pub fn print_summary(outcomes: &[Outcome]) {
             o.error.as_deref().unwrap_or("")
         ));
     }
-    crate::progress::note(s);
+    s
 }
 
 fn status_word(s: Status) -> &'static str {

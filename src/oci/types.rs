@@ -43,44 +43,6 @@ pub const KIND_IMAGE_INDEX: &str = "dev.cosignproject.cosign/imageIndex";
 pub const KIND_SIGS: &str = "dev.cosignproject.cosign/sigs";
 pub const KIND_ATTS: &str = "dev.cosignproject.cosign/atts";
 
-/// What a tag holds under cosign's naming: `Sig`/`Att` for `sha256-<hex>.sig`/`.att`,
-/// `Referrers` for the `sha256-<hex>` fallback index, `Artifact` for anything else.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TagRole<'a> {
-    Artifact,
-    /// The subject's hex digest is carried along.
-    Sig(&'a str),
-    Att(&'a str),
-    Referrers(&'a str),
-}
-
-pub fn tag_role(tag: &str) -> TagRole<'_> {
-    let Some(rest) = tag.strip_prefix("sha256-") else {
-        return TagRole::Artifact;
-    };
-    let (hex, suffix) = rest.split_at(rest.len().min(64));
-    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return TagRole::Artifact;
-    }
-    match suffix {
-        ".sig" => TagRole::Sig(hex),
-        ".att" => TagRole::Att(hex),
-        "" => TagRole::Referrers(hex),
-        _ => TagRole::Artifact,
-    }
-}
-
-/// The `kind` annotation `cosign save` gives an entry tagged `tag`.
-pub fn cosign_kind(tag: &str, media_type: &str) -> Option<&'static str> {
-    match tag_role(tag) {
-        TagRole::Sig(_) => Some(KIND_SIGS),
-        TagRole::Att(_) => Some(KIND_ATTS),
-        TagRole::Referrers(_) => None,
-        TagRole::Artifact if is_index(media_type) => Some(KIND_IMAGE_INDEX),
-        TagRole::Artifact => Some(KIND_IMAGE),
-    }
-}
-
 /// Manifest media types a registry may serve for the things kplug handles.
 pub const MANIFEST_ACCEPT: &[&str] = &[
     MANIFEST_V1,
@@ -208,19 +170,6 @@ pub fn cosign_config(diff_ids: &[String]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn tag_roles() {
-        let hex = "44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a";
-        assert_eq!(tag_role(&format!("sha256-{hex}.sig")), TagRole::Sig(hex));
-        assert_eq!(tag_role(&format!("sha256-{hex}.att")), TagRole::Att(hex));
-        assert_eq!(tag_role(&format!("sha256-{hex}")), TagRole::Referrers(hex));
-        assert_eq!(tag_role(&format!("sha256-{hex}.sbom")), TagRole::Artifact);
-        assert_eq!(tag_role("sha256-abc.sig"), TagRole::Artifact);
-        assert_eq!(tag_role("0.1.0"), TagRole::Artifact);
-        assert_eq!(cosign_kind("0.1.0", INDEX_V1), Some(KIND_IMAGE_INDEX));
-        assert_eq!(cosign_kind("0.1.0", MANIFEST_V1), Some(KIND_IMAGE));
-    }
 
     #[test]
     fn cosign_config_matches_fixture() {

@@ -1,17 +1,19 @@
-//! What to mirror: the `mirror.yaml` / list-file formats, tag selection (explicit tags,
-//! `--all-tags`, a tag regex, a semver range) and the destination naming rule shared by
-//! `mirror` and `load`.
+//! `mirror`: many artifacts with their signatures. What to mirror (the `mirror.yaml` /
+//! list-file formats), tag selection (explicit tags, `--all-tags`, a tag regex, a semver
+//! range), the plan (jobs) and the run.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
 
+use super::transfer::{Carry, Destinations};
 use crate::error::{fail, Kind};
-use crate::oci;
+use crate::oci::copy::{self, Job, Outcome};
 use crate::oci::reference::{self, Location};
-use crate::oci::store::{self, layout::LayoutStore, Store};
+use crate::oci::store::{self, ReadStore, WriteStore};
+use crate::oci::tagscheme;
 
 /// `mirror.yaml`.
 #[derive(Debug, Default, serde::Deserialize)]
@@ -64,6 +66,18 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// A source given on the command line: nothing but its reference.
+    pub fn source(source: &str) -> Entry {
+        Entry {
+            source: source.to_string(),
+            destination: None,
+            tags: Vec::new(),
+            all_tags: false,
+            tag_regex: None,
+            semver: None,
+        }
+    }
+
     pub fn select(&self) -> Select {
         Select {
             tags: self.tags.clone(),
@@ -87,7 +101,7 @@ impl Spec {
     pub fn from_yaml(path: &Path) -> anyhow::Result<Spec> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading mirror manifest {}", path.display()))?;
-        serde_yml::from_str(&text).map_err(|e| {
+        serde_yaml_ng::from_str(&text).map_err(|e| {
             fail(
                 Kind::Usage,
                 format!(
@@ -170,7 +184,7 @@ impl TagFilter {
         }
         let mut out: Vec<String> = available
             .iter()
-            .filter(|t| oci::tag_role(t) == oci::TagRole::Artifact)
+            .filter(|t| tagscheme::tag_role(t) == tagscheme::TagRole::Artifact)
             .filter(|t| self.regex.as_ref().is_none_or(|r| r.is_match(t)))
             .filter(|t| {
                 self.range
@@ -223,80 +237,165 @@ pub fn parse_range(r: &str) -> anyhow::Result<semver::VersionReq> {
     })
 }
 
-/// Where artifacts go: `REGISTRY[/PREFIX]` (each repository under the prefix) or `oci:DIR`
-/// (each repository a name in one layout). Stores are opened once per repository.
-pub struct Destinations {
-    base: Base,
-    opts: store::Options,
-    open: HashMap<String, Arc<dyn Store>>,
+/// What `mirror` asks for, besides the spec.
+pub struct MirrorOptions {
+    /// Sources besides the spec's: REGISTRY/REPO (tags chosen by `select`) or REGISTRY/REPO:TAG.
+    pub sources: Vec<String>,
+    /// Destination, overriding the spec's.
+    pub to: Option<String>,
+    /// Tag selection for sources that choose none (overrides the spec's defaults).
+    pub select: Select,
+    pub concurrency: Option<usize>,
+    pub dry_run: bool,
+    pub carry: Carry,
+    pub store: store::Options,
 }
 
-enum Base {
-    Registry { registry: String, prefix: String },
-    Layout(LayoutStore),
+/// Every artifact to copy, decided before anything is copied.
+pub struct Plan {
+    pub jobs: Vec<Job>,
+    pub concurrency: usize,
 }
 
-impl Destinations {
-    pub fn new(base: &str, opts: &store::Options) -> anyhow::Result<Destinations> {
-        let base = match reference::parse(base)? {
-            Location::OciDir { path, .. } => Base::Layout(LayoutStore::open(&path, None, true)?),
-            Location::Registry(_) => {
-                let (registry, prefix) = base.split_once('/').unwrap_or((base, ""));
-                if !(registry.contains('.') || registry.contains(':') || registry == "localhost") {
-                    crate::bail_kind!(
-                        Kind::Usage,
-                        "destination {base:?} must start with a registry host (REGISTRY[/PREFIX], e.g. registry.internal:5000/kong) or be oci:DIR"
-                    );
-                }
-                Base::Registry {
-                    registry: registry.to_string(),
-                    prefix: prefix.trim_end_matches('/').to_string(),
-                }
-            }
-            _ => crate::bail_kind!(
-                Kind::Usage,
-                "destination {base:?} must be REGISTRY[/PREFIX] or oci:DIR"
-            ),
-        };
-        Ok(Destinations {
-            base,
-            opts: opts.clone(),
-            open: HashMap::new(),
-        })
-    }
+/// Mirror: plan, then run every job (failures do not stop the others).
+pub async fn mirror(spec: Spec, o: &MirrorOptions) -> anyhow::Result<Vec<Outcome>> {
+    let plan = plan(spec, o).await?;
+    Ok(copy::run(&plan.jobs, &o.carry, o.dry_run, plan.concurrency).await)
+}
 
-    /// The repository `repo` lands in (`None`: the prefix itself).
-    pub fn name_for(&self, repo: Option<&str>) -> anyhow::Result<String> {
-        let prefix = match &self.base {
-            Base::Registry { prefix, .. } => prefix.as_str(),
-            Base::Layout(_) => "",
-        };
-        Ok(match (prefix, repo) {
-            ("", Some(r)) => r.to_string(),
-            (p, Some(r)) => format!("{p}/{r}"),
-            ("", None) => crate::bail_kind!(
-                Kind::Usage,
-                "an artifact has no repository name of its own; give one in the destination (REGISTRY/REPO)"
-            ),
-            (p, None) => p.to_string(),
-        })
+/// Turn the spec and options into jobs: each repository's tags listed once per side (they
+/// pick tags, and say which signature tags exist so absent ones are never asked for).
+pub async fn plan(mut spec: Spec, o: &MirrorOptions) -> anyhow::Result<Plan> {
+    spec.repositories
+        .extend(o.sources.iter().map(|s| Entry::source(s)));
+    if spec.repositories.is_empty() {
+        crate::bail_kind!(
+            Kind::Usage,
+            "nothing to mirror: give --manifest mirror.yaml, --list FILE or sources"
+        );
     }
-
-    /// Open (once) the store for destination repository `name`.
-    pub async fn store(&mut self, name: &str) -> anyhow::Result<Arc<dyn Store>> {
-        if let Some(s) = self.open.get(name) {
-            return Ok(s.clone());
+    let default_select = match o.select.is_empty() {
+        true => spec.select(),
+        false => o.select.clone(),
+    };
+    let Some(base) = o.to.clone().or(spec.destination.clone()) else {
+        crate::bail_kind!(
+            Kind::Usage,
+            "no destination: give --to REGISTRY[/PREFIX] (or oci:DIR), or `destination:` in the manifest"
+        );
+    };
+    let mut dst = Destinations::new(&base, &o.store)?;
+    let mut dst_lists: HashMap<String, Option<Arc<HashSet<String>>>> = HashMap::new();
+    let mut jobs = Vec::new();
+    for e in &spec.repositories {
+        let loc = reference::parse(&e.source)?;
+        let src: Arc<dyn ReadStore> = Arc::from(store::open(&loc, &o.store).await?);
+        let dst_store = destination_for(e, &loc, &mut dst, &o.store).await?;
+        let src_listing = src.list_tags().await;
+        let src_list = tag_hint(&src_listing, src.as_ref());
+        let key = dst_store.describe();
+        if !dst_lists.contains_key(&key) {
+            let l = tag_hint(&dst_store.list_tags().await, dst_store.as_ref());
+            dst_lists.insert(key.clone(), l);
         }
-        let s: Arc<dyn Store> = match &self.base {
-            Base::Layout(l) => Arc::new(l.with_name(Some(name.to_string()))),
-            Base::Registry { registry, .. } => {
-                let r = reference::parse_registry(&format!("{registry}/{name}"))?;
-                Arc::from(store::open(&Location::Registry(r), &self.opts, true).await?)
-            }
+        let sel = match e.select().is_empty() {
+            true => default_select.clone(),
+            false => e.select(),
         };
-        self.open.insert(name.to_string(), s.clone());
-        Ok(s)
+        for (reference, tag) in picks(e, &loc, &sel, src_listing)? {
+            jobs.push(Job {
+                src: src.clone(),
+                reference,
+                dst: dst_store.clone(),
+                tag,
+                src_tags: src_list.clone(),
+                dst_tags: dst_lists[&key].clone(),
+            });
+        }
     }
+    let concurrency = o.concurrency.or(spec.concurrency).unwrap_or(4);
+    Ok(Plan { jobs, concurrency })
+}
+
+/// The store an entry lands in: its own full destination, a repository under the base,
+/// or its source repository's path under the base.
+async fn destination_for(
+    e: &Entry,
+    loc: &Location,
+    dst: &mut Destinations,
+    opts: &store::Options,
+) -> anyhow::Result<Arc<dyn WriteStore>> {
+    match &e.destination {
+        Some(d) if looks_like_registry(d) => Ok(Arc::from(
+            store::open_writable(&reference::parse(d)?, opts).await?,
+        )),
+        Some(d) => dst.store(&dst.name_for(Some(d))?).await,
+        None => {
+            let name = dst.name_for(Some(&crate::oci::bundle::repo_path(loc)?))?;
+            dst.store(&name).await
+        }
+    }
+}
+
+/// `(reference, destination tag)` pairs for an entry: its pinned digest or tag, or the
+/// tags of the source listing that the selection picks.
+fn picks(
+    e: &Entry,
+    loc: &Location,
+    sel: &Select,
+    listing: store::Result<Vec<String>>,
+) -> anyhow::Result<Vec<(String, Option<String>)>> {
+    if let Some(d) = loc.digest() {
+        return Ok(vec![(d.to_string(), loc.tag().map(str::to_string))]);
+    }
+    if let Some(t) = loc.tag() {
+        return Ok(vec![(t.to_string(), Some(t.to_string()))]);
+    }
+    if sel.is_empty() {
+        crate::bail_kind!(
+            Kind::Usage,
+            "{}: say which tags to mirror (tags:, all-tags:, tag-regex: or semver: in the manifest; or --all-tags, --tag-regex, --semver), or give REPO:TAG",
+            e.source
+        );
+    }
+    let available: Vec<String> = match (listing, sel.tags.is_empty()) {
+        (Ok(v), true) => v,
+        (Err(e), true) if !e.is_not_found() => return Err(e.into()),
+        _ => Vec::new(),
+    };
+    let chosen = TagFilter::new(sel)?.select(&available);
+    if chosen.is_empty() {
+        crate::progress::note(format!(
+            "warning: no tag of {} matches; {} tag(s) there",
+            e.source,
+            available.len()
+        ));
+    }
+    Ok(chosen.into_iter().map(|t| (t.clone(), Some(t))).collect())
+}
+
+/// A repository's tag listing as a hint for the copy: the complete list, empty when the
+/// repository does not exist yet, `None` when the store would not say (then every tag is
+/// asked for).
+fn tag_hint(
+    listing: &store::Result<Vec<String>>,
+    st: &dyn ReadStore,
+) -> Option<Arc<HashSet<String>>> {
+    match listing {
+        Ok(v) => Some(Arc::new(v.iter().cloned().collect())),
+        Err(e) if e.is_not_found() => Some(Arc::default()),
+        Err(e) => {
+            tracing::debug!("listing tags of {}: {e}; asking tag by tag", st.describe());
+            None
+        }
+    }
+}
+
+/// `host[:port]/…` (a full reference) rather than a repository path under the prefix.
+fn looks_like_registry(d: &str) -> bool {
+    d.starts_with("oci:")
+        || d.split_once('/')
+            .is_some_and(|(h, _)| h.contains('.') || h.contains(':') || h == "localhost")
 }
 
 #[cfg(test)]

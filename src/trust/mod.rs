@@ -14,7 +14,7 @@ pub use keys::{
     decrypt_private_key, encrypt_private_key, generate_key_pair, import_private_key, read_password,
     PublicKey, SigningKey,
 };
-pub use payload::{signature_tag, simple_signing_payload, SIMPLE_SIGNING_TYPE};
+pub use payload::{simple_signing_payload, SIMPLE_SIGNING_TYPE};
 pub use rekor::verify_rekor_set;
 pub use sigmanifest::{append_signature, Append, NewSignature};
 pub use verify::{verify_signature_manifest, Policy, Verified};

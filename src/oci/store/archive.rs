@@ -14,8 +14,8 @@ use anyhow::Context;
 use async_trait::async_trait;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
-use super::{Reader, Store, Writer};
-use crate::error::{fail, Kind};
+use super::{ReadStore, Result, Writer};
+use crate::error::{fail, Kind, StoreError};
 use crate::oci::{self, Descriptor, Index, Manifest};
 
 /// Metadata files (index.json, manifest.json, configs) larger than this are refused.
@@ -306,7 +306,7 @@ impl ArchiveStore {
 }
 
 #[async_trait]
-impl Store for ArchiveStore {
+impl ReadStore for ArchiveStore {
     fn describe(&self) -> String {
         match &self.flavor {
             Flavor::Oci { name: Some(n), .. } => format!("oci-archive:{}:{n}", self.path.display()),
@@ -315,21 +315,18 @@ impl Store for ArchiveStore {
         }
     }
 
-    async fn resolve(&self, tag: &str) -> anyhow::Result<Descriptor> {
+    async fn resolve(&self, tag: &str) -> Result<Descriptor> {
         match &self.flavor {
             Flavor::Oci { index, name } => super::find_in_index(index, name.as_deref(), tag)
                 .ok_or_else(|| {
-                    fail(
-                        Kind::NotFound,
-                        format!("tag {tag:?} not found in {}", self.describe()),
-                    )
+                    StoreError::NotFound(format!("tag {tag:?} not found in {}", self.describe()))
                 }),
             // A crane tarball holds one image; any tag names it.
             Flavor::Docker { manifest, .. } => Ok(super::manifest_descriptor(manifest, None)),
         }
     }
 
-    async fn fetch_manifest(&self, reference: &str) -> anyhow::Result<(Vec<u8>, Descriptor)> {
+    async fn fetch_manifest(&self, reference: &str) -> Result<(Vec<u8>, Descriptor)> {
         if let Flavor::Docker { manifest, .. } = &self.flavor {
             let d = super::manifest_descriptor(manifest, None);
             if reference.starts_with("sha256:") && reference != d.digest {
@@ -358,22 +355,23 @@ impl Store for ArchiveStore {
         Ok((bytes, d))
     }
 
-    async fn manifest_exists(&self, digest: &str) -> anyhow::Result<bool> {
+    async fn manifest_exists(&self, digest: &str) -> Result<bool> {
         Ok(match &self.flavor {
             Flavor::Docker { manifest, .. } => crate::digest::sha256(manifest) == digest,
             Flavor::Oci { .. } => self.by_digest.contains_key(digest),
         })
     }
 
-    async fn blob_exists(&self, digest: &str) -> anyhow::Result<bool> {
+    async fn blob_exists(&self, digest: &str) -> Result<bool> {
         Ok(self.by_digest.contains_key(digest))
     }
 
-    async fn fetch_blob(&self, desc: &Descriptor, sink: Writer<'_>) -> anyhow::Result<()> {
+    async fn fetch_blob(&self, desc: &Descriptor, sink: Writer<'_>) -> Result<()> {
         let name = self.entry_for(&desc.digest)?;
         let (off, size) = self.entries[name];
-        let mut f = tokio::fs::File::open(&self.path).await?;
-        f.seek(std::io::SeekFrom::Start(off)).await?;
+        let io = |e| StoreError::Transport(format!("reading {}: {e}", self.path.display()));
+        let mut f = tokio::fs::File::open(&self.path).await.map_err(io)?;
+        f.seek(std::io::SeekFrom::Start(off)).await.map_err(io)?;
         super::copy_hashed(
             f.take(size),
             sink,
@@ -383,15 +381,7 @@ impl Store for ArchiveStore {
         .await
     }
 
-    async fn push_blob(&self, _desc: &Descriptor, _src: Reader) -> anyhow::Result<()> {
-        crate::bail_kind!(Kind::Usage, "{} is read-only", self.describe())
-    }
-
-    async fn push_manifest(&self, _b: &[u8], _m: &str, _t: Option<&str>) -> anyhow::Result<String> {
-        crate::bail_kind!(Kind::Usage, "{} is read-only", self.describe())
-    }
-
-    async fn list_tags(&self) -> anyhow::Result<Vec<String>> {
+    async fn list_tags(&self) -> Result<Vec<String>> {
         Ok(match &self.flavor {
             Flavor::Docker { tag, .. } => tag.iter().cloned().collect(),
             Flavor::Oci { index, name } => {

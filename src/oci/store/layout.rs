@@ -9,11 +9,10 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use async_trait::async_trait;
-use tokio::io::AsyncWriteExt;
 
-use super::{Reader, Store, Writer};
-use crate::digest::{hex_of, Hasher};
-use crate::error::Kind;
+use super::{ReadStore, Reader, Result, WriteStore, Writer};
+use crate::digest::hex_of;
+use crate::error::{Kind, StoreError};
 use crate::oci::{self, Descriptor, Index};
 
 const LAYOUT_FILE: &str = r#"{"imageLayoutVersion":"1.0.0"}"#;
@@ -116,7 +115,7 @@ impl LayoutStore {
 }
 
 #[async_trait]
-impl Store for LayoutStore {
+impl ReadStore for LayoutStore {
     fn describe(&self) -> String {
         match &self.name {
             Some(n) => format!("oci:{}:{n}", self.root.display()),
@@ -124,20 +123,17 @@ impl Store for LayoutStore {
         }
     }
 
-    async fn resolve(&self, tag: &str) -> anyhow::Result<Descriptor> {
+    async fn resolve(&self, tag: &str) -> Result<Descriptor> {
         super::find_in_index(&self.read_index()?, self.name.as_deref(), tag).ok_or_else(|| {
-            crate::error::fail(
-                Kind::NotFound,
-                format!(
-                    "tag {:?} not found in {}; `kplug list-tags` shows what is there",
-                    self.ref_name(tag),
-                    self.root.display()
-                ),
-            )
+            StoreError::NotFound(format!(
+                "tag {:?} not found in {}; `kplug list-tags` shows what is there",
+                self.ref_name(tag),
+                self.root.display()
+            ))
         })
     }
 
-    async fn fetch_manifest(&self, reference: &str) -> anyhow::Result<(Vec<u8>, Descriptor)> {
+    async fn fetch_manifest(&self, reference: &str) -> Result<(Vec<u8>, Descriptor)> {
         let (digest, mt) = if reference.starts_with("sha256:") {
             (reference.to_string(), None)
         } else {
@@ -147,70 +143,70 @@ impl Store for LayoutStore {
         let bytes = self.read_blob_file(&digest)?;
         let desc = super::manifest_descriptor(&bytes, mt.as_deref());
         if desc.digest != digest {
-            crate::bail_kind!(
-                Kind::Integrity,
+            return Err(StoreError::Integrity(format!(
                 "manifest {digest} in {} is corrupt: its content hashes to {}",
                 self.root.display(),
                 desc.digest
-            );
+            )));
         }
         Ok((bytes, desc))
     }
 
-    async fn manifest_exists(&self, digest: &str) -> anyhow::Result<bool> {
+    async fn manifest_exists(&self, digest: &str) -> Result<bool> {
         Ok(self.blob_path(digest)?.exists())
     }
 
-    async fn blob_exists(&self, digest: &str) -> anyhow::Result<bool> {
+    async fn blob_exists(&self, digest: &str) -> Result<bool> {
         Ok(self.blob_path(digest)?.exists())
     }
 
-    async fn fetch_blob(&self, desc: &Descriptor, sink: Writer<'_>) -> anyhow::Result<()> {
+    async fn fetch_blob(&self, desc: &Descriptor, sink: Writer<'_>) -> Result<()> {
         let p = self.blob_path(&desc.digest)?;
-        let f = match tokio::fs::File::open(&p).await {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => crate::bail_kind!(
-                Kind::NotFound,
-                "blob {} not found in {}",
-                desc.digest,
-                self.describe()
-            ),
-            Err(e) => return Err(e).with_context(|| format!("opening {}", p.display())),
-        };
-        super::copy_hashed(
-            f,
-            sink,
-            desc,
-            &format!("blob {} in {}", desc.digest, self.root.display()),
-        )
-        .await
+        let f = tokio::fs::File::open(&p)
+            .await
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => StoreError::NotFound(format!(
+                    "blob {} not found in {}",
+                    desc.digest,
+                    self.describe()
+                )),
+                _ => StoreError::Transport(format!("opening {}: {e}", p.display())),
+            })?;
+        let what = format!("blob {} in {}", desc.digest, self.root.display());
+        super::copy_hashed(f, sink, desc, &what).await
     }
 
-    async fn push_blob(&self, desc: &Descriptor, mut src: Reader) -> anyhow::Result<()> {
-        use tokio::io::AsyncReadExt;
+    async fn list_tags(&self) -> Result<Vec<String>> {
+        let idx = self.read_index()?;
+        let mut tags: Vec<String> = idx
+            .manifests
+            .iter()
+            .filter_map(|m| m.annotations.get(oci::ANN_REF_NAME))
+            .filter_map(|rn| match &self.name {
+                Some(n) => rn.strip_prefix(&format!("{n}:")).map(str::to_string),
+                None if !rn.contains(':') => Some(rn.clone()),
+                None => None,
+            })
+            .collect();
+        tags.sort();
+        tags.dedup();
+        Ok(tags)
+    }
+}
+
+#[async_trait]
+impl WriteStore for LayoutStore {
+    async fn push_blob(&self, desc: &Descriptor, src: Reader) -> Result<()> {
         let dst = self.blob_path(&desc.digest)?;
-        let dir = dst.parent().expect("blob path has a parent").to_path_buf();
-        tokio::fs::create_dir_all(&dir).await?;
-        let tmp = tempfile::NamedTempFile::new_in(&dir)?;
+        let dir = crate::tree::parent_dir(&dst).to_path_buf();
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| StoreError::Transport(format!("creating {}: {e}", dir.display())))?;
+        let tmp = crate::tree::AtomicFile::create(&dst, crate::tree::USER_MODE)?;
         let mut f = tokio::fs::File::from_std(tmp.reopen()?);
-        let mut h = Hasher::new();
-        let mut buf = vec![0u8; 256 * 1024];
-        loop {
-            let n = src.read(&mut buf).await?;
-            if n == 0 {
-                break;
-            }
-            h.update(&buf[..n]);
-            f.write_all(&buf[..n]).await?;
-        }
-        f.sync_all().await?;
+        let what = format!("blob {} written to {}", desc.digest, self.root.display());
+        super::copy_hashed(src, &mut f, desc, &what).await?;
         drop(f);
-        h.check(
-            &desc.digest,
-            Some(desc.size),
-            &format!("blob written to {}", self.root.display()),
-        )?;
-        tmp.persist(&dst)?;
+        tmp.commit()?;
         Ok(())
     }
 
@@ -219,7 +215,7 @@ impl Store for LayoutStore {
         bytes: &[u8],
         media_type: &str,
         tag: Option<&str>,
-    ) -> anyhow::Result<String> {
+    ) -> Result<String> {
         let desc = super::manifest_descriptor(bytes, Some(media_type));
         let p = self.blob_path(&desc.digest)?;
         if !p.exists() {
@@ -231,7 +227,7 @@ impl Store for LayoutStore {
                 .annotations
                 .insert(oci::ANN_REF_NAME.to_string(), self.ref_name(t));
             // Written the way `cosign save` marks entries, so `cosign load --dir` reads it.
-            if let Some(k) = oci::cosign_kind(t, media_type) {
+            if let Some(k) = crate::oci::tagscheme::cosign_kind(t, media_type) {
                 entry
                     .annotations
                     .insert(oci::ANN_KIND.to_string(), k.to_string());
@@ -258,22 +254,5 @@ impl Store for LayoutStore {
         }
         self.write_index(&idx)?;
         Ok(desc.digest)
-    }
-
-    async fn list_tags(&self) -> anyhow::Result<Vec<String>> {
-        let idx = self.read_index()?;
-        let mut tags: Vec<String> = idx
-            .manifests
-            .iter()
-            .filter_map(|m| m.annotations.get(oci::ANN_REF_NAME))
-            .filter_map(|rn| match &self.name {
-                Some(n) => rn.strip_prefix(&format!("{n}:")).map(str::to_string),
-                None if !rn.contains(':') => Some(rn.clone()),
-                None => None,
-            })
-            .collect();
-        tags.sort();
-        tags.dedup();
-        Ok(tags)
     }
 }

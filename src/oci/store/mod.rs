@@ -18,37 +18,55 @@ use async_trait::async_trait;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use crate::digest::Hasher;
-use crate::error::Kind;
+use crate::error::{Kind, StoreError};
 use crate::oci::reference::Location;
 use crate::oci::{self, Descriptor};
 
 pub type Reader = Box<dyn AsyncRead + Send + Unpin>;
 pub type Writer<'a> = &'a mut (dyn AsyncWrite + Send + Unpin);
+pub type Result<T> = std::result::Result<T, StoreError>;
 
+/// The read side of a store: what `pull`, `verify`, `install` and copy sources use.
+///
+/// Contract: an absent tag, manifest, blob or repository is [`StoreError::NotFound`] and
+/// nothing else (see [`Found`]); content that does not match its digest or declared size
+/// is [`StoreError::Integrity`], detected while streaming and before a caller commits it.
 #[async_trait]
-pub trait Store: Send + Sync {
+pub trait ReadStore: Send + Sync {
     /// Human-readable name for messages (`127.0.0.1:5000/repo`, `oci:./store:hello`).
     fn describe(&self) -> String;
 
     /// Tag → descriptor of the manifest it points at.
-    async fn resolve(&self, tag: &str) -> anyhow::Result<Descriptor>;
+    async fn resolve(&self, tag: &str) -> Result<Descriptor>;
 
     /// Manifest bytes by tag or digest. The returned descriptor's digest is the sha256 of
     /// the bytes, checked against the digest when one was asked for.
-    async fn fetch_manifest(&self, reference: &str) -> anyhow::Result<(Vec<u8>, Descriptor)>;
+    async fn fetch_manifest(&self, reference: &str) -> Result<(Vec<u8>, Descriptor)>;
 
     /// Does a manifest exist under this digest? (HEAD; cheap.)
-    async fn manifest_exists(&self, digest: &str) -> anyhow::Result<bool>;
+    async fn manifest_exists(&self, digest: &str) -> Result<bool>;
 
-    async fn blob_exists(&self, digest: &str) -> anyhow::Result<bool>;
+    async fn blob_exists(&self, digest: &str) -> Result<bool>;
 
-    /// Stream a blob into `sink`, hashing on the way; errors (kind `Integrity`) when the
-    /// content does not match `desc`. Callers that write files write to a temp file and
-    /// commit only on `Ok` (see [`fetch_blob_to_file`]).
-    async fn fetch_blob(&self, desc: &Descriptor, sink: Writer<'_>) -> anyhow::Result<()>;
+    /// Stream a blob into `sink`, hashing on the way; `Integrity` when the content does not
+    /// match `desc` (reading stops as soon as it is longer). Callers that write files write
+    /// to a temp file and commit only on `Ok` (see [`fetch_blob_to_file`]).
+    async fn fetch_blob(&self, desc: &Descriptor, sink: Writer<'_>) -> Result<()>;
 
+    async fn list_tags(&self) -> Result<Vec<String>>;
+
+    /// For same-registry mounts: `Some((host, repository))` for remote stores.
+    fn registry_repo(&self) -> Option<(String, String)> {
+        None
+    }
+}
+
+/// The write side: registries and OCI layouts. Archives are read-only, so writing to one
+/// does not compile.
+#[async_trait]
+pub trait WriteStore: ReadStore {
     /// Stream a blob in. `desc` carries the digest and size the content must have.
-    async fn push_blob(&self, desc: &Descriptor, src: Reader) -> anyhow::Result<()>;
+    async fn push_blob(&self, desc: &Descriptor, src: Reader) -> Result<()>;
 
     /// Store a manifest and point `tag` at it (or leave it untagged). Returns its digest.
     async fn push_manifest(
@@ -56,19 +74,28 @@ pub trait Store: Send + Sync {
         bytes: &[u8],
         media_type: &str,
         tag: Option<&str>,
-    ) -> anyhow::Result<String>;
-
-    async fn list_tags(&self) -> anyhow::Result<Vec<String>>;
+    ) -> Result<String>;
 
     /// Ask the store to make a blob from another repository of the same registry
     /// available without an upload. `Ok(false)` means "upload instead".
-    async fn mount_blob(&self, _digest: &str, _from: &dyn Store) -> anyhow::Result<bool> {
+    async fn mount_blob(&self, _digest: &str, _from: &dyn ReadStore) -> Result<bool> {
         Ok(false)
     }
+}
 
-    /// For same-registry mounts: `Some((host, repository))` for remote stores.
-    fn registry_repo(&self) -> Option<(String, String)> {
-        None
+/// "Absent" as a value: `store.fetch_manifest(tag).await.found()?` is `None` when the
+/// store says [`StoreError::NotFound`], and any other error stays an error.
+pub trait Found<T> {
+    fn found(self) -> Result<Option<T>>;
+}
+
+impl<T> Found<T> for Result<T> {
+    fn found(self) -> Result<Option<T>> {
+        match self {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 }
 
@@ -80,43 +107,49 @@ pub struct Options {
     pub ca_files: Vec<std::path::PathBuf>,
 }
 
-/// Open the store a location lives in. `writable` creates local stores as needed.
-pub async fn open(
+/// Open the store a location lives in, for reading.
+pub async fn open(loc: &Location, opts: &Options) -> anyhow::Result<Box<dyn ReadStore>> {
+    Ok(match loc {
+        Location::OciArchive { path, name, .. } => {
+            Box::new(archive::ArchiveStore::open_oci(path, name.clone())?)
+        }
+        Location::DockerArchive { path } => Box::new(archive::ArchiveStore::open_docker(path)?),
+        _ => open_writable_inner(loc, opts, false).await?,
+    })
+}
+
+/// Open the store a location lives in, for writing (local layouts are created as needed).
+/// Archives are read-only: asking to write one is a usage error naming what to do.
+pub async fn open_writable(loc: &Location, opts: &Options) -> anyhow::Result<Box<dyn WriteStore>> {
+    open_writable_inner(loc, opts, true).await
+}
+
+async fn open_writable_inner(
     loc: &Location,
     opts: &Options,
-    writable: bool,
-) -> anyhow::Result<Box<dyn Store>> {
+    create: bool,
+) -> anyhow::Result<Box<dyn WriteStore>> {
     Ok(match loc {
         Location::Registry(r) => Box::new(remote::RemoteStore::new(r, opts).await?),
         Location::OciDir { path, name, .. } => {
-            Box::new(layout::LayoutStore::open(path, name.clone(), writable)?)
+            Box::new(layout::LayoutStore::open(path, name.clone(), create)?)
         }
-        Location::OciArchive { path, name, .. } => {
-            if writable {
-                crate::bail_kind!(
-                    Kind::Usage,
-                    "oci-archive:{} is read-only here; write to oci:DIR first, or use `kplug save`",
-                    path.display()
-                );
-            }
-            Box::new(archive::ArchiveStore::open_oci(path, name.clone())?)
-        }
-        Location::DockerArchive { path } => {
-            if writable {
-                crate::bail_kind!(
-                    Kind::Usage,
-                    "docker-archive:{} is read-only: kplug reads crane/skopeo tarballs but writes oci: layouts",
-                    path.display()
-                );
-            }
-            Box::new(archive::ArchiveStore::open_docker(path)?)
-        }
+        Location::OciArchive { path, .. } => crate::bail_kind!(
+            Kind::Usage,
+            "oci-archive:{} is read-only here; write to oci:DIR first, or use `kplug save`",
+            path.display()
+        ),
+        Location::DockerArchive { path } => crate::bail_kind!(
+            Kind::Usage,
+            "docker-archive:{} is read-only: kplug reads crane/skopeo tarballs but writes oci: layouts",
+            path.display()
+        ),
     })
 }
 
 /// Resolve what a location points at: its digest when it names one, else its tag
 /// (`latest` when it names neither, as docker does).
-pub async fn resolve(store: &dyn Store, loc: &Location) -> anyhow::Result<Descriptor> {
+pub async fn resolve(store: &dyn ReadStore, loc: &Location) -> Result<Descriptor> {
     if let Some(d) = loc.digest() {
         let (_, desc) = store.fetch_manifest(d).await?;
         return Ok(desc);
@@ -127,9 +160,9 @@ pub async fn resolve(store: &dyn Store, loc: &Location) -> anyhow::Result<Descri
 /// Fetch what a location points at, resolving a tag once: one request by tag or digest
 /// gives both the bytes and (by hashing them) the digest everything later uses.
 pub async fn fetch_resolved(
-    store: &dyn Store,
+    store: &dyn ReadStore,
     loc: &Location,
-) -> anyhow::Result<(Vec<u8>, Descriptor)> {
+) -> Result<(Vec<u8>, Descriptor)> {
     store.fetch_manifest(loc.reference()).await
 }
 
@@ -185,9 +218,10 @@ pub fn find_in_index(idx: &oci::Index, name: Option<&str>, tag: &str) -> Option<
             return Some(strip(d));
         }
     }
-    let kind = match oci::tag_role(tag) {
-        oci::TagRole::Sig(hex) => (oci::KIND_SIGS, hex),
-        oci::TagRole::Att(hex) => (oci::KIND_ATTS, hex),
+    use crate::oci::tagscheme::{tag_role, TagRole};
+    let kind = match tag_role(tag) {
+        TagRole::Sig(hex) => (oci::KIND_SIGS, hex),
+        TagRole::Att(hex) => (oci::KIND_ATTS, hex),
         _ => return None,
     };
     fn kind_of(m: &Descriptor) -> Option<&str> {
@@ -214,44 +248,49 @@ pub fn manifest_descriptor(bytes: &[u8], media_type: Option<&str>) -> Descriptor
     Descriptor::new(&mt, &crate::digest::sha256(bytes), bytes.len() as u64)
 }
 
-/// Copy a reader to a writer, hashing, then check against `desc`.
+/// The one hashing copy loop: copy `src` to `sink`, hashing, stop as soon as more than
+/// `desc.size` bytes arrive, then check digest and size.
 pub async fn copy_hashed(
     mut src: impl AsyncRead + Unpin,
     sink: Writer<'_>,
     desc: &Descriptor,
     what: &str,
-) -> anyhow::Result<()> {
+) -> Result<()> {
     use tokio::io::AsyncReadExt;
     let mut h = Hasher::new();
     let mut buf = vec![0u8; 256 * 1024];
     loop {
-        let n = src.read(&mut buf).await?;
+        let n = src
+            .read(&mut buf)
+            .await
+            .map_err(|e| StoreError::Transport(format!("reading {what}: {e}")))?;
         if n == 0 {
             break;
         }
         h.update(&buf[..n]);
         if h.len() > desc.size {
-            crate::bail_kind!(
-                Kind::Integrity,
+            return Err(StoreError::Integrity(format!(
                 "{what}: more than the {} bytes its descriptor declares",
                 desc.size
-            );
+            )));
         }
-        sink.write_all(&buf[..n]).await?;
+        sink.write_all(&buf[..n])
+            .await
+            .map_err(|e| StoreError::Transport(format!("writing {what}: {e}")))?;
     }
-    sink.flush().await?;
-    h.check(&desc.digest, Some(desc.size), what)
+    sink.flush()
+        .await
+        .map_err(|e| StoreError::Transport(format!("writing {what}: {e}")))?;
+    Ok(h.check(&desc.digest, Some(desc.size), what)?)
 }
 
 /// Fetch a blob to `path` through a temp file beside it: on any error nothing is left.
 pub async fn fetch_blob_to_file(
-    store: &dyn Store,
+    store: &dyn ReadStore,
     desc: &Descriptor,
     path: &Path,
 ) -> anyhow::Result<()> {
-    let dir = crate::tree::parent_dir(path);
-    let tmp = tempfile::NamedTempFile::new_in(dir)
-        .with_context(|| format!("creating a temp file in {}", dir.display()))?;
+    let tmp = crate::tree::AtomicFile::create(path, crate::tree::USER_MODE)?;
     // Buffered: each unbuffered tokio::fs write is a hop to the blocking pool.
     let mut f =
         tokio::io::BufWriter::with_capacity(4 << 20, tokio::fs::File::from_std(tmp.reopen()?));
@@ -265,26 +304,22 @@ pub async fn fetch_blob_to_file(
         b.finish_and_clear();
     }
     f.flush().await?;
-    f.get_ref().sync_all().await?;
     drop(f);
-    tmp.persist(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
+    tmp.commit()
 }
 
-/// Fetch a small blob (config, signature payload) into memory, capped.
+/// Fetch a small blob (config, signature payload) into memory, refused before download
+/// when its descriptor says it is over `cap`.
 pub async fn fetch_blob_bytes(
-    store: &dyn Store,
+    store: &dyn ReadStore,
     desc: &Descriptor,
     cap: u64,
-) -> anyhow::Result<Vec<u8>> {
+) -> Result<Vec<u8>> {
     if desc.size > cap {
-        crate::bail_kind!(
-            Kind::Unsafe,
+        return Err(StoreError::TooLarge(format!(
             "blob {} is {} bytes, more than the {cap} allowed for metadata",
-            desc.digest,
-            desc.size
-        );
+            desc.digest, desc.size
+        )));
     }
     let mut buf = Vec::with_capacity(desc.size as usize);
     store.fetch_blob(desc, &mut buf).await?;
@@ -292,7 +327,11 @@ pub async fn fetch_blob_bytes(
 }
 
 /// Push a file as a blob, unless the store has it already. Returns true if uploaded.
-pub async fn push_file(store: &dyn Store, desc: &Descriptor, path: &Path) -> anyhow::Result<bool> {
+pub async fn push_file(
+    store: &dyn WriteStore,
+    desc: &Descriptor,
+    path: &Path,
+) -> anyhow::Result<bool> {
     if store.blob_exists(&desc.digest).await? {
         return Ok(false);
     }
@@ -305,10 +344,10 @@ pub async fn push_file(store: &dyn Store, desc: &Descriptor, path: &Path) -> any
 
 /// Push in-memory bytes as a blob unless present.
 pub async fn push_bytes(
-    store: &dyn Store,
+    store: &dyn WriteStore,
     media_type: &str,
     bytes: &[u8],
-) -> anyhow::Result<Descriptor> {
+) -> Result<Descriptor> {
     let desc = Descriptor::new(
         media_type,
         &crate::digest::sha256(bytes),
@@ -326,8 +365,8 @@ pub async fn push_bytes(
 /// end of an in-memory pipe while the push reads the other, so memory stays at the pipe's
 /// size whatever the blob's.
 pub async fn transfer_blob(
-    src: &dyn Store,
-    dst: &dyn Store,
+    src: &dyn ReadStore,
+    dst: &dyn WriteStore,
     desc: &Descriptor,
 ) -> anyhow::Result<()> {
     let (mut w, r) = tokio::io::duplex(1 << 20);

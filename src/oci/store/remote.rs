@@ -15,11 +15,9 @@ use oci_client::errors::{OciDistributionError, OciErrorCode};
 use oci_client::manifest::OciDescriptor;
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
-use tokio::io::AsyncWriteExt;
 
-use super::{Options, Reader, Store, Writer};
-use crate::digest::Hasher;
-use crate::error::{fail, Kind};
+use super::{Options, ReadStore, Reader, Result, WriteStore, Writer};
+use crate::error::{fail, Kind, StoreError};
 use crate::oci::reference::RegistryRef;
 use crate::oci::{self, Descriptor};
 
@@ -124,7 +122,7 @@ fn transient(e: &OciDistributionError) -> bool {
 }
 
 /// Give an oci-client error its kind and a message naming what failed and what to do.
-pub fn map_err(e: OciDistributionError, what: &str) -> anyhow::Error {
+pub fn map_err(e: OciDistributionError, what: &str) -> StoreError {
     let code = status_of(&e);
     let kind = match &e {
         OciDistributionError::AuthenticationFailure(_)
@@ -186,7 +184,13 @@ pub fn map_err(e: OciDistributionError, what: &str) -> anyhow::Error {
             src = s.source();
         }
     }
-    fail(kind, format!("{what}: {detail}{hint}"))
+    let msg = format!("{what}: {detail}{hint}");
+    match kind {
+        Kind::Auth => StoreError::Auth(msg),
+        Kind::NotFound => StoreError::NotFound(msg),
+        Kind::Integrity => StoreError::Integrity(msg),
+        _ => StoreError::Transport(msg),
+    }
 }
 
 fn backoff() -> ExponentialBuilder {
@@ -198,7 +202,7 @@ fn backoff() -> ExponentialBuilder {
 }
 
 impl RemoteStore {
-    pub async fn new(r: &RegistryRef, opts: &Options) -> anyhow::Result<Self> {
+    pub async fn new(r: &RegistryRef, opts: &Options) -> Result<Self> {
         let cas = read_ca_files(opts)?;
         let client = client_with(r.host(), opts, &cas)?;
         let auth = crate::oci::auth::credentials_for(&r.registry)?;
@@ -279,16 +283,16 @@ fn oci_desc(d: &Descriptor) -> OciDescriptor {
 }
 
 #[async_trait]
-impl Store for RemoteStore {
+impl ReadStore for RemoteStore {
     fn describe(&self) -> String {
         self.r.repo_name()
     }
 
-    async fn resolve(&self, tag: &str) -> anyhow::Result<Descriptor> {
+    async fn resolve(&self, tag: &str) -> Result<Descriptor> {
         Ok(self.fetch_manifest(tag).await?.1)
     }
 
-    async fn fetch_manifest(&self, reference: &str) -> anyhow::Result<(Vec<u8>, Descriptor)> {
+    async fn fetch_manifest(&self, reference: &str) -> Result<(Vec<u8>, Descriptor)> {
         let r = self.oref(reference);
         let (bytes, _) = (|| {
             self.client
@@ -317,7 +321,7 @@ impl Store for RemoteStore {
         Ok((bytes.to_vec(), desc))
     }
 
-    async fn manifest_exists(&self, digest: &str) -> anyhow::Result<bool> {
+    async fn manifest_exists(&self, digest: &str) -> Result<bool> {
         let r = self.oref(digest);
         match (|| self.client.fetch_manifest_digest(&r, &self.auth))
             .retry(backoff())
@@ -325,18 +329,14 @@ impl Store for RemoteStore {
             .await
         {
             Ok(_) => Ok(true),
-            Err(e) => {
-                let e = map_err(e, &format!("checking {}", self.at(digest)));
-                if crate::error::kind_of(&e) == Kind::NotFound {
-                    Ok(false)
-                } else {
-                    Err(e)
-                }
-            }
+            Err(e) => match map_err(e, &format!("checking {}", self.at(digest))) {
+                e if e.is_not_found() => Ok(false),
+                e => Err(e),
+            },
         }
     }
 
-    async fn blob_exists(&self, digest: &str) -> anyhow::Result<bool> {
+    async fn blob_exists(&self, digest: &str) -> Result<bool> {
         let r = self.repo_ref();
         (|| self.client.blob_exists(&r, digest))
             .retry(backoff())
@@ -345,34 +345,57 @@ impl Store for RemoteStore {
             .map_err(|e| map_err(e, &format!("checking blob {digest} in {}", self.describe())))
     }
 
-    async fn fetch_blob(&self, desc: &Descriptor, sink: Writer<'_>) -> anyhow::Result<()> {
+    async fn fetch_blob(&self, desc: &Descriptor, sink: Writer<'_>) -> Result<()> {
         let r = self.repo_ref();
         let od = oci_desc(desc);
         let what = format!("blob {} from {}", desc.digest, self.describe());
         // Only opening the stream is retried: once bytes went to the sink we cannot rewind it.
-        let mut stream = (|| self.client.pull_blob_stream(&r, &od))
+        let stream = (|| self.client.pull_blob_stream(&r, &od))
             .retry(backoff())
             .when(transient)
             .await
             .map_err(|e| map_err(e, &format!("fetching {what}")))?;
-        let mut h = Hasher::new();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| fail(Kind::Other, format!("reading {what}: {e}")))?;
-            h.update(&chunk);
-            if h.len() > desc.size {
-                crate::bail_kind!(
-                    Kind::Integrity,
-                    "{what}: more than the {} bytes declared",
-                    desc.size
-                );
-            }
-            sink.write_all(&chunk).await?;
-        }
-        sink.flush().await?;
-        h.check(&desc.digest, Some(desc.size), &what)
+        let body = tokio_util::io::StreamReader::new(
+            stream.map(|c| c.map_err(|e| std::io::Error::other(e.to_string()))),
+        );
+        super::copy_hashed(body, sink, desc, &what).await
     }
 
-    async fn push_blob(&self, desc: &Descriptor, src: Reader) -> anyhow::Result<()> {
+    async fn list_tags(&self) -> Result<Vec<String>> {
+        const PAGE: usize = 1000;
+        let r = self.repo_ref();
+        let mut all = Vec::new();
+        let mut last: Option<String> = None;
+        // Registries may cap `n` below what was asked, so only an empty page (or one that
+        // does not move past `last`, from a registry ignoring it) ends the list: callers
+        // rely on a complete list to know which signature tags exist.
+        loop {
+            let page = (|| {
+                self.client
+                    .list_tags(&r, &self.auth, Some(PAGE), last.as_deref())
+            })
+            .retry(backoff())
+            .when(transient)
+            .await
+            .map_err(|e| map_err(e, &format!("listing tags of {}", self.describe())))?;
+            let repeats = last.as_ref().is_some_and(|l| page.tags.contains(l));
+            if page.tags.is_empty() || repeats {
+                break;
+            }
+            last = page.tags.last().cloned();
+            all.extend(page.tags);
+        }
+        Ok(all)
+    }
+
+    fn registry_repo(&self) -> Option<(String, String)> {
+        Some((self.r.host().to_string(), self.r.repository.clone()))
+    }
+}
+
+#[async_trait]
+impl WriteStore for RemoteStore {
+    async fn push_blob(&self, desc: &Descriptor, src: Reader) -> Result<()> {
         let r = self.repo_ref();
         let stream = futures_util::stream::unfold(src, |mut src| async move {
             use tokio::io::AsyncReadExt;
@@ -400,7 +423,7 @@ impl Store for RemoteStore {
         bytes: &[u8],
         media_type: &str,
         tag: Option<&str>,
-    ) -> anyhow::Result<String> {
+    ) -> Result<String> {
         let digest = crate::digest::sha256(bytes);
         let target = tag.map(str::to_string).unwrap_or_else(|| digest.clone());
         let r = self.oref(&target);
@@ -416,34 +439,7 @@ impl Store for RemoteStore {
         Ok(digest)
     }
 
-    async fn list_tags(&self) -> anyhow::Result<Vec<String>> {
-        const PAGE: usize = 1000;
-        let r = self.repo_ref();
-        let mut all = Vec::new();
-        let mut last: Option<String> = None;
-        // Registries may cap `n` below what was asked, so only an empty page (or one that
-        // does not move past `last`, from a registry ignoring it) ends the list: callers
-        // rely on a complete list to know which signature tags exist.
-        loop {
-            let page = (|| {
-                self.client
-                    .list_tags(&r, &self.auth, Some(PAGE), last.as_deref())
-            })
-            .retry(backoff())
-            .when(transient)
-            .await
-            .map_err(|e| map_err(e, &format!("listing tags of {}", self.describe())))?;
-            let repeats = last.as_ref().is_some_and(|l| page.tags.contains(l));
-            if page.tags.is_empty() || repeats {
-                break;
-            }
-            last = page.tags.last().cloned();
-            all.extend(page.tags);
-        }
-        Ok(all)
-    }
-
-    async fn mount_blob(&self, digest: &str, from: &dyn Store) -> anyhow::Result<bool> {
+    async fn mount_blob(&self, digest: &str, from: &dyn ReadStore) -> Result<bool> {
         let Some((host, repo)) = from.registry_repo() else {
             return Ok(false);
         };
@@ -460,8 +456,39 @@ impl Store for RemoteStore {
             }
         }
     }
+}
 
-    fn registry_repo(&self) -> Option<(String, String)> {
-        Some((self.r.host().to_string(), self.r.repository.clone()))
+/// Ask the registry whether the credentials work, as `docker login` does.
+pub async fn check_credentials(
+    registry: &str,
+    user: &str,
+    pw: &str,
+    opts: &Options,
+) -> anyhow::Result<()> {
+    use oci_client::RegistryOperation;
+    let host = if registry == "docker.io" {
+        "index.docker.io"
+    } else {
+        registry
+    };
+    let client = client_for(host, opts)?;
+    let auth = RegistryAuth::Basic(user.to_string(), pw.to_string());
+    // A token registry validates the password at its token endpoint; a basic-auth one
+    // only on a real request, so probe a tag list (404 = authenticated but no such repo).
+    let probe = Reference::with_tag(
+        registry.to_string(),
+        "kplug/login-probe".into(),
+        "latest".into(),
+    );
+    client
+        .auth(&probe, &auth, RegistryOperation::Pull)
+        .await
+        .map_err(|e| map_err(e, &format!("logging in to {registry}")))?;
+    match client.list_tags(&probe, &auth, Some(1), None).await {
+        Ok(_) => Ok(()),
+        Err(e) => match map_err(e, &format!("logging in to {registry} as {user}")) {
+            e if e.is_not_found() => Ok(()),
+            e => Err(e.into()),
+        },
     }
 }

@@ -1,0 +1,53 @@
+//! Where results go: JSON on stdout with `--json`, else text. Status and warnings go to
+//! stderr (`crate::progress`), so stdout stays a result a script can read.
+
+use std::io::Write;
+
+pub struct Printer {
+    json: bool,
+}
+
+impl Printer {
+    pub fn new(json: bool) -> Printer {
+        Printer { json }
+    }
+
+    pub fn is_json(&self) -> bool {
+        self.json
+    }
+
+    /// The result: `value` as JSON with `--json`, else what `text` prints.
+    pub fn result<T: serde::Serialize>(
+        &self,
+        value: &T,
+        text: impl FnOnce(&mut Lines),
+    ) -> anyhow::Result<()> {
+        if self.json {
+            return self.json_value(value);
+        }
+        let mut lines = Lines::default();
+        text(&mut lines);
+        let mut out = std::io::stdout().lock();
+        for l in lines.0 {
+            writeln!(out, "{l}")?;
+        }
+        Ok(())
+    }
+
+    /// Any serialisable value as pretty JSON on stdout.
+    pub fn json_value<T: serde::Serialize>(&self, value: &T) -> anyhow::Result<()> {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{}", serde_json::to_string_pretty(value)?)?;
+        Ok(())
+    }
+}
+
+/// Text result lines, collected and then written to stdout.
+#[derive(Default)]
+pub struct Lines(Vec<String>);
+
+impl Lines {
+    pub fn line(&mut self, s: impl Into<String>) {
+        self.0.push(s.into());
+    }
+}
