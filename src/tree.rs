@@ -41,7 +41,8 @@ pub fn hash_tree(dir: &Path) -> anyhow::Result<Vec<FileEntry>> {
                     mode: meta.permissions().mode() & 0o7777,
                 });
             } else {
-                anyhow::bail!(
+                crate::bail_kind!(
+                    crate::error::Kind::Unsafe,
                     "{} is not a regular file or directory",
                     ent.path().display()
                 );

@@ -92,7 +92,7 @@ pub async fn run(g: &Global, out: &Printer, a: InstallArgs) -> anyhow::Result<()
 /// The status lines on stderr: what verified, what was installed.
 fn status(r: &InstallReport) {
     if !r.verified.is_empty() {
-        crate::progress::note(super::verify::check_list(&r.reference, &r.verified));
+        crate::progress::note(super::output::check_list(&r.reference, &r.verified));
     }
     let rc = &r.receipt;
     crate::progress::note(match &r.outcome {

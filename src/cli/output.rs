@@ -51,3 +51,27 @@ impl Lines {
         self.0.push(s.into());
     }
 }
+
+/// cosign's check list, for stderr.
+pub fn check_list(what: &str, verified: &[crate::trust::Verified]) -> String {
+    let mut s = format!(
+        "\nVerification for {what} --\nThe following checks were performed on each of these signatures:\n  - The cosign claims were validated\n"
+    );
+    if verified.iter().any(|v| v.integrated_time.is_some()) {
+        s.push_str("  - Existence of the claims in the transparency log was verified offline\n");
+    }
+    s.push_str("  - The signatures were verified against the specified public key\n");
+    for v in verified {
+        s.push_str(&format!("  signer {} ({})", v.signer, v.kind));
+        if let Some(t) = v.integrated_time {
+            s.push_str(&format!(
+                ", logged at {}",
+                chrono::DateTime::from_timestamp(t, 0)
+                    .map(|d| d.to_rfc3339())
+                    .unwrap_or_default()
+            ));
+        }
+        s.push('\n');
+    }
+    s
+}

@@ -21,15 +21,25 @@ use crate::oci::{self, Descriptor, Index, Manifest};
 /// Metadata files (index.json, manifest.json, configs) larger than this are refused.
 const META_CAP: u64 = 4 << 20;
 
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct DockerImage {
+    config: String,
+    #[serde(default)]
+    repo_tags: Vec<String>,
+    layers: Vec<String>,
+}
+
 enum Flavor {
     Oci {
         index: Arc<Index>,
         name: Option<String>,
     },
-    /// The one image of a docker-archive, presented as the manifest cosign would have pushed.
+    /// The one image of a docker-archive, presented as the manifest cosign would have pushed,
+    /// and the tags its `RepoTags` record.
     Docker {
         manifest: Vec<u8>,
-        tag: Option<String>,
+        tags: Vec<String>,
     },
 }
 
@@ -169,9 +179,9 @@ impl ArchiveStore {
                 index: index.clone(),
                 name,
             },
-            Flavor::Docker { manifest, tag } => Flavor::Docker {
+            Flavor::Docker { manifest, tags } => Flavor::Docker {
                 manifest: manifest.clone(),
-                tag: tag.clone(),
+                tags: tags.clone(),
             },
         };
         ArchiveStore {
@@ -183,33 +193,50 @@ impl ArchiveStore {
     }
 
     pub fn open_docker(path: &Path) -> anyhow::Result<Self> {
-        #[derive(serde::Deserialize)]
-        #[serde(rename_all = "PascalCase")]
-        struct Entry {
-            config: String,
-            #[serde(default)]
-            repo_tags: Vec<String>,
-            layers: Vec<String>,
-        }
-        let entries = index_tar(path)?;
         let mut s = ArchiveStore {
             path: path.to_path_buf(),
-            entries: Arc::new(entries),
+            entries: Arc::new(index_tar(path)?),
             by_digest: Arc::default(),
             flavor: Flavor::Docker {
                 manifest: Vec::new(),
-                tag: None,
+                tags: Vec::new(),
             },
         };
-        if !s.entries.contains_key("manifest.json") {
+        let img = s.docker_image()?;
+        let config = s.read_entry(&img.config, META_CAP)?;
+        let config_digest = crate::digest::sha256(&config);
+        // Still the only owner here: make_mut does not copy.
+        Arc::make_mut(&mut s.by_digest).insert(config_digest.clone(), img.config.clone());
+        let mut layers = Vec::new();
+        for l in &img.layers {
+            let (digest, size) = s.hash_entry(l)?;
+            Arc::make_mut(&mut s.by_digest).insert(digest.clone(), l.clone());
+            layers.push((digest, size, s.entries[l].0));
+        }
+        let manifest = s.docker_manifest(&config, config_digest, &layers)?;
+        // A tag is only what RepoTags records (crane writes `i-was-a-digest` for a digest).
+        let tags = img
+            .repo_tags
+            .iter()
+            .filter_map(|t| t.rsplit_once(':').map(|(_, t)| t.to_string()))
+            .filter(|t| !t.contains('/'))
+            .collect();
+        s.flavor = Flavor::Docker { manifest, tags };
+        Ok(s)
+    }
+
+    /// The first image of `manifest.json` (crane and skopeo write one).
+    fn docker_image(&self) -> anyhow::Result<DockerImage> {
+        let path = &self.path;
+        if !self.entries.contains_key("manifest.json") {
             crate::bail_kind!(
                 Kind::Usage,
                 "{} is not a docker-archive/crane tarball (no manifest.json)",
                 path.display()
             );
         }
-        let list: Vec<Entry> = serde_json::from_slice(&s.read_entry("manifest.json", META_CAP)?)
-            .map_err(|e| {
+        let list: Vec<DockerImage> =
+            serde_json::from_slice(&self.read_entry("manifest.json", META_CAP)?).map_err(|e| {
                 fail(
                     Kind::Integrity,
                     format!("{}: bad manifest.json: {e}", path.display()),
@@ -219,79 +246,59 @@ impl ArchiveStore {
             .into_iter()
             .next()
             .ok_or_else(|| fail(Kind::NotFound, format!("{} holds no image", path.display())))?;
-        let config = s.read_entry(&img.config, META_CAP)?;
-        let config_digest = crate::digest::sha256(&config);
-        // Still the only owner here: make_mut does not copy.
-        Arc::make_mut(&mut s.by_digest).insert(config_digest.clone(), img.config.clone());
-        let mut layers = Vec::new();
-        for l in &img.layers {
-            if !s.entries.contains_key(l) {
-                crate::bail_kind!(
-                    Kind::Integrity,
-                    "{}: manifest.json names layer {l} that is not in the tarball",
-                    path.display()
-                );
-            }
-            let (digest, size) = s.hash_entry(l)?;
-            Arc::make_mut(&mut s.by_digest).insert(digest.clone(), l.clone());
-            let (off, _) = s.entries[l];
-            layers.push((digest, size, off));
+        if let Some(l) = img.layers.iter().find(|l| !self.entries.contains_key(*l)) {
+            crate::bail_kind!(
+                Kind::Integrity,
+                "{}: manifest.json names layer {l} that is not in the tarball",
+                path.display()
+            );
         }
-        // crane keeps the layer bytes and the config as they were pushed, so an artifact
-        // pushed by `cosign upload blob` can be rebuilt exactly: same manifest, same digest.
+        Ok(img)
+    }
+
+    /// The manifest the image was pushed with: crane keeps the layer bytes and the config
+    /// as they were, so an artifact pushed by `cosign upload blob` is rebuilt exactly
+    /// (same manifest, same digest); anything else becomes a docker v2 manifest.
+    fn docker_manifest(
+        &self,
+        config: &[u8],
+        config_digest: String,
+        layers: &[(String, u64, u64)],
+    ) -> anyhow::Result<Vec<u8>> {
         let diff_ids: Vec<String> = layers.iter().map(|l| l.0.clone()).collect();
-        let cosign_shape = config == oci::cosign_config(&diff_ids);
+        let cosign_shape = config == oci::cosign_config(&diff_ids).as_slice();
         let mut descs = Vec::new();
-        for (digest, size, off) in &layers {
-            let mt = if cosign_shape {
-                let mut magic = [0u8; 2];
-                use std::io::{Seek, SeekFrom};
-                let mut f = std::fs::File::open(path)?;
-                f.seek(SeekFrom::Start(*off))?;
-                let gz = f.read_exact(&mut magic).is_ok() && magic == [0x1f, 0x8b];
-                if gz {
-                    oci::X_GZIP
-                } else {
-                    oci::OCTET_STREAM
-                }
-            } else {
-                oci::DOCKER_LAYER_GZIP
+        for (digest, size, off) in layers {
+            let mt = match cosign_shape {
+                true if self.gzip_at(*off)? => oci::X_GZIP,
+                true => oci::OCTET_STREAM,
+                false => oci::DOCKER_LAYER_GZIP,
             };
             descs.push(Descriptor::new(mt, digest, *size));
         }
+        let (mt, cmt) = match cosign_shape {
+            true => (oci::MANIFEST_V1, oci::CONFIG_V1),
+            false => (oci::DOCKER_MANIFEST_V2, oci::DOCKER_CONFIG_V1),
+        };
         let manifest = Manifest {
             schema_version: 2,
-            media_type: Some(
-                if cosign_shape {
-                    oci::MANIFEST_V1
-                } else {
-                    oci::DOCKER_MANIFEST_V2
-                }
-                .to_string(),
-            ),
-            config: Descriptor::new(
-                if cosign_shape {
-                    oci::CONFIG_V1
-                } else {
-                    oci::DOCKER_CONFIG_V1
-                },
-                &config_digest,
-                config.len() as u64,
-            ),
+            media_type: Some(mt.to_string()),
+            config: Descriptor::new(cmt, &config_digest, config.len() as u64),
             layers: descs,
             annotations: Default::default(),
             subject: None,
             artifact_type: None,
         };
-        let tag = img
-            .repo_tags
-            .first()
-            .and_then(|t| t.rsplit_once(':').map(|(_, t)| t.to_string()));
-        s.flavor = Flavor::Docker {
-            manifest: oci::to_json(&manifest),
-            tag,
-        };
-        Ok(s)
+        Ok(oci::to_json(&manifest))
+    }
+
+    /// Does the entry at offset `off` start with the gzip magic?
+    fn gzip_at(&self, off: u64) -> anyhow::Result<bool> {
+        use std::io::{Seek, SeekFrom};
+        let mut f = std::fs::File::open(&self.path)?;
+        f.seek(SeekFrom::Start(off))?;
+        let mut magic = [0u8; 2];
+        Ok(f.read_exact(&mut magic).is_ok() && magic == [0x1f, 0x8b])
     }
 
     fn entry_for(&self, digest: &str) -> anyhow::Result<&String> {
@@ -321,14 +328,31 @@ impl ReadStore for ArchiveStore {
                 .ok_or_else(|| {
                     StoreError::NotFound(format!("tag {tag:?} not found in {}", self.describe()))
                 }),
-            // A crane tarball holds one image; any tag names it.
-            Flavor::Docker { manifest, .. } => Ok(super::manifest_descriptor(manifest, None)),
+            // One image, answering the tags it records; `latest`, what a reference without
+            // a tag asks for, names the only image (as skopeo's `docker-archive:FILE`).
+            Flavor::Docker { manifest, tags } => {
+                if tag == "latest" || tags.iter().any(|t| t == tag) {
+                    return Ok(super::manifest_descriptor(manifest, None));
+                }
+                Err(StoreError::NotFound(format!(
+                    "tag {tag:?} not found in {} (it records: {})",
+                    self.describe(),
+                    if tags.is_empty() {
+                        "no tags".to_string()
+                    } else {
+                        tags.join(", ")
+                    }
+                )))
+            }
         }
     }
 
     async fn fetch_manifest(&self, reference: &str) -> Result<(Vec<u8>, Descriptor)> {
         if let Flavor::Docker { manifest, .. } = &self.flavor {
-            let d = super::manifest_descriptor(manifest, None);
+            let d = match reference.starts_with("sha256:") {
+                true => super::manifest_descriptor(manifest, None),
+                false => self.resolve(reference).await?,
+            };
             if reference.starts_with("sha256:") && reference != d.digest {
                 crate::bail_kind!(
                     Kind::NotFound,
@@ -383,7 +407,7 @@ impl ReadStore for ArchiveStore {
 
     async fn list_tags(&self) -> Result<Vec<String>> {
         Ok(match &self.flavor {
-            Flavor::Docker { tag, .. } => tag.iter().cloned().collect(),
+            Flavor::Docker { tags, .. } => tags.clone(),
             Flavor::Oci { index, name } => {
                 let mut v: Vec<String> = index
                     .manifests
