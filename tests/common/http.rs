@@ -97,7 +97,7 @@ fn request(reg: &Registry, method: &str, path: &str, mut args: Vec<OsString>) ->
     } else {
         reg.url(path)
     };
-    args.extend(reg.curl_args().into_iter().map(OsString::from));
+    args.extend(reg.curl_args_for(&url).into_iter().map(OsString::from));
     if method == "HEAD" {
         args.push("--head".into());
     } else {

@@ -5,16 +5,35 @@
 //! - [`run_ok`], [`run_fail`], [`assert_exit`]: run and check a command.
 //! - `http_*`, [`push_blob`], [`push_manifest`]: raw HTTP through `curl`.
 //! - [`Proxy`]: TCP forwarder with latency and counters.
+//! - [`FaultProxy`]: HTTP fault injection by rule (close, 5xx, 429, stall, bit flip, …).
+//! - [`TokenServer`]: the realm of a [`Variant::Token`] registry; records scopes.
+//! - [`Registry::pull_through`]: a pull-through cache of another registry.
+//! - [`ReferrersProxy`]: the OCI 1.1 referrers API in front of a registry.
 #![allow(dead_code, unused_imports)]
 
+mod fault;
 pub mod fixtures;
 mod http;
+mod http1;
 mod proxy;
+mod referrers;
 mod registry;
+mod token;
 
+pub use fault::{Fault, FaultProxy, ProxiedRequest, Rule, RuleId};
 pub use http::*;
 pub use proxy::Proxy;
-pub use registry::{parse_access_line, LoggedRequest, Registry, Variant};
+pub use referrers::ReferrersProxy;
+pub use registry::{
+    parse_access_entry, parse_access_line, AccessEntry, CacheOf, LoggedRequest, Registry, Variant,
+};
+pub use token::{libtrust_key_id, Scope, TokenRequest, TokenServer};
+
+/// `127.0.0.1:PORT` where nothing listens (connection refused), for fallback tests.
+pub fn refused_addr() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().to_string()
+}
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

@@ -12,6 +12,7 @@ use tempfile::TempDir;
 
 use super::http::curl;
 use super::require_bin;
+use super::token::{Scope, TokenServer, TOKEN_ISSUER, TOKEN_SERVICE};
 
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// Requests to this path are made by the harness itself (log sync) and are
@@ -22,9 +23,36 @@ const SYNC_PATH: &str = "/v2/_harness/sync";
 #[derive(Clone, Debug)]
 pub enum Variant {
     Anonymous,
-    Htpasswd { user: String, password: String },
+    Htpasswd {
+        user: String,
+        password: String,
+    },
     Tls,
-    TlsHtpasswd { user: String, password: String },
+    TlsHtpasswd {
+        user: String,
+        password: String,
+    },
+    /// `auth: token`: a harness [`TokenServer`] with this one user is the realm
+    /// ([`Registry::token_server`]).
+    Token {
+        user: String,
+        password: String,
+    },
+    /// A pull-through cache (`proxy.remoteurl`) of another registry, open to its
+    /// own clients; see [`Registry::pull_through`].
+    PullThrough(CacheOf),
+}
+
+/// What a pull-through cache fronts.
+#[derive(Clone, Debug)]
+pub struct CacheOf {
+    /// `http://127.0.0.1:PORT` or `https://…`
+    pub remote_url: String,
+    /// Credentials the cache presents upstream (distribution 2.8 uses them only
+    /// with token-auth upstreams: it looks them up by the Bearer realm).
+    pub credentials: Option<(String, String)>,
+    /// CA of a TLS upstream (given to the cache as `SSL_CERT_FILE`).
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Variant {
@@ -40,6 +68,24 @@ impl Variant {
             password: password.into(),
         }
     }
+    pub fn token(user: &str, password: &str) -> Variant {
+        Variant::Token {
+            user: user.into(),
+            password: password.into(),
+        }
+    }
+}
+
+/// One access-log line with everything the Combined Log Format holds that
+/// tests count: size of the response body and the client's user agent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccessEntry {
+    pub method: String,
+    pub path: String,
+    pub status: u16,
+    /// Response body bytes.
+    pub bytes: u64,
+    pub user_agent: String,
 }
 
 /// One request as recorded by the registry's access log.
@@ -57,6 +103,8 @@ pub struct Registry {
     tls: bool,
     ca: Option<PathBuf>,
     creds: Option<(String, String)>,
+    token: Option<TokenServer>,
+    cache_of: Option<CacheOf>,
     child: Option<Child>,
     sync_seq: u32,
 }
@@ -69,11 +117,22 @@ impl Registry {
             .prefix("kplug-registry-")
             .tempdir()
             .unwrap();
+        let (mut token, mut cache_of) = (None, None);
         let (tls, creds) = match variant {
             Variant::Anonymous => (false, None),
             Variant::Tls => (true, None),
             Variant::Htpasswd { user, password } => (false, Some((user, password))),
             Variant::TlsHtpasswd { user, password } => (true, Some((user, password))),
+            Variant::Token { user, password } => {
+                let ts = TokenServer::start(&user, &password);
+                fs::write(dir.path().join("token-ca.pem"), ts.root_cert_pem()).unwrap();
+                token = Some(ts);
+                (false, None)
+            }
+            Variant::PullThrough(c) => {
+                cache_of = Some(c);
+                (false, None)
+            }
         };
         if let Some((user, password)) = &creds {
             write_htpasswd(&dir.path().join("htpasswd"), user, password);
@@ -86,6 +145,8 @@ impl Registry {
             tls,
             ca,
             creds,
+            token,
+            cache_of,
             child: None,
             sync_seq: 0,
         };
@@ -123,9 +184,61 @@ impl Registry {
             .as_deref()
             .expect("ca_file(): this registry does not use TLS")
     }
-    /// `(user, password)` for htpasswd variants.
+    /// `(user, password)` for htpasswd and token variants.
     pub fn credentials(&self) -> Option<(&str, &str)> {
-        self.creds.as_ref().map(|(u, p)| (u.as_str(), p.as_str()))
+        match &self.token {
+            Some(ts) => Some(ts.credentials()),
+            None => self.creds.as_ref().map(|(u, p)| (u.as_str(), p.as_str())),
+        }
+    }
+
+    /// The token server of a [`Variant::Token`] registry.
+    pub fn token_server(&self) -> &TokenServer {
+        self.token
+            .as_ref()
+            .expect("token_server(): this registry does not use token auth")
+    }
+
+    /// A pull-through cache of this registry (anonymous to its clients),
+    /// presenting this registry's credentials upstream. This registry must be
+    /// running: distribution probes the remote's `/v2/` when it starts.
+    pub fn pull_through(&self) -> Registry {
+        Registry::start(Variant::PullThrough(CacheOf {
+            remote_url: self.url(""),
+            credentials: self
+                .credentials()
+                .map(|(u, p)| (u.to_string(), p.to_string())),
+            ca_file: self.ca.clone(),
+        }))
+    }
+
+    /// Whether the blob's data is in this registry's storage (for a pull-through
+    /// cache: committed, so the next read is served locally).
+    pub fn has_blob(&self, digest: &str) -> bool {
+        let hex = digest.strip_prefix("sha256:").expect("sha256 digest");
+        self.storage_dir()
+            .join(format!(
+                "docker/registry/v2/blobs/sha256/{}/{hex}/data",
+                &hex[..2]
+            ))
+            .is_file()
+    }
+
+    /// Waits up to `timeout` for [`has_blob`](Self::has_blob).
+    pub fn wait_for_blob(&self, digest: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while !self.has_blob(digest) {
+            if Instant::now() > deadline {
+                return false;
+            }
+            sleep(Duration::from_millis(5));
+        }
+        true
+    }
+
+    /// `url` of the registry a pull-through cache fronts.
+    pub fn cache_of(&self) -> Option<&CacheOf> {
+        self.cache_of.as_ref()
     }
     /// The temporary directory holding config, log, certificates and storage.
     pub fn dir(&self) -> &Path {
@@ -156,6 +269,29 @@ impl Registry {
             .filter_map(parse_access_line)
             .filter(|r| !r.path.starts_with(SYNC_PATH))
             .collect()
+    }
+
+    /// Like [`requests`](Self::requests), with response sizes and user agents.
+    pub fn access_log(&mut self) -> Vec<AccessEntry> {
+        if self.child.is_some() {
+            self.sync_log();
+        }
+        self.log()
+            .lines()
+            .filter_map(parse_access_entry)
+            .filter(|r| !r.path.starts_with(SYNC_PATH))
+            .collect()
+    }
+
+    /// Response body bytes served for requests with this method (`""` = any)
+    /// whose URI contains `path_substring`.
+    pub fn bytes_served(&mut self, method: &str, path_substring: &str) -> u64 {
+        self.access_log()
+            .iter()
+            .filter(|r| method.is_empty() || r.method.eq_ignore_ascii_case(method))
+            .filter(|r| r.path.contains(path_substring))
+            .map(|r| r.bytes)
+            .sum()
     }
 
     /// Number of served requests with this method (`""` = any) whose URI
@@ -222,6 +358,18 @@ http:
         if self.creds.is_some() {
             cfg += &format!("auth:\n  htpasswd:\n    realm: kplug-test\n    path: {d}/htpasswd\n");
         }
+        if let Some(ts) = &self.token {
+            cfg += &format!(
+                "auth:\n  token:\n    realm: {}\n    service: {TOKEN_SERVICE}\n    issuer: {TOKEN_ISSUER}\n    rootcertbundle: {d}/token-ca.pem\n",
+                ts.realm()
+            );
+        }
+        if let Some(c) = &self.cache_of {
+            cfg += &format!("proxy:\n  remoteurl: {}\n", c.remote_url);
+            if let Some((u, p)) = &c.credentials {
+                cfg += &format!("  username: {u}\n  password: {p}\n");
+            }
+        }
         fs::write(self.dir.path().join("config.yml"), cfg).unwrap();
     }
 
@@ -240,6 +388,12 @@ http:
             .arg("serve")
             .arg(self.dir.path().join("config.yml"))
             .env_remove("REGISTRY_HTTP_ADDR")
+            .envs(
+                self.cache_of
+                    .as_ref()
+                    .and_then(|c| c.ca_file.as_ref())
+                    .map(|ca| ("SSL_CERT_FILE", ca.clone())),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -280,12 +434,44 @@ http:
         }
     }
 
-    /// `--cacert CA` and `-u USER:PASSWORD` as this registry needs.
+    /// `--cacert CA` and `-u USER:PASSWORD` as this registry needs (token
+    /// registries: see [`curl_args_for`](Self::curl_args_for)).
     pub fn curl_args(&self) -> Vec<String> {
         let mut args = self.curl_tls_args();
         if let Some((user, password)) = &self.creds {
             args.extend(["-u".to_string(), format!("{user}:{password}")]);
         }
+        args
+    }
+
+    /// [`curl_args`](Self::curl_args) for a request to `url_or_path`; on a token
+    /// registry, a Bearer token minted for the repository the path names
+    /// (pull, push, delete) or for the catalog (not recorded by the token server).
+    pub fn curl_args_for(&self, url_or_path: &str) -> Vec<String> {
+        let Some(ts) = &self.token else {
+            return self.curl_args();
+        };
+        let path = match url_or_path.split_once("://") {
+            Some((_, rest)) => rest.find('/').map(|i| &rest[i..]).unwrap_or("/"),
+            None => url_or_path,
+        };
+        let path = path.split('?').next().unwrap_or("");
+        let repo = regex::Regex::new(r"^/v2/(.+?)/(manifests|blobs|tags|referrers)/")
+            .unwrap()
+            .captures(path)
+            .map(|c| c[1].to_string());
+        let access = match repo {
+            Some(r) => vec![Scope::repository(&r, &["pull", "push", "delete"])],
+            None if path.starts_with("/v2/_catalog") => vec![Scope {
+                kind: "registry".into(),
+                name: "catalog".into(),
+                actions: vec!["*".into()],
+            }],
+            None => vec![],
+        };
+        let token = ts.mint("harness", &access);
+        let mut args = self.curl_tls_args();
+        args.extend(["-H".to_string(), format!("Authorization: Bearer {token}")]);
         args
     }
 
@@ -330,6 +516,29 @@ pub fn parse_access_line(line: &str) -> Option<LoggedRequest> {
         method: method.into(),
         path: path.into(),
         status,
+    })
+}
+
+/// [`parse_access_line`] plus the response size and user agent.
+pub fn parse_access_entry(line: &str) -> Option<AccessEntry> {
+    let r = parse_access_line(line)?;
+    let rest = &line[line.find("] \"")? + 3..];
+    let (_, rest) = rest.split_once('"')?;
+    let mut fields = rest.split_whitespace();
+    let _status = fields.next()?;
+    let bytes = fields.next()?.parse().unwrap_or(0);
+    let user_agent = rest
+        .trim_end()
+        .strip_suffix('"')
+        .and_then(|s| s.rsplit_once('"'))
+        .map(|(_, ua)| ua.to_string())
+        .unwrap_or_default();
+    Some(AccessEntry {
+        method: r.method,
+        path: r.path,
+        status: r.status,
+        bytes,
+        user_agent,
     })
 }
 
