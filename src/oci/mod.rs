@@ -5,6 +5,7 @@ pub mod auth;
 pub mod bundle;
 pub mod copy;
 pub mod reference;
+pub mod registries_conf;
 pub mod signatures;
 pub mod store;
 pub mod tagscheme;
