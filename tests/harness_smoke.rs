@@ -564,6 +564,10 @@ fn fault_proxy_composes_with_latency() {
     assert_eq!(curl(&url, &[] as &[&str]).unwrap().0, 502);
     assert!(t.elapsed() >= rtt);
     assert_eq!(curl(&url, &[] as &[&str]).unwrap().0, 200);
+
+    // and a port where nothing listens, for "connection refused"
+    let err = curl(&format!("http://{}/v2/", refused_addr()), &[] as &[&str]).unwrap_err();
+    assert!(err.contains("(7)"), "{err}");
 }
 
 #[test]
@@ -696,8 +700,29 @@ fn token_registry_issues_scoped_tokens_and_records_scopes() {
     let (digest, layer) = push_artifact(&reg, "team/p", "v1");
     check_artifact(&reg, "team/p", "v1", &digest, &layer);
     assert_eq!(ts.requests().len(), before);
-    assert!(reg.request_count("PUT", "/v2/team/p/manifests/v1") == 1);
+
+    // a real client through the Docker token flow: its scopes are recorded
+    let home = Home::new();
+    home.docker_login(&reg);
+    let tmp = tempfile::tempdir().unwrap();
+    let tgz = tmp.path().join("hello.tar.gz");
+    let hello = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/hello-plugin");
+    run_ok(home.kplug().args(["pack", hello, "-o"]).arg(&tgz));
+    run_ok(
+        home.kplug()
+            .arg("push")
+            .arg(&tgz)
+            .arg(format!("{}/k/hello:0.1.0", reg.host())),
+    );
+    assert!(ts
+        .requested_scopes()
+        .iter()
+        .any(|s| s == "repository:k/hello:pull,push"));
+    assert!(ts.requests()[before..]
+        .iter()
+        .all(|r| r.user.as_deref() == Some("alice")));
     assert_eq!(libtrust_key_id(b"x").len(), 59); // 12 groups of 4, 11 colons
+    assert_eq!(reg.request_count("PUT", "/v2/team/p/manifests/v1"), 1);
 }
 
 #[test]
