@@ -4,6 +4,7 @@ pub mod artifact;
 pub mod auth;
 pub mod bundle;
 pub mod copy;
+pub mod kpi;
 pub mod reference;
 pub mod registries_conf;
 pub mod signatures;
