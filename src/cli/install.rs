@@ -36,6 +36,10 @@ pub struct InstallArgs {
     pub owner: Option<String>,
     #[command(flatten)]
     pub limits: LimitArgs,
+    /// Write KONG_PLUGINS=… and KONG_LUA_PACKAGE_PATH=… lines for this install to FILE
+    /// (merged with what FILE already says), for Kong's environment.
+    #[arg(long, value_name = "FILE")]
+    pub env_file: Option<PathBuf>,
 }
 
 fn parse_owner(s: &str) -> anyhow::Result<(u32, u32)> {
@@ -86,6 +90,24 @@ pub async fn run(g: &Global, out: &Printer, a: InstallArgs) -> anyhow::Result<()
     if let Some(e) = &r.enabled {
         crate::progress::note(enabled_note(e, &r.receipt.name));
     }
+    if let Some(file) = &a.env_file {
+        env_file(file, &r)?;
+    }
+    Ok(())
+}
+
+/// `--env-file`: what Kong needs to load what was just installed.
+fn env_file(file: &std::path::Path, r: &InstallReport) -> anyhow::Result<()> {
+    let prefix =
+        crate::ops::k8s::prefix_of(&r.path).expect("installs go to <prefix>/kong/plugins/<name>");
+    let current = crate::ops::node::env("KONG_PLUGINS");
+    let e = crate::ops::k8s::write_env_file(file, prefix, &r.receipt.name, current.as_deref())?;
+    crate::progress::note(format!(
+        "wrote {}: KONG_PLUGINS={} KONG_LUA_PACKAGE_PATH={}",
+        file.display(),
+        e.kong_plugins,
+        e.lua_package_path
+    ));
     Ok(())
 }
 

@@ -13,6 +13,7 @@ mod args;
 mod copy;
 mod doctor;
 mod install;
+mod k8s;
 mod keys;
 mod list;
 mod load;
@@ -114,6 +115,8 @@ pub enum Command {
     Rollback(rollback::RollbackArgs),
     /// Check this node's Kong configuration against installed plugins.
     Doctor(doctor::DoctorArgs),
+    /// Kubernetes YAML for a plugin: ConfigMaps, init container, Helm values, KongPluginInstallation.
+    K8s(k8s::K8sArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -145,6 +148,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Command::List(a) => list::run(out, a).await,
             Command::Rollback(a) => rollback::run(out, a).await,
             Command::Doctor(a) => doctor::run(out, a).await,
+            Command::K8s(a) => k8s::run(g, out, a).await,
         }
     })
 }

@@ -17,7 +17,7 @@ pub struct PushArgs {
     #[arg(short = 'a', long = "annotation", value_name = "KEY=VALUE")]
     pub annotations: Vec<String>,
     /// Layer media type (cosign's --ct); default sniffed: application/x-gzip or application/octet-stream.
-    #[arg(long = "media-type")]
+    #[arg(long = "media-type", conflicts_with = "kpi")]
     pub media_type: Option<String>,
     /// Plugin name when packing a directory whose layout does not say it.
     #[arg(long)]
@@ -31,6 +31,10 @@ pub struct PushArgs {
     /// cosign private key for --sign (password from COSIGN_PASSWORD or the terminal).
     #[arg(long, value_name = "PEM")]
     pub key: Option<PathBuf>,
+    /// Push a KongPluginInstallation image instead (one tar+gzip layer of handler.lua and
+    /// schema.lua, as the Kong Operator reads it); refused for plugins KPI cannot carry.
+    #[arg(long)]
+    pub kpi: bool,
 }
 
 pub async fn run(g: &Global, out: &Printer, a: PushArgs) -> anyhow::Result<()> {
@@ -47,6 +51,10 @@ pub async fn run(g: &Global, out: &Printer, a: PushArgs) -> anyhow::Result<()> {
         sign_key: a.key,
         store: g.store_options(),
     };
-    let r = push::push(&o).await?;
+    let r = if a.kpi {
+        crate::ops::k8s::push_kpi(&o).await?
+    } else {
+        push::push(&o).await?
+    };
     out.result(&r, |t| t.line(&r.reference))
 }

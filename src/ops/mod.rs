@@ -2,6 +2,7 @@
 //! They use the stores (`oci`), signatures (`trust`) and node state (`node`); `cli` only
 //! parses arguments, calls one of these, and renders its report.
 pub mod install;
+pub mod k8s;
 pub mod keys;
 pub mod login;
 pub mod mirror;
