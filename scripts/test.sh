@@ -13,6 +13,11 @@ tools=(
   openssl:openssl
   luajit:luajit
   skopeo:skopeo
+  readelf:binutils
+  kubectl:kubernetes-client
+  unshare:util-linux
+  python3:python3
+  pip3:python3-pip
 )
 missing=()
 for t in "${tools[@]}"; do
@@ -34,9 +39,22 @@ if ((${#missing[@]})); then
     apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
+# tests/k8s/check.py validates the YAML of `kplug k8s` against Kubernetes' schemas.
+if ! python3 -c 'import kubernetes_validate' 2>/dev/null; then
+  echo "installing: kubernetes-validate (PyPI)" >&2
+  python3 -m pip install -q kubernetes-validate 2>/dev/null ||
+    python3 -m pip install -q --break-system-packages kubernetes-validate
+fi
+
 if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install --locked cargo-nextest
 fi
+
+# The init-container test runs kplug as the image does, statically linked: the dev build
+# linked static takes seconds (scripts/build-static.sh; the Dockerfile's --release build
+# takes minutes and is not repeated here).
+KPLUG_STATIC_BIN=$(scripts/build-static.sh --link-only)
+export KPLUG_STATIC_BIN
 
 cargo nextest run --workspace --lib --bins --tests --no-fail-fast "$@"
 
