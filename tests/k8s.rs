@@ -327,6 +327,21 @@ fn kpi_images_pass_the_operator_rules_and_pull_back() {
     );
     check(env.dir(), json!({ "objects": [kpi, dp] }));
 
+    // Under another repository name the KPI is still named after the plugin (the title).
+    let other = push_signed(
+        &env,
+        &src,
+        &format!("{}/kpi/hello-image:1", env.reg.host()),
+        &["--kpi"],
+    );
+    let o = run_ok(
+        env.home
+            .kplug()
+            .args(["k8s", "kpi", &other, "--key"])
+            .arg(&env.key.public),
+    );
+    assert!(stdout(&o).contains("  name: hello\n"), "{}", stdout(&o));
+
     // A kplug (cosign blob) artifact is not a KPI image, and `k8s kpi` says so.
     let blob = push_signed(
         &env,
@@ -512,7 +527,13 @@ fn manifests_validate_and_rebuild_the_tree() {
         vec![b'-'; ONE_MIB as usize],
     )
     .unwrap();
-    let e = run_fail(env.home.kplug().args(["k8s", "configmap", "--version", "1.0.0"]).arg(&big), 2);
+    let e = run_fail(
+        env.home
+            .kplug()
+            .args(["k8s", "configmap", "--version", "1.0.0"])
+            .arg(&big),
+        2,
+    );
     assert!(
         stderr(&e).contains("1 MiB") && stderr(&e).contains("init-container"),
         "{}",

@@ -85,9 +85,17 @@ pub async fn load(o: &SourceOptions) -> anyhow::Result<Loaded> {
     }
     let policy = o.policy.as_ref();
     let r = fetch_verified(o, policy, tmp.path()).await?;
+    // A flat layer (a KPI image) does not name its plugin: `push --kpi` records it as the
+    // manifest's title; else the repository's last component.
+    let title = r
+        .manifest
+        .annotations
+        .get(crate::oci::ANN_TITLE)
+        .filter(|t| crate::node::plugin::valid_plugin_name(t));
     let hint = o
         .name
         .clone()
+        .or_else(|| title.cloned())
         .or_else(|| crate::oci::artifact::name_hint(&r.repo_name));
     let ex = extract(&r.layer_file, tmp.path(), o.limits, hint).await?;
     if let Some(n) = &o.name {
