@@ -29,8 +29,10 @@ struct Bundle {
 struct Material {
     certificate: Option<Value>,
     x509_certificate_chain: Option<Value>,
+    /// Parsed one by one as [`TlogEntry`] on the key path; keyless bundles (Rekor v2
+    /// entries have no integrated time) are read by `sigstore-verify`.
     #[serde(default)]
-    tlog_entries: Vec<TlogEntry>,
+    tlog_entries: Vec<Value>,
 }
 
 #[derive(Deserialize)]
@@ -258,7 +260,9 @@ fn key_bundle(bundle: &Bundle, policy: &TrustPolicy) -> Result<(String, Option<i
     if !rekor_keys.is_empty() {
         let mut errors = Vec::new();
         for e in &bundle.verification_material.tlog_entries {
-            match check_tlog_entry(e, &rekor_keys, &payload, sig_b64, signer) {
+            let entry = serde_json::from_value::<TlogEntry>(e.clone())
+                .map_err(|e| anyhow!("malformed tlog entry: {e}"));
+            match entry.and_then(|e| check_tlog_entry(&e, &rekor_keys, &payload, sig_b64, signer)) {
                 Ok(t) => {
                     integrated_time = Some(t);
                     break;

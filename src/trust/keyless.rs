@@ -72,11 +72,9 @@ pub(crate) fn verify_bundle(
     artifact: Artifact,
     keyless: &Keyless,
 ) -> Result<KeylessOk> {
-    let raw: Value =
-        serde_json::from_str(json).map_err(|e| anyhow!("malformed Sigstore bundle: {e}"))?;
-    precheck(&raw)?;
     let bundle = sigstore_verify::types::Bundle::from_json(json)
         .map_err(|e| anyhow!("malformed Sigstore bundle: {e}"))?;
+    precheck(&serde_json::from_str(json)?)?;
     let mut policy = sigstore_verify::VerificationPolicy::any_identity();
     if !keyless.root.has_ct_logs() {
         policy = policy.skip_sct();
@@ -207,7 +205,8 @@ fn check_inclusion_proof(entry: &Value) -> Result<()> {
     let leaf = sigstore_merkle::hash_leaf(&body);
     sigstore_merkle::verify_inclusion_proof(&leaf, index, size, &hashes, &root).map_err(|e| {
         anyhow!(
-            "the inclusion proof of tlog entry {} does not lead to its root hash ({e})",
+            "tlog entry {}: its inclusion proof does not lead to its root hash, so the entry \
+             is not the one the log holds ({e})",
             entry["logIndex"]
         )
     })
