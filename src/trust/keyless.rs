@@ -73,7 +73,7 @@ pub(crate) fn verify_bundle(
     keyless: &Keyless,
 ) -> Result<KeylessOk> {
     let bundle = sigstore_verify::types::Bundle::from_json(json)
-        .map_err(|e| anyhow!("malformed Sigstore bundle: {e}"))?;
+        .map_err(|e| anyhow!("malformed Sigstore bundle: {}", printable(&e.to_string())))?;
     precheck(&serde_json::from_str(json)?)?;
     let mut policy = sigstore_verify::VerificationPolicy::any_identity();
     if !keyless.root.has_ct_logs() {
@@ -91,7 +91,7 @@ pub(crate) fn verify_bundle(
         .root
         .verifier
         .verify(artifact, &bundle, &policy)
-        .map_err(|e| anyhow!("{e}"))?;
+        .map_err(|e| anyhow!("{}", printable(&e.to_string())))?;
     let cert = bundle
         .signing_certificate()
         .ok_or_else(|| anyhow!("the bundle has no signing certificate"))?;
@@ -126,10 +126,36 @@ fn identity_mismatch(
     let wanted: Vec<String> = wanted.iter().map(|w| w.to_string()).collect();
     anyhow!(
         "identity mismatch: the certificate is for [{}] from issuer {}, wanted {}",
-        sans.join(", "),
-        issuer.map_or("(none)".to_string(), |i| format!("{i:?}")),
+        printable_list(sans),
+        issuer.map_or("(none)".to_string(), |i| format!("\"{}\"", printable(i))),
         wanted.join(" or ")
     )
+}
+
+/// Certificate fields and library messages quote untrusted bytes: escape control
+/// characters and cap the length before they reach a terminal or a log.
+pub(crate) fn printable(s: &str) -> String {
+    const MAX: usize = 400;
+    let mut out = String::new();
+    for c in s.chars().take(MAX) {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    if s.chars().count() > MAX {
+        out.push('…');
+    }
+    out
+}
+
+fn printable_list(items: &[String]) -> String {
+    let mut shown: Vec<String> = items.iter().take(8).map(|s| printable(s)).collect();
+    if items.len() > 8 {
+        shown.push(format!("… {} more", items.len() - 8));
+    }
+    shown.join(", ")
 }
 
 /// Defects `sigstore-verify` rejects only indirectly (or not at all), each with its reason.
@@ -300,7 +326,21 @@ pub(crate) fn describe_certificate(pem: &str) -> String {
         .and_then(|i| i.issuer);
     format!(
         "a certificate for [{}] from issuer {}",
-        sans.join(", "),
-        issuer.unwrap_or_else(|| "(none)".into())
+        printable_list(&sans),
+        issuer.map_or("(none)".into(), |i| printable(&i))
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn untrusted_text_is_escaped_and_capped() {
+        assert_eq!(printable("a\x1b[31mb\nc"), "a\\u{1b}[31mb\\nc");
+        let long = "x".repeat(1000);
+        assert_eq!(printable(&long).chars().count(), 401);
+        let many: Vec<String> = (0..10).map(|i| i.to_string()).collect();
+        assert_eq!(printable_list(&many), "0, 1, 2, 3, 4, 5, 6, 7, … 2 more");
+    }
 }
