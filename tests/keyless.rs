@@ -683,6 +683,10 @@ fn trusted_root_errors_are_usage() {
     let e = TrustedRoot::load(&dir.path().join("missing.json")).unwrap_err();
     assert_eq!(kind_of(&e), Kind::Usage);
     assert_has(&e.to_string(), "cannot read trusted root");
+    assert_eq!(
+        production().summary(),
+        "2 certificate authorities, 2 transparency logs, 2 CT logs, 1 timestamp authority"
+    );
     // A root's Rekor v1 key is used for key-signed SETs too.
     let keys: Vec<PublicKey> = production().rekor_keys();
     assert_eq!(

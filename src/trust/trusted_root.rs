@@ -84,6 +84,32 @@ impl TrustedRoot {
         &self.origin
     }
 
+    /// What it holds, for reports: `2 certificate authorities, 2 transparency logs, 2 CT
+    /// logs, 1 timestamp authority`.
+    pub fn summary(&self) -> String {
+        let n =
+            |k: usize, one: &str, many: &str| format!("{k} {}", if k == 1 { one } else { many });
+        [
+            n(
+                self.root.certificate_authorities.len(),
+                "certificate authority",
+                "certificate authorities",
+            ),
+            n(
+                self.root.tlogs.len(),
+                "transparency log",
+                "transparency logs",
+            ),
+            n(self.root.ctlogs.len(), "CT log", "CT logs"),
+            n(
+                self.root.timestamp_authorities.len(),
+                "timestamp authority",
+                "timestamp authorities",
+            ),
+        ]
+        .join(", ")
+    }
+
     /// The ECDSA P-256 Rekor keys (Rekor v1), for checking SETs of key-signed signatures.
     pub fn rekor_keys(&self) -> Vec<PublicKey> {
         self.root
