@@ -11,6 +11,7 @@ tools=(
   htpasswd:apache2-utils
   curl:curl
   openssl:openssl
+  python3:python3
   luajit:luajit
   skopeo:skopeo
   readelf:binutils

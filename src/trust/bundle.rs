@@ -1,14 +1,15 @@
 //! cosign v3 signatures: a Sigstore bundle (v0.3) holding a DSSE envelope over an in-toto
 //! statement whose subject is the signed manifest. No I/O.
 
-use anyhow::{anyhow, ensure, Result};
+use anyhow::{anyhow, bail, ensure, Result};
 use base64::{engine::general_purpose::STANDARD as B64, Engine as _};
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
+use super::keyless;
 use super::keys::PublicKey;
 use super::rekor::{check_key, entry_body, hex_sha256, same_b64, verify_set, SetPayload};
-use super::verify::{check_annotations, check_policy, Policy, Verified};
+use super::verify::{check_annotations, check_policy, Policy, TrustPolicy, Verified};
 use crate::error::{fail, Kind};
 
 pub const IN_TOTO_PAYLOAD_TYPE: &str = "application/vnd.in-toto+json";
@@ -28,8 +29,10 @@ struct Bundle {
 struct Material {
     certificate: Option<Value>,
     x509_certificate_chain: Option<Value>,
+    /// Parsed one by one as [`TlogEntry`] on the key path; keyless bundles (Rekor v2
+    /// entries have no integrated time) are read by `sigstore-verify`.
     #[serde(default)]
-    tlog_entries: Vec<TlogEntry>,
+    tlog_entries: Vec<Value>,
 }
 
 #[derive(Deserialize)]
@@ -101,7 +104,7 @@ fn int64<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
 }
 
 /// DSSE pre-authentication encoding: what the envelope signature covers.
-fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
+pub(crate) fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
     let mut out = format!(
         "DSSEv1 {} {payload_type} {} ",
         payload_type.len(),
@@ -112,18 +115,62 @@ fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Verify a cosign v3 signature bundle for the manifest `subject_digest`.
+/// [`verify_signature_bundle`] with a key-only policy (the API before keyless).
 pub fn verify_sigstore_bundle(
     subject_digest: &str,
     bundle_json: &[u8],
     policy: &Policy,
 ) -> Result<Verified> {
+    verify_signature_bundle(subject_digest, bundle_json, &policy.into())
+}
+
+/// Verify a cosign v3 signature: a Sigstore bundle holding a DSSE envelope over an in-toto
+/// statement with cosign's sign predicate whose subject is the manifest `subject_digest`,
+/// signed with one of the keys or keyless by one of the identities. Failures are
+/// [`Kind::NoMatchingSignature`].
+pub fn verify_signature_bundle(
+    subject_digest: &str,
+    bundle_json: &[u8],
+    policy: &TrustPolicy,
+) -> Result<Verified> {
     check_policy(policy)?;
-    check_bundle(subject_digest, bundle_json, policy)
+    let check = || {
+        let (v, statement) = check_bundle(subject_digest, bundle_json, policy)?;
+        let statement = statement.ok_or_else(|| {
+            anyhow!(
+                "the bundle holds a message signature, not a DSSE envelope as cosign sign writes"
+            )
+        })?;
+        ensure!(
+            statement.predicate_type == COSIGN_SIGN_PREDICATE,
+            "the bundle is an attestation of {:?}, not a cosign signature",
+            statement.predicate_type
+        );
+        Ok(v)
+    };
+    check().map_err(|e| fail(Kind::NoMatchingSignature, format!("{e:#}")))
+}
+
+/// Verify any Sigstore bundle (v0.1, v0.2, v0.3; a DSSE in-toto statement of any predicate,
+/// or a message signature) for the artifact whose digest is `artifact_digest`
+/// (`sha256:<hex>`): the statement must name it as a subject, or the message digest be it.
+/// Message signatures verify keyless only. Failures are [`Kind::NoMatchingSignature`].
+pub fn verify_bundle(
+    artifact_digest: &str,
+    bundle_json: &[u8],
+    policy: &TrustPolicy,
+) -> Result<Verified> {
+    check_policy(policy)?;
+    check_bundle(artifact_digest, bundle_json, policy)
+        .map(|(v, _)| v)
         .map_err(|e| fail(Kind::NoMatchingSignature, format!("{e:#}")))
 }
 
-fn check_bundle(subject_digest: &str, bundle_json: &[u8], policy: &Policy) -> Result<Verified> {
+fn check_bundle(
+    subject_digest: &str,
+    bundle_json: &[u8],
+    policy: &TrustPolicy,
+) -> Result<(Verified, Option<Statement>)> {
     let bundle: Bundle = serde_json::from_slice(bundle_json)
         .map_err(|e| anyhow!("malformed Sigstore bundle: {e}"))?;
     ensure!(
@@ -133,7 +180,55 @@ fn check_bundle(subject_digest: &str, bundle_json: &[u8], policy: &Policy) -> Re
         "not a Sigstore bundle (mediaType {:?})",
         bundle.media_type
     );
-    let env = bundle.dsse_envelope.ok_or_else(|| {
+    let material = &bundle.verification_material;
+    let (signer, integrated_time) =
+        if material.certificate.is_some() || material.x509_certificate_chain.is_some() {
+            keyless_bundle(subject_digest, bundle_json, policy)?
+        } else {
+            key_bundle(&bundle, policy)?
+        };
+    let (payload, statement) = match &bundle.dsse_envelope {
+        Some(env) => {
+            let payload = B64
+                .decode(&env.payload)
+                .map_err(|_| anyhow!("the DSSE payload is not base64"))?;
+            let statement = check_statement(&payload, subject_digest, &policy.annotations)?;
+            (payload, Some(statement))
+        }
+        None => (Vec::new(), None),
+    };
+    let v = Verified {
+        payload,
+        signer,
+        integrated_time,
+        kind: "sigstore-bundle",
+    };
+    Ok((v, statement))
+}
+
+/// A bundle with a certificate: verify it keyless, or say why it cannot be.
+fn keyless_bundle(
+    subject_digest: &str,
+    bundle_json: &[u8],
+    policy: &TrustPolicy,
+) -> Result<(String, Option<i64>)> {
+    let Some(keyless) = &policy.keyless else {
+        bail!("bad signature: the bundle is signed keyless (with a certificate); verify it with --trusted-root and --certificate-identity/--certificate-oidc-issuer");
+    };
+    let json = std::str::from_utf8(bundle_json)
+        .map_err(|_| anyhow!("malformed Sigstore bundle: not UTF-8"))?;
+    let hex = subject_digest
+        .strip_prefix("sha256:")
+        .ok_or_else(|| anyhow!("{subject_digest} is not a sha256 digest"))?;
+    let ok = keyless::verify_bundle(json, keyless::Artifact::Sha256(hex), keyless)
+        .map_err(|e| anyhow!("keyless: {e:#}"))?;
+    Ok((format!("keyless {}", ok.signer), Some(ok.time)))
+}
+
+/// A bundle with a public key hint: its DSSE signature by one of the keys, and its tlog
+/// entry when there are Rekor keys to check it with.
+fn key_bundle(bundle: &Bundle, policy: &TrustPolicy) -> Result<(String, Option<i64>)> {
+    let env = bundle.dsse_envelope.as_ref().ok_or_else(|| {
         anyhow!("the bundle holds a message signature, not a DSSE envelope as cosign sign writes")
     })?;
     ensure!(
@@ -154,25 +249,53 @@ fn check_bundle(subject_digest: &str, bundle_json: &[u8], policy: &Policy) -> Re
             Some((key, s.sig.as_str()))
         })
         .ok_or_else(|| {
-            let material = &bundle.verification_material;
-            if material.certificate.is_some() || material.x509_certificate_chain.is_some() {
-                anyhow!("bad signature: the bundle is signed with a certificate (keyless), which kplug does not verify")
+            if policy.keys.is_empty() {
+                anyhow!("the bundle is signed with a key, not keyless: give --key")
             } else {
                 anyhow!("bad signature: the DSSE envelope does not verify with the given key(s)")
             }
         })?;
+    let rekor_keys = policy.set_keys();
+    let mut integrated_time = None;
+    if !rekor_keys.is_empty() {
+        let mut errors = Vec::new();
+        for e in &bundle.verification_material.tlog_entries {
+            let entry = serde_json::from_value::<TlogEntry>(e.clone())
+                .map_err(|e| anyhow!("malformed tlog entry: {e}"));
+            match entry.and_then(|e| check_tlog_entry(&e, &rekor_keys, &payload, sig_b64, signer)) {
+                Ok(t) => {
+                    integrated_time = Some(t);
+                    break;
+                }
+                Err(err) => errors.push(format!("{err:#}")),
+            }
+        }
+        ensure!(
+            errors.is_empty() || integrated_time.is_some(),
+            "bad SET: {}",
+            errors.join("; ")
+        );
+    }
+    ensure!(
+        !policy.require_tlog || integrated_time.is_some(),
+        "no transparency log entry in the bundle"
+    );
+    Ok((signer.fingerprint(), integrated_time))
+}
 
-    let statement: Statement = serde_json::from_slice(&payload)
+/// The DSSE payload is an in-toto statement naming `subject_digest`, with the wanted
+/// annotations on that subject.
+fn check_statement(
+    payload: &[u8],
+    subject_digest: &str,
+    wanted: &std::collections::BTreeMap<String, String>,
+) -> Result<Statement> {
+    let statement: Statement = serde_json::from_slice(payload)
         .map_err(|e| anyhow!("the DSSE payload is not an in-toto statement: {e}"))?;
     ensure!(
         statement.kind.starts_with("https://in-toto.io/Statement/"),
         "the DSSE payload is not an in-toto statement (_type {:?})",
         statement.kind
-    );
-    ensure!(
-        statement.predicate_type == COSIGN_SIGN_PREDICATE,
-        "the bundle is an attestation of {:?}, not a cosign signature",
-        statement.predicate_type
     );
     let want = subject_digest
         .strip_prefix("sha256:")
@@ -192,37 +315,8 @@ fn check_bundle(subject_digest: &str, bundle_json: &[u8], policy: &Policy) -> Re
                 signed.join(", ")
             )
         })?;
-    check_annotations(&policy.annotations, subject.annotations.as_ref()).map_err(|e| anyhow!(e))?;
-
-    let mut integrated_time = None;
-    if !policy.rekor_keys.is_empty() {
-        let entries = &bundle.verification_material.tlog_entries;
-        let mut errors = Vec::new();
-        for e in entries {
-            match check_tlog_entry(e, &policy.rekor_keys, &payload, sig_b64, signer) {
-                Ok(t) => {
-                    integrated_time = Some(t);
-                    break;
-                }
-                Err(err) => errors.push(format!("{err:#}")),
-            }
-        }
-        ensure!(
-            errors.is_empty() || integrated_time.is_some(),
-            "bad SET: {}",
-            errors.join("; ")
-        );
-    }
-    ensure!(
-        !policy.require_tlog || integrated_time.is_some(),
-        "no transparency log entry in the bundle"
-    );
-    Ok(Verified {
-        payload,
-        signer: signer.fingerprint(),
-        integrated_time,
-        kind: "sigstore-bundle",
-    })
+    check_annotations(wanted, subject.annotations.as_ref()).map_err(|e| anyhow!(e))?;
+    Ok(statement)
 }
 
 /// The entry's SET verifies and its dsse body is for this payload and signature by `signer`.

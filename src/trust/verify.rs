@@ -1,11 +1,14 @@
-//! What `cosign verify --key` checks on a `.sig` manifest (FORMATS.md §4). No I/O.
+//! What `cosign verify` checks on a `.sig` manifest (FORMATS.md §4), with keys or keyless
+//! against a trusted root. No I/O.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use anyhow::Result;
 use base64::{engine::general_purpose::STANDARD as B64, Engine as _};
 use serde_json::Value;
 
+use super::keyless::{self, describe_certificate, legacy_sig_bundle, Artifact, Keyless};
 use super::keys::PublicKey;
 use super::payload::{Claims, SIMPLE_SIGNING_TYPE};
 use super::rekor::check_rekor_bundle;
@@ -14,7 +17,8 @@ use crate::digest::sha256;
 use crate::error::Kind;
 use crate::oci::{self, Descriptor, Manifest};
 
-/// What a signature must satisfy.
+/// What a signature must satisfy when only keys are trusted. Kept for the callers that
+/// build it field by field; [`TrustPolicy`] adds keyless trust.
 #[derive(Debug, Clone, Default)]
 pub struct Policy {
     /// Any of these may have signed.
@@ -27,24 +31,91 @@ pub struct Policy {
     pub require_tlog: bool,
 }
 
+impl Policy {
+    /// This policy, also accepting keyless signatures under `keyless`.
+    pub fn with_keyless(self, keyless: Keyless) -> TrustPolicy {
+        TrustPolicy {
+            keyless: Some(Arc::new(keyless)),
+            ..self.into()
+        }
+    }
+}
+
+/// What a signature must satisfy: signed by one of the keys, or keyless by one of the
+/// identities of a trusted root (or either, when both are given).
+#[derive(Debug, Clone, Default)]
+pub struct TrustPolicy {
+    /// Any of these may have signed.
+    pub keys: Vec<PublicKey>,
+    /// Each must equal the payload's `optional[k]` (bundles: the subject's annotation).
+    pub annotations: BTreeMap<String, String>,
+    /// Rekor keys to check the SETs of key-signed signatures with (the trusted root's Rekor
+    /// keys are added); none means those SETs are not checked. Keyless signatures are always
+    /// checked against the trusted root's logs.
+    pub rekor_keys: Vec<PublicKey>,
+    /// Refuse key-signed signatures without a valid SET.
+    pub require_tlog: bool,
+    /// Keyless (Fulcio certificate) trust.
+    pub keyless: Option<Arc<Keyless>>,
+}
+
+impl From<Policy> for TrustPolicy {
+    fn from(p: Policy) -> Self {
+        TrustPolicy {
+            keys: p.keys,
+            annotations: p.annotations,
+            rekor_keys: p.rekor_keys,
+            require_tlog: p.require_tlog,
+            keyless: None,
+        }
+    }
+}
+
+impl From<&Policy> for TrustPolicy {
+    fn from(p: &Policy) -> Self {
+        p.clone().into()
+    }
+}
+
+impl TrustPolicy {
+    /// The Rekor keys for key-signed signatures' SETs: the given ones and the trusted root's.
+    pub(crate) fn set_keys(&self) -> Vec<PublicKey> {
+        let mut keys = self.rekor_keys.clone();
+        if let Some(k) = &self.keyless {
+            for r in k.root.rekor_keys() {
+                if !keys.contains(&r) {
+                    keys.push(r);
+                }
+            }
+        }
+        keys
+    }
+}
+
 /// A signature that passed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verified {
-    /// The signed payload bytes (simple signing JSON, or the in-toto statement of a bundle).
+    /// The signed payload bytes (simple signing JSON, or the in-toto statement of a bundle;
+    /// empty for a bundle holding a message signature).
     pub payload: Vec<u8>,
-    /// Fingerprint of the key that verified it ([`PublicKey::fingerprint`]).
+    /// Key signatures: the key's fingerprint ([`PublicKey::fingerprint`]). Keyless ones:
+    /// `keyless <identity> (issuer <issuer>)`, the certificate identity that matched.
     pub signer: String,
-    /// Rekor integrated time (Unix seconds) when a SET was verified.
+    /// Key signatures: the Rekor integrated time (Unix seconds) when a SET was verified.
+    /// Keyless ones: the earliest verified signing time (tlog or RFC 3161 timestamp).
     pub integrated_time: Option<i64>,
-    /// `"cosign-sig"` or `"sigstore-bundle"`.
+    /// `"cosign-sig"` or `"sigstore-bundle"`: the format that verified.
     pub kind: &'static str,
 }
 
-pub(crate) fn check_policy(policy: &Policy) -> Result<()> {
-    if policy.keys.is_empty() {
-        bail_kind!(Kind::Usage, "no public key to verify signatures with");
+pub(crate) fn check_policy(policy: &TrustPolicy) -> Result<()> {
+    if policy.keys.is_empty() && policy.keyless.is_none() {
+        bail_kind!(
+            Kind::Usage,
+            "no public key or trusted root to verify signatures with"
+        );
     }
-    if policy.require_tlog && policy.rekor_keys.is_empty() {
+    if policy.require_tlog && policy.set_keys().is_empty() {
         bail_kind!(
             Kind::Usage,
             "a transparency log entry is required but no Rekor public key was given"
@@ -53,13 +124,23 @@ pub(crate) fn check_policy(policy: &Policy) -> Result<()> {
     Ok(())
 }
 
-/// Verify every layer of the `.sig` manifest of `manifest_digest`; return those that pass.
-/// `blob` returns a layer's bytes (`None` if unavailable).
+/// [`verify_signature_layers`] with a key-only policy (the API before keyless).
 pub fn verify_signature_manifest(
     manifest_digest: &str,
     sig_manifest: &Manifest,
     blob: &dyn Fn(&Descriptor) -> Option<Vec<u8>>,
     policy: &Policy,
+) -> Result<Vec<Verified>> {
+    verify_signature_layers(manifest_digest, sig_manifest, blob, &policy.into())
+}
+
+/// Verify every layer of the `.sig` manifest of `manifest_digest`; return those that pass.
+/// `blob` returns a layer's bytes (`None` if unavailable).
+pub fn verify_signature_layers(
+    manifest_digest: &str,
+    sig_manifest: &Manifest,
+    blob: &dyn Fn(&Descriptor) -> Option<Vec<u8>>,
+    policy: &TrustPolicy,
 ) -> Result<Vec<Verified>> {
     check_policy(policy)?;
     if sig_manifest.layers.is_empty() {
@@ -90,7 +171,7 @@ fn verify_layer(
     manifest_digest: &str,
     layer: &Descriptor,
     blob: &dyn Fn(&Descriptor) -> Option<Vec<u8>>,
-    policy: &Policy,
+    policy: &TrustPolicy,
 ) -> Result<Verified, String> {
     let payload = blob(layer).ok_or("the payload blob is not available")?;
     let got = sha256(&payload);
@@ -107,13 +188,83 @@ fn verify_layer(
     let sig = B64
         .decode(sig_b64)
         .map_err(|_| "bad signature: the annotation is not base64")?;
-    let signer = policy
-        .keys
-        .iter()
-        .find(|k| k.verify(&payload, &sig))
-        .ok_or("bad signature: it does not verify with the given key(s)")?;
+    let (signer, integrated_time) = match policy.keys.iter().find(|k| k.verify(&payload, &sig)) {
+        Some(key) => (
+            key.fingerprint(),
+            key_tlog(layer, policy, &payload, sig_b64, key)?,
+        ),
+        None => keyless_layer(layer, policy, &payload, sig_b64)?,
+    };
+    check_claims(&payload, manifest_digest, &policy.annotations)?;
+    Ok(Verified {
+        payload,
+        signer,
+        integrated_time,
+        kind: "cosign-sig",
+    })
+}
 
-    let claims: Claims = serde_json::from_slice(&payload)
+/// The SET of a key-signed layer, when there are Rekor keys to check it with.
+fn key_tlog(
+    layer: &Descriptor,
+    policy: &TrustPolicy,
+    payload: &[u8],
+    sig_b64: &str,
+    signer: &PublicKey,
+) -> Result<Option<i64>, String> {
+    let rekor_keys = policy.set_keys();
+    let integrated_time = match layer.annotations.get(oci::ANN_COSIGN_BUNDLE) {
+        Some(bundle) if !rekor_keys.is_empty() => Some(
+            check_rekor_bundle(bundle, &rekor_keys, payload, sig_b64, Some(signer))
+                .map_err(|e| format!("bad SET: {e:#}"))?,
+        ),
+        _ => None,
+    };
+    if policy.require_tlog && integrated_time.is_none() {
+        return Err("no transparency log entry (dev.sigstore.cosign/bundle) to check".into());
+    }
+    Ok(integrated_time)
+}
+
+/// No key verified the layer: verify it keyless, or say why it cannot be.
+fn keyless_layer(
+    layer: &Descriptor,
+    policy: &TrustPolicy,
+    payload: &[u8],
+    sig_b64: &str,
+) -> Result<(String, Option<i64>), String> {
+    let cert = layer.annotations.get(oci::ANN_COSIGN_CERTIFICATE);
+    match (cert, &policy.keyless) {
+        (Some(_), Some(keyless)) => {
+            let bundle = legacy_sig_bundle(payload, sig_b64, &layer.annotations)
+                .map_err(|e| format!("keyless: {e:#}"))?;
+            let ok = keyless::verify_bundle(&bundle, Artifact::Blob(payload), keyless)
+                .map_err(|e| format!("keyless: {e:#}"))?;
+            Ok((format!("keyless {}", ok.signer), Some(ok.time)))
+        }
+        (Some(cert), None) => Err(format!(
+            "bad signature: it does not verify with the given key(s); it is signed keyless, by {} \
+             (verify it with --trusted-root and --certificate-identity/--certificate-oidc-issuer)",
+            describe_certificate(cert)
+        )),
+        (None, _) if !policy.keys.is_empty() => {
+            Err("bad signature: it does not verify with the given key(s)".into())
+        }
+        (None, _) => Err(
+            "signed with a key, not keyless (no dev.sigstore.cosign/certificate): give --key"
+                .into(),
+        ),
+    }
+}
+
+/// The payload is cosign's simple signing document for `manifest_digest` with the wanted
+/// annotations.
+fn check_claims(
+    payload: &[u8],
+    manifest_digest: &str,
+    wanted: &BTreeMap<String, String>,
+) -> Result<(), String> {
+    let claims: Claims = serde_json::from_slice(payload)
         .map_err(|e| format!("the payload is not a cosign simple signing document: {e}"))?;
     if claims.critical.kind != SIMPLE_SIGNING_TYPE {
         return Err(format!(
@@ -127,24 +278,7 @@ fn verify_layer(
             "digest mismatch: signature is for {signed} not {manifest_digest}"
         ));
     }
-    check_annotations(&policy.annotations, claims.optional.as_ref())?;
-
-    let integrated_time = match layer.annotations.get(oci::ANN_COSIGN_BUNDLE) {
-        Some(bundle) if !policy.rekor_keys.is_empty() => Some(
-            check_rekor_bundle(bundle, &policy.rekor_keys, &payload, sig_b64, Some(signer))
-                .map_err(|e| format!("bad SET: {e:#}"))?,
-        ),
-        _ => None,
-    };
-    if policy.require_tlog && integrated_time.is_none() {
-        return Err("no transparency log entry (dev.sigstore.cosign/bundle) to check".into());
-    }
-    Ok(Verified {
-        payload,
-        signer: signer.fingerprint(),
-        integrated_time,
-        kind: "cosign-sig",
-    })
+    check_annotations(wanted, claims.optional.as_ref())
 }
 
 /// Each wanted annotation must be present with that string value.
