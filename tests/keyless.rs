@@ -10,7 +10,7 @@ use kplug::error::{kind_of, Kind};
 use kplug::oci::{self, Descriptor, Manifest};
 use kplug::trust::{
     verify_bundle, verify_signature_bundle, verify_signature_layers, CertificateIdentity, Keyless,
-    PublicKey, TrustPolicy, TrustedRoot, Verified,
+    Policy, PublicKey, TrustedRoot, Verified,
 };
 
 const GITHUB: &str = "https://token.actions.githubusercontent.com";
@@ -46,17 +46,17 @@ fn staging() -> Arc<TrustedRoot> {
 }
 
 /// A keyless-only policy for an exact identity and issuer.
-fn policy(root: Arc<TrustedRoot>, identity: &str, issuer: &str) -> TrustPolicy {
+fn policy(root: Arc<TrustedRoot>, identity: &str, issuer: &str) -> Policy {
     let id = CertificateIdentity::from_flags(Some(identity), None, Some(issuer), None).unwrap();
-    TrustPolicy {
+    Policy {
         keyless: Some(Arc::new(Keyless::new(root, vec![id]).unwrap())),
         ..Default::default()
     }
 }
 
-fn regexp_policy(root: Arc<TrustedRoot>, identity: &str, issuer: &str) -> TrustPolicy {
+fn regexp_policy(root: Arc<TrustedRoot>, identity: &str, issuer: &str) -> Policy {
     let id = CertificateIdentity::from_flags(None, Some(identity), None, Some(issuer)).unwrap();
-    TrustPolicy {
+    Policy {
         keyless: Some(Arc::new(Keyless::new(root, vec![id]).unwrap())),
         ..Default::default()
     }
@@ -147,7 +147,7 @@ fn cosign_v3_keyless_bundle() {
         "CMS signer does not match any trusted TSA certificate",
     );
     // A key-only policy names what signed it.
-    let key_only = TrustPolicy {
+    let key_only = Policy {
         keys: vec![kplug::trust::SigningKey::generate().unwrap().public_key()],
         ..Default::default()
     };
@@ -257,7 +257,7 @@ fn verify_sig(
     digest: &str,
     m: &Manifest,
     payload: &[u8],
-    p: &TrustPolicy,
+    p: &Policy,
 ) -> anyhow::Result<Vec<Verified>> {
     let blob = |_: &Descriptor| Some(payload.to_vec());
     verify_signature_layers(digest, m, &blob, p)
@@ -287,7 +287,7 @@ fn legacy_keyless_sig_layer() {
     });
     verify_sig(&digest, &no_chain, &payload, &good).unwrap();
 
-    let fails = |m: &Manifest, p: &TrustPolicy| refused(verify_sig(&digest, m, &payload, p));
+    let fails = |m: &Manifest, p: &Policy| refused(verify_sig(&digest, m, &payload, p));
     assert_has(
         &fails(
             &m,
@@ -342,7 +342,7 @@ fn legacy_keyless_sig_layer() {
     assert_has(&msg, "signature verification failed");
 
     // Key-only: the layer says who signed it instead of "no signatures".
-    let key_only = TrustPolicy {
+    let key_only = Policy {
         keys: vec![kplug::trust::SigningKey::generate().unwrap().public_key()],
         ..Default::default()
     };

@@ -11,7 +11,7 @@ use crate::error::{fail, Kind};
 use crate::node::unpack::Limits;
 use crate::ops::node::NodeOptions;
 use crate::ops::transfer::Carry;
-use crate::ops::verify::TrustOptions;
+use crate::ops::verify::{KeylessOptions, TrustOptions};
 
 /// `-a k=v` pairs.
 pub fn parse_annotations(items: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
@@ -42,6 +42,32 @@ pub struct TrustArgs {
     /// Fail unless each accepted signature carries a valid Rekor bundle.
     #[arg(long)]
     pub require_tlog: bool,
+    /// Keyless: Sigstore trusted root (trusted_root.json) to verify Fulcio certificates and
+    /// Rekor entries with, offline.
+    #[arg(long, value_name = "FILE")]
+    pub trusted_root: Option<PathBuf>,
+    /// Keyless: the signer identity the certificate must carry (SAN), exactly.
+    #[arg(long, value_name = "IDENTITY", requires = "trusted_root")]
+    pub certificate_identity: Option<String>,
+    /// Keyless: a regular expression the identity must match (unanchored, as cosign's).
+    #[arg(
+        long,
+        value_name = "REGEXP",
+        requires = "trusted_root",
+        conflicts_with = "certificate_identity"
+    )]
+    pub certificate_identity_regexp: Option<String>,
+    /// Keyless: the OIDC issuer the certificate must name, exactly.
+    #[arg(long, value_name = "URL", requires = "trusted_root")]
+    pub certificate_oidc_issuer: Option<String>,
+    /// Keyless: a regular expression the OIDC issuer must match.
+    #[arg(
+        long,
+        value_name = "REGEXP",
+        requires = "trusted_root",
+        conflicts_with = "certificate_oidc_issuer"
+    )]
+    pub certificate_oidc_issuer_regexp: Option<String>,
 }
 
 impl TrustArgs {
@@ -51,6 +77,13 @@ impl TrustArgs {
             annotations: parse_annotations(&self.annotations)?,
             rekor_key: self.rekor_key.clone(),
             require_tlog: self.require_tlog,
+            keyless: self.trusted_root.as_ref().map(|root| KeylessOptions {
+                trusted_root: root.clone(),
+                identity: self.certificate_identity.clone(),
+                identity_regexp: self.certificate_identity_regexp.clone(),
+                oidc_issuer: self.certificate_oidc_issuer.clone(),
+                oidc_issuer_regexp: self.certificate_oidc_issuer_regexp.clone(),
+            }),
         })
     }
 }
@@ -61,8 +94,9 @@ pub struct SignatureArgs {
     /// Copy the artifact only, not its cosign signatures and Sigstore bundles.
     #[arg(long)]
     pub no_signatures: bool,
-    /// Copy only what verifies with --key; anything else is refused and nothing of it copied.
-    #[arg(long, requires = "keys")]
+    /// Copy only what verifies with --key (or --trusted-root); anything else is refused and
+    /// nothing of it copied.
+    #[arg(long)]
     pub signed_only: bool,
     #[command(flatten)]
     pub trust: TrustArgs,
@@ -73,10 +107,10 @@ impl SignatureArgs {
         let policy = if self.signed_only {
             Some(Arc::new(self.trust.options()?.policy()?))
         } else {
-            if !self.trust.keys.is_empty() {
+            if !self.trust.keys.is_empty() || self.trust.trusted_root.is_some() {
                 crate::bail_kind!(
                     Kind::Usage,
-                    "--key only applies with --signed-only (copy verifies nothing otherwise)"
+                    "--key and --trusted-root only apply with --signed-only (copy verifies nothing otherwise)"
                 );
             }
             None

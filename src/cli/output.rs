@@ -60,7 +60,13 @@ pub fn check_list(what: &str, verified: &[crate::trust::Verified]) -> String {
     if verified.iter().any(|v| v.integrated_time.is_some()) {
         s.push_str("  - Existence of the claims in the transparency log was verified offline\n");
     }
-    s.push_str("  - The signatures were verified against the specified public key\n");
+    // cosign's wording for each kind of trust.
+    if verified.iter().any(|v| v.signer.starts_with("keyless ")) {
+        s.push_str("  - The code-signing certificate was verified using trusted certificate authority certificates\n");
+    }
+    if verified.iter().any(|v| !v.signer.starts_with("keyless ")) {
+        s.push_str("  - The signatures were verified against the specified public key\n");
+    }
     for v in verified {
         s.push_str(&format!("  signer {} ({})", v.signer, v.kind));
         if let Some(t) = v.integrated_time {

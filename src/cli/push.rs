@@ -31,6 +31,11 @@ pub struct PushArgs {
     /// cosign private key for --sign (password from COSIGN_PASSWORD or the terminal).
     #[arg(long, value_name = "PEM")]
     pub key: Option<PathBuf>,
+    /// With --sign: write a Sigstore bundle attached as an OCI 1.1 referrer (cosign v3's
+    /// format) instead of a `.sig` layer. See `kplug sign --help`.
+    #[arg(long, env = "KPLUG_NEW_BUNDLE_FORMAT", num_args = 0..=1, default_missing_value = "true",
+          value_name = "BOOL", action = clap::ArgAction::Set, default_value_t = false)]
+    pub new_bundle_format: bool,
     /// Push a KongPluginInstallation image instead (one tar+gzip layer of handler.lua and
     /// schema.lua, as the Kong Operator reads it); refused for plugins KPI cannot carry.
     #[arg(long)]
@@ -49,6 +54,7 @@ pub async fn run(g: &Global, out: &Printer, a: PushArgs) -> anyhow::Result<()> {
         name: a.name,
         version: a.plugin_version,
         sign_key: a.key,
+        new_bundle_format: a.new_bundle_format,
         store: g.store_options(),
     };
     let r = if a.kpi {

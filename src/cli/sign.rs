@@ -22,6 +22,12 @@ pub struct SignArgs {
     /// Also write the signed payload here.
     #[arg(long)]
     pub output_payload: Option<PathBuf>,
+    /// Write a Sigstore bundle v0.3 attached as an OCI 1.1 referrer (cosign v3's default)
+    /// instead of a `.sig` layer; `.sig` stays kplug's default for now (docs/signatures.md).
+    /// Set KPLUG_NEW_BUNDLE_FORMAT=true to switch a release job once.
+    #[arg(long, env = "KPLUG_NEW_BUNDLE_FORMAT", num_args = 0..=1, default_missing_value = "true",
+          value_name = "BOOL", action = clap::ArgAction::Set, default_value_t = false)]
+    pub new_bundle_format: bool,
 }
 
 pub async fn run(g: &Global, out: &Printer, a: SignArgs) -> anyhow::Result<()> {
@@ -31,6 +37,7 @@ pub async fn run(g: &Global, out: &Printer, a: SignArgs) -> anyhow::Result<()> {
         annotations: parse_annotations(&a.annotations)?,
         output_signature: a.output_signature,
         output_payload: a.output_payload,
+        new_bundle_format: a.new_bundle_format,
         store: g.store_options(),
     };
     let r = sign::sign(&o).await?;

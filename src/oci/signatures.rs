@@ -252,3 +252,35 @@ pub async fn merge_tagged_manifest(
     cx.stats.manifests_copied += 1;
     Ok(())
 }
+
+/// Attach a referrer manifest (`manifest`, with its `config` and one `layer`) to
+/// `subject`: blobs first, the manifest by digest, then the `sha256-<hex>` fallback index
+/// gains its descriptor (kept once). Returns the referrer manifest's digest.
+pub async fn attach_referrer(
+    sigs: &dyn WriteStore,
+    subject: &Descriptor,
+    manifest: &[u8],
+    blobs: &[(&Descriptor, &[u8])],
+) -> anyhow::Result<String> {
+    for (d, bytes) in blobs {
+        if !sigs.blob_exists(&d.digest).await? {
+            sigs.push_blob(d, Box::new(std::io::Cursor::new(bytes.to_vec())))
+                .await?;
+        }
+    }
+    let digest = sigs.push_manifest(manifest, oci::MANIFEST_V1, None).await?;
+    let m: Manifest = serde_json::from_slice(manifest)?;
+    let mut entry = Descriptor::new(oci::MANIFEST_V1, &digest, manifest.len() as u64);
+    entry.artifact_type = m.artifact_type.clone();
+    entry.annotations = m.annotations.clone();
+    let mut idx = fetch_referrers(sigs, &subject.digest)
+        .await?
+        .unwrap_or_else(Index::empty);
+    if !idx.manifests.iter().any(|d| d.digest == digest) {
+        idx.manifests.push(entry);
+        let tag = tagscheme::referrers_tag(&subject.digest);
+        sigs.push_manifest(&oci::to_json(&idx), oci::INDEX_V1, Some(&tag))
+            .await?;
+    }
+    Ok(digest)
+}

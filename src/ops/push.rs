@@ -26,6 +26,8 @@ pub struct PushOptions {
     pub version: Option<String>,
     /// Sign the pushed digest with this cosign key.
     pub sign_key: Option<PathBuf>,
+    /// Sign in the Sigstore bundle format (see `SignOptions::new_bundle_format`).
+    pub new_bundle_format: bool,
     pub store: store::Options,
 }
 
@@ -59,23 +61,37 @@ pub async fn push(o: &PushOptions) -> anyhow::Result<PushReport> {
     let packed_dir = tempfile::tempdir()?;
     let file = source_file(o, packed_dir.path())?;
     let mut report = push_file(dst.as_ref(), &loc, &file, o).await?;
-    if let (Some(key), Some(path)) = (key, &o.sign_key) {
-        let sopts = super::sign::SignOptions {
-            reference: o.reference.clone(),
-            key: path.clone(),
-            annotations: BTreeMap::new(),
-            output_signature: None,
-            output_payload: None,
-            store: o.store.clone(),
-        };
-        let target = super::sign::SignTarget {
-            loc: &loc,
-            store: dst.as_ref(),
-            digest: &report.digest,
-        };
-        report.signature = Some(super::sign::sign_digest(&target, &key, &sopts, &o.store).await?);
+    if let Some(key) = key {
+        sign_pushed(o, &key, &loc, dst.as_ref(), &mut report).await?;
     }
     Ok(report)
+}
+
+/// Sign what was just pushed, in the store it was pushed to (no second open or login).
+pub(crate) async fn sign_pushed(
+    o: &PushOptions,
+    key: &crate::trust::SigningKey,
+    loc: &Location,
+    dst: &dyn WriteStore,
+    report: &mut PushReport,
+) -> anyhow::Result<()> {
+    let sopts = super::sign::SignOptions {
+        reference: o.reference.clone(),
+        key: o.sign_key.clone().unwrap_or_default(),
+        annotations: BTreeMap::new(),
+        output_signature: None,
+        output_payload: None,
+        new_bundle_format: o.new_bundle_format,
+        store: o.store.clone(),
+    };
+    let desc = Descriptor::new(oci::MANIFEST_V1, &report.digest, report.size);
+    let target = super::sign::SignTarget {
+        loc,
+        store: dst,
+        desc: &desc,
+    };
+    report.signature = Some(super::sign::sign_digest(&target, key, &sopts, &o.store).await?);
+    Ok(())
 }
 
 /// The file to push: the archive given, or the directory packed into `tmp`.

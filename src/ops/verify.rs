@@ -24,25 +24,50 @@ pub struct TrustOptions {
     pub rekor_key: Option<PathBuf>,
     /// Refuse signatures without a valid tlog entry.
     pub require_tlog: bool,
+    /// Keyless: a Sigstore `trusted_root.json` and the signer identity it must certify.
+    pub keyless: Option<KeylessOptions>,
+}
+
+/// Keyless trust, as cosign's flags say it.
+#[derive(Debug, Clone, Default)]
+pub struct KeylessOptions {
+    pub trusted_root: PathBuf,
+    pub identity: Option<String>,
+    pub identity_regexp: Option<String>,
+    pub oidc_issuer: Option<String>,
+    pub oidc_issuer_regexp: Option<String>,
+}
+
+impl KeylessOptions {
+    fn load(&self) -> anyhow::Result<trust::Keyless> {
+        let root = trust::TrustedRoot::load(&self.trusted_root)?;
+        let id = trust::CertificateIdentity::from_flags(
+            self.identity.as_deref(),
+            self.identity_regexp.as_deref(),
+            self.oidc_issuer.as_deref(),
+            self.oidc_issuer_regexp.as_deref(),
+        )?;
+        trust::Keyless::new(std::sync::Arc::new(root), vec![id])
+    }
 }
 
 impl TrustOptions {
     /// Load the keys and build the policy; errors name the file and the flag.
     pub fn policy(&self) -> anyhow::Result<Policy> {
-        if self.keys.is_empty() {
+        if self.keys.is_empty() && self.keyless.is_none() {
             crate::bail_kind!(
                 Kind::Usage,
-                "give at least one --key cosign.pub to verify with"
+                "give --key cosign.pub to verify with (or, for keyless signatures, --trusted-root trusted_root.json with --certificate-identity and --certificate-oidc-issuer)"
             );
         }
         let rekor_keys = match &self.rekor_key {
             Some(p) => super::keys::load_public_keys(std::slice::from_ref(p))?,
             None => Vec::new(),
         };
-        if self.require_tlog && rekor_keys.is_empty() {
+        if self.require_tlog && rekor_keys.is_empty() && self.keyless.is_none() {
             crate::bail_kind!(
                 Kind::Usage,
-                "--require-tlog needs --rekor-key (or SIGSTORE_REKOR_PUBLIC_KEY)"
+                "--require-tlog needs --rekor-key (or SIGSTORE_REKOR_PUBLIC_KEY), or a --trusted-root"
             );
         }
         Ok(Policy {
@@ -50,6 +75,11 @@ impl TrustOptions {
             annotations: self.annotations.clone(),
             rekor_keys,
             require_tlog: self.require_tlog,
+            keyless: self
+                .keyless
+                .as_ref()
+                .map(|k| k.load().map(std::sync::Arc::new))
+                .transpose()?,
         })
     }
 }
@@ -79,7 +109,7 @@ pub async fn verify_digest(
     if let Some((_, m)) = &classic {
         let (blobs, problems) = signatures::fetch_layers(sigs, m).await;
         let lookup = |d: &Descriptor| blobs.get(&d.digest).cloned();
-        match trust::verify_signature_manifest(digest, m, &lookup, policy) {
+        match trust::verify_signature_layers(digest, m, &lookup, policy) {
             Ok(v) => return Ok(v),
             Err(e) => {
                 any = !m.layers.is_empty();
@@ -97,7 +127,7 @@ pub async fn verify_digest(
         for r in &idx.manifests {
             let res = async {
                 let blob = signatures::fetch_bundle(sigs, digest, r).await?;
-                trust::verify_sigstore_bundle(digest, &blob, policy)
+                trust::verify_signature_bundle(digest, &blob, policy)
             }
             .await;
             match res {

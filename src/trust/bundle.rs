@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::keyless;
 use super::keys::PublicKey;
 use super::rekor::{check_key, entry_body, hex_sha256, same_b64, verify_set, SetPayload};
-use super::verify::{check_annotations, check_policy, Policy, TrustPolicy, Verified};
+use super::verify::{check_annotations, check_policy, Policy, Verified};
 use crate::error::{fail, Kind};
 
 pub const IN_TOTO_PAYLOAD_TYPE: &str = "application/vnd.in-toto+json";
@@ -115,15 +115,6 @@ pub(crate) fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
     out
 }
 
-/// [`verify_signature_bundle`] with a key-only policy (the API before keyless).
-pub fn verify_sigstore_bundle(
-    subject_digest: &str,
-    bundle_json: &[u8],
-    policy: &Policy,
-) -> Result<Verified> {
-    verify_signature_bundle(subject_digest, bundle_json, &policy.into())
-}
-
 /// Verify a cosign v3 signature: a Sigstore bundle holding a DSSE envelope over an in-toto
 /// statement with cosign's sign predicate whose subject is the manifest `subject_digest`,
 /// signed with one of the keys or keyless by one of the identities. Failures are
@@ -131,7 +122,7 @@ pub fn verify_sigstore_bundle(
 pub fn verify_signature_bundle(
     subject_digest: &str,
     bundle_json: &[u8],
-    policy: &TrustPolicy,
+    policy: &Policy,
 ) -> Result<Verified> {
     check_policy(policy)?;
     let check = || {
@@ -158,7 +149,7 @@ pub fn verify_signature_bundle(
 pub fn verify_bundle(
     artifact_digest: &str,
     bundle_json: &[u8],
-    policy: &TrustPolicy,
+    policy: &Policy,
 ) -> Result<Verified> {
     check_policy(policy)?;
     check_bundle(artifact_digest, bundle_json, policy)
@@ -169,7 +160,7 @@ pub fn verify_bundle(
 fn check_bundle(
     subject_digest: &str,
     bundle_json: &[u8],
-    policy: &TrustPolicy,
+    policy: &Policy,
 ) -> Result<(Verified, Option<Statement>)> {
     let bundle: Bundle = serde_json::from_slice(bundle_json)
         .map_err(|e| anyhow!("malformed Sigstore bundle: {e}"))?;
@@ -210,7 +201,7 @@ fn check_bundle(
 fn keyless_bundle(
     subject_digest: &str,
     bundle_json: &[u8],
-    policy: &TrustPolicy,
+    policy: &Policy,
 ) -> Result<(String, Option<i64>)> {
     let Some(keyless) = &policy.keyless else {
         bail!("bad signature: the bundle is signed keyless (with a certificate); verify it with --trusted-root and --certificate-identity/--certificate-oidc-issuer");
@@ -227,7 +218,7 @@ fn keyless_bundle(
 
 /// A bundle with a public key hint: its DSSE signature by one of the keys, and its tlog
 /// entry when there are Rekor keys to check it with.
-fn key_bundle(bundle: &Bundle, policy: &TrustPolicy) -> Result<(String, Option<i64>)> {
+fn key_bundle(bundle: &Bundle, policy: &Policy) -> Result<(String, Option<i64>)> {
     let env = bundle.dsse_envelope.as_ref().ok_or_else(|| {
         anyhow!("the bundle holds a message signature, not a DSSE envelope as cosign sign writes")
     })?;
@@ -400,7 +391,7 @@ mod tests {
     #[test]
     fn v3_bundle_verifies() {
         let bundle = fixture("v3-bundle/bundle-sigstore.json");
-        let v = verify_sigstore_bundle(&subject(), &bundle, &policy()).unwrap();
+        let v = verify_signature_bundle(&subject(), &bundle, &policy()).unwrap();
         assert_eq!(v.kind, "sigstore-bundle");
         assert_eq!(v.signer, key("v3-bundle/bundle-cosign.pub").fingerprint());
         assert_eq!(v.integrated_time, None);
@@ -411,7 +402,7 @@ mod tests {
         let mut p = policy();
         p.rekor_keys = vec![key("cimage/rekor.pub")];
         p.require_tlog = true;
-        let v = verify_sigstore_bundle(&subject(), &bundle, &p).unwrap();
+        let v = verify_signature_bundle(&subject(), &bundle, &p).unwrap();
         assert_eq!(v.integrated_time, Some(1786568008));
     }
 
@@ -419,7 +410,7 @@ mod tests {
     fn v3_bundle_failures() {
         let bundle = fixture("v3-bundle/bundle-sigstore.json");
         let fails = |digest: &str, bundle: &[u8], p: &Policy| {
-            let e = verify_sigstore_bundle(digest, bundle, p).unwrap_err();
+            let e = verify_signature_bundle(digest, bundle, p).unwrap_err();
             assert_eq!(kind_of(&e), Kind::NoMatchingSignature, "{e}");
             e.to_string()
         };
@@ -448,6 +439,6 @@ mod tests {
         p.rekor_keys = vec![key("cimage/rekor.pub")];
         assert!(fails(&subject(), tampered.as_bytes(), &p).contains("bad SET"));
         // Without Rekor keys the SET is not looked at.
-        assert!(verify_sigstore_bundle(&subject(), tampered.as_bytes(), &policy()).is_ok());
+        assert!(verify_signature_bundle(&subject(), tampered.as_bytes(), &policy()).is_ok());
     }
 }

@@ -1,5 +1,5 @@
 //! cosign-compatible keys: ECDSA P-256, PKIX `PUBLIC KEY` PEM, and the scrypt +
-//! nacl/secretbox encrypted private key PEM of `cosign generate-key-pair` (FORMATS.md §5).
+//! nacl/secretbox encrypted private key PEM of `cosign generate-key-pair` (docs/formats.md §5).
 
 use std::fmt;
 use std::io::IsTerminal;

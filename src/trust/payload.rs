@@ -1,4 +1,4 @@
-//! The simple signing payload cosign signs (FORMATS.md §3).
+//! The simple signing payload cosign signs (docs/formats.md §3).
 
 use std::collections::BTreeMap;
 

@@ -1,4 +1,4 @@
-//! The manifest at the `.sig` tag: one simple signing layer per signature (FORMATS.md §3).
+//! The manifest at the `.sig` tag: one simple signing layer per signature (docs/formats.md §3).
 
 use std::collections::BTreeMap;
 

@@ -1,4 +1,4 @@
-//! What `cosign verify` checks on a `.sig` manifest (FORMATS.md §4), with keys or keyless
+//! What `cosign verify` checks on a `.sig` manifest (docs/formats.md §4), with keys or keyless
 //! against a trusted root. No I/O.
 
 use std::collections::BTreeMap;
@@ -17,34 +17,10 @@ use crate::digest::sha256;
 use crate::error::Kind;
 use crate::oci::{self, Descriptor, Manifest};
 
-/// What a signature must satisfy when only keys are trusted. Kept for the callers that
-/// build it field by field; [`TrustPolicy`] adds keyless trust.
-#[derive(Debug, Clone, Default)]
-pub struct Policy {
-    /// Any of these may have signed.
-    pub keys: Vec<PublicKey>,
-    /// Each must equal the payload's `optional[k]` (bundles: the subject's annotation).
-    pub annotations: BTreeMap<String, String>,
-    /// Rekor keys to check SETs with; none means SETs are not checked.
-    pub rekor_keys: Vec<PublicKey>,
-    /// Refuse signatures without a valid SET.
-    pub require_tlog: bool,
-}
-
-impl Policy {
-    /// This policy, also accepting keyless signatures under `keyless`.
-    pub fn with_keyless(self, keyless: Keyless) -> TrustPolicy {
-        TrustPolicy {
-            keyless: Some(Arc::new(keyless)),
-            ..self.into()
-        }
-    }
-}
-
 /// What a signature must satisfy: signed by one of the keys, or keyless by one of the
 /// identities of a trusted root (or either, when both are given).
 #[derive(Debug, Clone, Default)]
-pub struct TrustPolicy {
+pub struct Policy {
     /// Any of these may have signed.
     pub keys: Vec<PublicKey>,
     /// Each must equal the payload's `optional[k]` (bundles: the subject's annotation).
@@ -59,25 +35,7 @@ pub struct TrustPolicy {
     pub keyless: Option<Arc<Keyless>>,
 }
 
-impl From<Policy> for TrustPolicy {
-    fn from(p: Policy) -> Self {
-        TrustPolicy {
-            keys: p.keys,
-            annotations: p.annotations,
-            rekor_keys: p.rekor_keys,
-            require_tlog: p.require_tlog,
-            keyless: None,
-        }
-    }
-}
-
-impl From<&Policy> for TrustPolicy {
-    fn from(p: &Policy) -> Self {
-        p.clone().into()
-    }
-}
-
-impl TrustPolicy {
+impl Policy {
     /// The Rekor keys for key-signed signatures' SETs: the given ones and the trusted root's.
     pub(crate) fn set_keys(&self) -> Vec<PublicKey> {
         let mut keys = self.rekor_keys.clone();
@@ -108,7 +66,7 @@ pub struct Verified {
     pub kind: &'static str,
 }
 
-pub(crate) fn check_policy(policy: &TrustPolicy) -> Result<()> {
+pub(crate) fn check_policy(policy: &Policy) -> Result<()> {
     if policy.keys.is_empty() && policy.keyless.is_none() {
         bail_kind!(
             Kind::Usage,
@@ -124,23 +82,13 @@ pub(crate) fn check_policy(policy: &TrustPolicy) -> Result<()> {
     Ok(())
 }
 
-/// [`verify_signature_layers`] with a key-only policy (the API before keyless).
-pub fn verify_signature_manifest(
-    manifest_digest: &str,
-    sig_manifest: &Manifest,
-    blob: &dyn Fn(&Descriptor) -> Option<Vec<u8>>,
-    policy: &Policy,
-) -> Result<Vec<Verified>> {
-    verify_signature_layers(manifest_digest, sig_manifest, blob, &policy.into())
-}
-
 /// Verify every layer of the `.sig` manifest of `manifest_digest`; return those that pass.
 /// `blob` returns a layer's bytes (`None` if unavailable).
 pub fn verify_signature_layers(
     manifest_digest: &str,
     sig_manifest: &Manifest,
     blob: &dyn Fn(&Descriptor) -> Option<Vec<u8>>,
-    policy: &TrustPolicy,
+    policy: &Policy,
 ) -> Result<Vec<Verified>> {
     check_policy(policy)?;
     if sig_manifest.layers.is_empty() {
@@ -171,7 +119,7 @@ fn verify_layer(
     manifest_digest: &str,
     layer: &Descriptor,
     blob: &dyn Fn(&Descriptor) -> Option<Vec<u8>>,
-    policy: &TrustPolicy,
+    policy: &Policy,
 ) -> Result<Verified, String> {
     let payload = blob(layer).ok_or("the payload blob is not available")?;
     let got = sha256(&payload);
@@ -207,7 +155,7 @@ fn verify_layer(
 /// The SET of a key-signed layer, when there are Rekor keys to check it with.
 fn key_tlog(
     layer: &Descriptor,
-    policy: &TrustPolicy,
+    policy: &Policy,
     payload: &[u8],
     sig_b64: &str,
     signer: &PublicKey,
@@ -229,7 +177,7 @@ fn key_tlog(
 /// No key verified the layer: verify it keyless, or say why it cannot be.
 fn keyless_layer(
     layer: &Descriptor,
-    policy: &TrustPolicy,
+    policy: &Policy,
     payload: &[u8],
     sig_b64: &str,
 ) -> Result<(String, Option<i64>), String> {
@@ -349,7 +297,7 @@ mod tests {
 
     fn run(digest: &str, m: &Manifest, payload: &[u8], p: &Policy) -> Result<Vec<Verified>> {
         let blob = |d: &Descriptor| (d.digest == sha256(payload)).then(|| payload.to_vec());
-        verify_signature_manifest(digest, m, &blob, p)
+        verify_signature_layers(digest, m, &blob, p)
     }
 
     fn classic() -> (String, Manifest, Vec<u8>, PublicKey) {
@@ -405,8 +353,7 @@ mod tests {
         let mut tampered = payload.clone();
         tampered[10] ^= 1;
         let blob = |_: &Descriptor| Some(tampered.clone());
-        let e =
-            verify_signature_manifest(&digest, &m, &blob, &policy(vec![k.clone()])).unwrap_err();
+        let e = verify_signature_layers(&digest, &m, &blob, &policy(vec![k.clone()])).unwrap_err();
         assert_eq!(kind_of(&e), Kind::NoMatchingSignature);
         assert!(e.to_string().contains("payload digest mismatch"), "{e}");
 
@@ -489,12 +436,12 @@ mod tests {
         let blob = |d: &Descriptor| blobs.get(&d.digest).cloned();
         let mut p = policy(vec![signer.public_key()]);
         p.annotations = prod.clone();
-        let v = verify_signature_manifest(&digest, &m, &blob, &p).unwrap();
+        let v = verify_signature_layers(&digest, &m, &blob, &p).unwrap();
         assert_eq!(v.len(), 1);
         assert_eq!(v[0].payload, blobs[&m.layers[2].digest]);
 
         p.annotations.insert("env".into(), "staging".into());
-        let e = verify_signature_manifest(&digest, &m, &blob, &p).unwrap_err();
+        let e = verify_signature_layers(&digest, &m, &blob, &p).unwrap_err();
         let msg = e.to_string();
         assert!(
             msg.contains("signature 1") && msg.contains("bad signature"),

@@ -181,7 +181,7 @@ pub fn bundle_referrer_manifest(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::trust::{verify_signature_bundle, verify_signature_layers, TrustPolicy};
+    use crate::trust::{verify_signature_bundle, verify_signature_layers, Policy};
 
     fn fixture(name: &str) -> Vec<u8> {
         std::fs::read(format!(
@@ -228,7 +228,7 @@ mod tests {
         let digest = sha256(b"manifest");
         let ann = BTreeMap::from([("env".to_string(), "prod".to_string())]);
         let bundle = sign_bundle(&key, &digest, &ann).unwrap();
-        let policy = |k: &SigningKey| TrustPolicy {
+        let policy = |k: &SigningKey| Policy {
             keys: vec![k.public_key()],
             annotations: ann.clone(),
             ..Default::default()

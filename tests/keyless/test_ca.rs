@@ -161,7 +161,7 @@ fn manifest(layers: Vec<Descriptor>) -> Manifest {
 fn check(
     digest: &str,
     layers: Vec<(Descriptor, Vec<u8>)>,
-    p: &TrustPolicy,
+    p: &Policy,
 ) -> anyhow::Result<Vec<Verified>> {
     let blobs: BTreeMap<String, Vec<u8>> = layers
         .iter()

@@ -11,7 +11,6 @@ use crate::error::{fail, Kind};
 use crate::oci::kpi;
 use crate::oci::{self, store};
 use crate::ops::push::{PushOptions, PushReport};
-use crate::ops::sign::{sign_digest, SignOptions, SignTarget};
 
 /// Refuse, naming what cannot travel and the way that can, unless `p` fits a KPI image.
 pub fn check_carriable(p: &Loaded) -> anyhow::Result<()> {
@@ -111,21 +110,8 @@ pub async fn push_kpi(o: &PushOptions) -> anyhow::Result<PushReport> {
         layers: vec![layer],
         signature: None,
     };
-    if let (Some(key), Some(path)) = (key, &o.sign_key) {
-        let sopts = SignOptions {
-            reference: o.reference.clone(),
-            key: path.clone(),
-            annotations: BTreeMap::new(),
-            output_signature: None,
-            output_payload: None,
-            store: o.store.clone(),
-        };
-        let target = SignTarget {
-            loc: &loc,
-            store: dst.as_ref(),
-            digest: &report.digest,
-        };
-        report.signature = Some(sign_digest(&target, &key, &sopts, &o.store).await?);
+    if let Some(key) = key {
+        crate::ops::push::sign_pushed(o, &key, &loc, dst.as_ref(), &mut report).await?;
     }
     Ok(report)
 }
