@@ -1,7 +1,10 @@
 //! The node side: plugin trees, hostile-archive unpacking, install state, kong.conf and
 //! the start-up checks of `doctor`.
 pub mod doctor;
+pub mod gate;
 pub mod kongconf;
+pub mod limits;
+pub mod names;
 pub mod plugin;
 pub mod state;
 pub mod unpack;

@@ -15,18 +15,8 @@ use crate::digest::{HashingReader, HashingWriter};
 use crate::error::{fail, Kind};
 use crate::tree::FileEntry;
 
-/// Kong requires a plugin as the Lua module `kong.plugins.<name>.handler` and keeps the
-/// name as a database key and in the comma-separated `plugins` setting. So the name must be
-/// a single module path component (no `.` or `/`) without `,` or spaces; lower case as all
-/// of Kong's own plugins, so that the module lookup works on case-sensitive file systems.
-pub fn valid_plugin_name(s: &str) -> bool {
-    let b = s.as_bytes();
-    !b.is_empty()
-        && b.len() <= 64
-        && matches!(b[0], b'a'..=b'z' | b'0'..=b'9')
-        && b.iter()
-            .all(|c| matches!(c, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-'))
-}
+pub use crate::node::names::valid_plugin_name;
+use crate::node::names::NAME_RULE;
 
 /// Versions end up in file names and tags: one safe component, OCI-tag sized.
 pub(crate) fn valid_version(s: &str) -> bool {
@@ -347,9 +337,6 @@ pub fn locate(dir: &Path, name: Option<&str>, version: Option<&str>) -> Result<P
         dir: d.dir,
     })
 }
-
-const NAME_RULE: &str =
-    "lower-case letters, digits, '_' and '-', starting with a letter or digit, at most 64";
 
 /// One thing to pack, relative to the plugin dir.
 struct Item {

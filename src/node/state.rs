@@ -76,21 +76,10 @@ pub fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
-/// Kong plugin names become Lua module path parts (`kong.plugins.<name>.handler`) and
-/// directory names here: ASCII letters, digits, `-` and `_` only.
+/// The crate's one plugin-name rule ([`crate::node::names`]); names also become
+/// directory and receipt file names here.
 pub fn check_name(name: &str) -> Result<()> {
-    if name.is_empty()
-        || name.len() > 100
-        || !name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    {
-        crate::bail_kind!(
-            Kind::Usage,
-            "invalid plugin name {name:?}: use letters, digits, '-' and '_'"
-        );
-    }
-    Ok(())
+    crate::node::names::check_plugin_name(name)
 }
 
 /// Exclusive lock on a prefix; released on drop.
