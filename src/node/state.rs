@@ -207,6 +207,9 @@ pub fn install_dir(
 pub fn rollback(prefix: &Prefix, name: &str) -> Result<()> {
     use std::os::unix::fs::MetadataExt;
     check_name(name)?;
+    if crate::node::external::read_server(prefix, name)?.is_some() {
+        return crate::node::external::rollback(prefix, name);
+    }
     let backup = prefix.backup_dir().join(name);
     let meta = match fs::symlink_metadata(&backup) {
         Ok(m) if m.is_dir() => m,
@@ -236,6 +239,11 @@ pub fn uninstall(prefix: &Prefix, name: &str) -> Result<Vec<String>> {
             prefix.plugins_dir().display()
         );
     };
+    if crate::node::external::read_server(prefix, name)?.is_some() {
+        let left = crate::node::external::uninstall(prefix, name)?;
+        fs::remove_file(prefix.receipt_path(name))?;
+        return Ok(left);
+    }
     let dir = prefix.plugin_dir(name);
     for f in &receipt.files {
         let rel = Path::new(&f.path);
@@ -310,7 +318,10 @@ pub fn list(prefix: &Prefix) -> Result<Vec<Listed>> {
             continue;
         }
         if let Some(receipt) = read_receipt(prefix, name)? {
-            let (modified, missing) = verify_files(&prefix.plugin_dir(name), &receipt.files);
+            let (modified, missing) = match crate::node::external::read_server(prefix, name)? {
+                Some(server) => crate::node::external::verify(&server),
+                None => verify_files(&prefix.plugin_dir(name), &receipt.files),
+            };
             out.push(Listed {
                 receipt,
                 modified,

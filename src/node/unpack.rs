@@ -421,10 +421,32 @@ pub struct ExtractedPlugin {
     pub files: Vec<FileEntry>,
 }
 
+/// Where a plugin's name may come from besides the archive itself. The order is
+/// `flag` (`--name`), the archive's tree (`kong/plugins/<name>/`, its rockspec),
+/// `schema.lua`'s `name`, then `repo` (the repository's last component).
+#[derive(Debug, Clone, Default)]
+pub struct NameHints {
+    pub flag: Option<String>,
+    pub repo: Option<String>,
+}
+
+/// Everything one artifact unpacked to.
+#[derive(Debug)]
+pub struct Extracted {
+    /// Lua plugins, each in `staging/<name>` (several only from a rock).
+    pub plugins: Vec<ExtractedPlugin>,
+    /// What a rock carried besides the plugins.
+    pub rock: Option<crate::node::rock::RockReport>,
+    /// An external plugin server (then `plugins` is empty).
+    pub server: Option<crate::node::external::StagedServer>,
+}
+
 /// Unpack a plugin archive into `staging/raw`, find the plugin in it whatever the layout
-/// (`kong/plugins/<name>/`, `<x>/kong/plugins/<name>/`, `<name>/handler.lua`, or
-/// handler.lua at the root as in a KongPluginInstallation image, named by `fallback_name`),
-/// validate it, and move it to `staging/<name>`; the rest of `staging/raw` is removed.
+/// (`kong/plugins/<name>/`, `<x>/kong/plugins/<name>/`, a rockspec's `build.modules`,
+/// `<name>/handler.lua`, or handler.lua at the root as in a KongPluginInstallation image),
+/// check it (layout, Lua syntax, schema name) and move it to `staging/<name>`; the rest of
+/// `staging/raw` is removed. `fallback_name` names a plugin the archive does not name
+/// (as the repository would, see [`NameHints`]); [`extract_plugin_with`] takes both hints.
 /// `staging` must exist and not hold `raw` yet. On error the caller removes `staging`.
 pub fn extract_plugin<R: Read>(
     reader: R,
@@ -432,31 +454,132 @@ pub fn extract_plugin<R: Read>(
     limits: &Limits,
     fallback_name: Option<&str>,
 ) -> Result<ExtractedPlugin> {
+    let hints = NameHints {
+        flag: None,
+        repo: fallback_name.map(String::from),
+    };
+    extract_plugin_with(reader, staging, limits, &hints)
+}
+
+/// [`extract_plugin`] of a tar stream with both name hints.
+pub fn extract_plugin_with<R: Read>(
+    reader: R,
+    staging: &Path,
+    limits: &Limits,
+    hints: &NameHints,
+) -> Result<ExtractedPlugin> {
     let raw = staging.join("raw");
     fs::create_dir(&raw).with_context(|| format!("creating {}", raw.display()))?;
     let all = unpack_tar(reader, &raw, limits)?;
+    plugin_from_tree(&raw, all, staging, hints)
+}
 
-    let found = plugin::detect(&raw, fallback_name, Kind::Unsafe)?;
-    let name = match (found.name, fallback_name) {
-        (Some(n), _) => n,
-        (None, Some(n)) if plugin::valid_plugin_name(n) => n.to_string(),
-        (None, _) => match plugin::rockspec_name(&found.base) {
-            Some(n) => n,
-            None => bail_kind!(
+/// Unpack the artifact file at `path` whatever it is: a tar/tar.gz plugin tree, a rock
+/// (`.all.rock`, or a `.src.rock` of a pure-Lua tree), or an external plugin server
+/// (a tar with `kplug-server.json`). `lua_dirs` are searched for the modules a rock
+/// carries besides its plugins, to say whether they are installed.
+pub fn extract_file(
+    path: &Path,
+    staging: &Path,
+    limits: &Limits,
+    hints: &NameHints,
+    lua_dirs: &[PathBuf],
+) -> Result<Extracted> {
+    let raw = staging.join("raw");
+    fs::create_dir(&raw).with_context(|| format!("creating {}", raw.display()))?;
+    if sniff(path)? == Format::Zip {
+        let all = unpack_file(path, &raw, limits)?;
+        let (plugins, report) =
+            crate::node::rock::from_unpacked(&raw, all, staging, hints, lua_dirs, limits)?;
+        return Ok(Extracted {
+            plugins,
+            rock: Some(report),
+            server: None,
+        });
+    }
+    let all = unpack_file(path, &raw, limits)?;
+    if raw.join(crate::node::external::MANIFEST).is_file() {
+        let server = crate::node::external::stage(&raw, all, staging, hints)?;
+        return Ok(Extracted {
+            plugins: vec![],
+            rock: None,
+            server: Some(server),
+        });
+    }
+    let p = plugin_from_tree(&raw, all, staging, hints)?;
+    Ok(Extracted {
+        plugins: vec![p],
+        rock: None,
+        server: None,
+    })
+}
+
+/// Find, name and check the one plugin in the unpacked tree `raw` (files `all`), and
+/// move it to `staging/<name>`, removing `raw`.
+pub(crate) fn plugin_from_tree(
+    raw: &Path,
+    all: Vec<FileEntry>,
+    staging: &Path,
+    hints: &NameHints,
+) -> Result<ExtractedPlugin> {
+    let flag = hints.flag.as_deref();
+    if let Some(n) = flag {
+        crate::node::names::check_plugin_name(n)?;
+    }
+    // A rockspec's map comes first: a `src/handler.lua` tree is not a plugin named "src".
+    let spec_root = [raw.to_path_buf()]
+        .into_iter()
+        .chain(single_subdir(raw))
+        .find(|d| crate::node::rockspec::mapping(d, flag).is_some());
+    if let Some(root) = spec_root {
+        let spec = crate::node::rockspec::mapping(&root, flag).expect("found above");
+        if flag.is_none() && spec.plugins().len() > 1 {
+            bail_kind!(
                 Kind::Usage,
-                "the archive holds handler.lua at its root (a KongPluginInstallation image) and \
-                 nothing names the plugin{}: pass --name",
-                fallback_name
-                    .map(|n| format!(" ({n:?} is not a valid plugin name)"))
-                    .unwrap_or_default()
-            ),
-        },
+                "the archive's rockspec maps several plugins: {}; choose one with --name",
+                spec.plugins().join(", ")
+            );
+        }
+        let mut out = from_rockspec(&root, &spec, flag, staging, &[])?;
+        remove_raw(raw)?;
+        return Ok(out.remove(0));
+    }
+    // The repository's name may pick one of several plugins too.
+    let found = plugin::detect(raw, flag.or(hints.repo.as_deref()), Kind::Unsafe)?;
+    let name = match (found.name, flag) {
+        (Some(t), Some(f)) if t != f => bail_kind!(
+            Kind::Usage,
+            "the archive holds plugin {t}, not {f}: its modules are required as \
+             kong.plugins.{t}.*, so --name cannot rename it"
+        ),
+        (Some(t), _) => t,
+        (None, Some(f)) => f.to_string(),
+        (None, None) => plugin::rockspec_name(&found.base)
+            .or_else(|| plugin::schema_name_of(&found.dir))
+            .or_else(|| hints.repo.clone().filter(|r| plugin::valid_plugin_name(r)))
+            .ok_or_else(|| {
+                fail(
+                    Kind::Usage,
+                    format!(
+                        "the archive holds handler.lua at its root (a KongPluginInstallation \
+                         image) and nothing names the plugin (no literal name in schema.lua{}): \
+                         pass --name",
+                        hints
+                            .repo
+                            .as_ref()
+                            .map(|r| format!(
+                                ", and \"{}\" is not a valid plugin name",
+                                crate::node::names::escape(r.as_bytes())
+                            ))
+                            .unwrap_or_default()
+                    ),
+                )
+            })?,
     };
-    plugin::validate_plugin_dir(&found.dir)?;
+    plugin::check_plugin_dir(&found.dir, &name)?;
     let version =
         plugin::detect_version(&found.base, &found.dir).filter(|v| plugin::valid_version(v));
-
-    let rel = found.dir.strip_prefix(&raw)?.to_string_lossy().into_owned();
+    let rel = found.dir.strip_prefix(raw)?.to_string_lossy().into_owned();
     let files = all
         .into_iter()
         .filter_map(|mut f| {
@@ -466,23 +589,110 @@ pub fn extract_plugin<R: Read>(
             Some(f)
         })
         .collect();
-
-    // Through a name that cannot clash with `raw` (a plugin may be called "raw").
-    let tmp = staging.join(format!(".{name}.tmp"));
-    fs::rename(&found.dir, &tmp)
-        .with_context(|| format!("moving {} to {}", found.dir.display(), tmp.display()))?;
-    if raw.exists() {
-        fs::remove_dir_all(&raw).with_context(|| format!("removing {}", raw.display()))?;
-    }
+    move_out(&found.dir, staging, &name)?;
+    remove_raw(raw)?;
     let dir = staging.join(&name);
-    fs::rename(&tmp, &dir)
-        .with_context(|| format!("moving {} to {}", tmp.display(), dir.display()))?;
     Ok(ExtractedPlugin {
         name,
         version,
         dir,
         files,
     })
+}
+
+/// The only entry of `dir`, when it is a directory (a source tarball's top folder).
+fn single_subdir(dir: &Path) -> Option<PathBuf> {
+    let mut it = fs::read_dir(dir).ok()?.flatten();
+    let first = it.next()?;
+    (it.next().is_none() && first.file_type().ok()?.is_dir()).then(|| first.path())
+}
+
+/// Move a checked plugin dir to `staging/<name>` through a name that cannot clash with
+/// `raw` (a plugin may be called "raw").
+pub(crate) fn move_out(dir: &Path, staging: &Path, name: &str) -> Result<PathBuf> {
+    let tmp = staging.join(format!(".{name}.tmp"));
+    fs::rename(dir, &tmp)
+        .with_context(|| format!("moving {} to {}", dir.display(), tmp.display()))?;
+    Ok(tmp)
+}
+
+/// Remove `raw` and give the `.<name>.tmp` dirs left by [`move_out`] their real names.
+pub(crate) fn remove_raw(raw: &Path) -> Result<()> {
+    if raw.exists() {
+        fs::remove_dir_all(raw).with_context(|| format!("removing {}", raw.display()))?;
+    }
+    let staging = crate::tree::parent_dir(raw);
+    for ent in fs::read_dir(staging)?.flatten() {
+        let n = ent.file_name().to_string_lossy().into_owned();
+        if let Some(name) = n.strip_prefix('.').and_then(|n| n.strip_suffix(".tmp")) {
+            fs::rename(ent.path(), staging.join(name))?;
+        }
+    }
+    Ok(())
+}
+
+/// Lay out the plugins a rockspec maps (all of them, or `want`) from the unpacked tree
+/// `root` into `staging/.<name>.tmp`, checked; [`remove_raw`] finishes the move.
+/// `skip` names plugins to leave out.
+pub(crate) fn from_rockspec(
+    root: &Path,
+    spec: &crate::node::rockspec::Rockspec,
+    want: Option<&str>,
+    staging: &Path,
+    skip: &[String],
+) -> Result<Vec<ExtractedPlugin>> {
+    let names: Vec<String> = match want {
+        Some(w) => vec![w.to_string()],
+        None => spec
+            .plugins()
+            .into_iter()
+            .filter(|p| !skip.contains(p))
+            .collect(),
+    };
+    let mut out = Vec::new();
+    for name in names {
+        let tmp = staging.join(format!(".{name}.tmp"));
+        fs::create_dir(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        let mut files = Vec::new();
+        for (rel, src) in spec.plugin_files(&name)? {
+            let from = root.join(crate::node::gate::check_path(&src).map_err(|why| {
+                fail(
+                    Kind::Unsafe,
+                    format!("{}: module path {src:?}: {why}", spec.path.display()),
+                )
+            })?);
+            let meta = fs::symlink_metadata(&from).map_err(|_| {
+                fail(
+                    Kind::Unsafe,
+                    format!(
+                        "{} maps {src}, which the archive does not hold",
+                        spec.path.display()
+                    ),
+                )
+            })?;
+            let a = Admitted {
+                rel: rel.clone(),
+                is_dir: false,
+                mode: if meta.permissions().mode() & 0o111 != 0 {
+                    0o755
+                } else {
+                    0o644
+                },
+                size: meta.len(),
+            };
+            let mut f = fs::File::open(&from)?;
+            files.extend(write_entry(&tmp, &a, &mut f, &|e| e.into())?);
+        }
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        plugin::check_plugin_dir(&tmp, &name)?;
+        out.push(ExtractedPlugin {
+            dir: staging.join(&name),
+            version: spec.release().filter(|v| plugin::valid_version(v)),
+            name,
+            files,
+        });
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
