@@ -387,6 +387,36 @@ impl KongConf {
     }
 }
 
+/// Where Kong looks for its configuration when `-c` is not given.
+pub const DEFAULT_PATHS: &[&str] = &["/etc/kong/kong.conf", "/etc/kong.conf"];
+
+/// The kong.conf to read: `explicit` (`--kong-conf`), which must exist (an error of kind
+/// `Usage` naming it otherwise, never a silent fallback), else the first of `defaults`
+/// that exists. With none found, an empty conf (Kong's defaults plus `KONG_*`) and the
+/// paths looked at, for the caller to say so.
+pub fn locate(
+    explicit: Option<&Path>,
+    defaults: &[&str],
+) -> Result<(KongConf, Option<Vec<PathBuf>>)> {
+    if let Some(p) = explicit {
+        if !p.is_file() {
+            crate::bail_kind!(
+                crate::error::Kind::Usage,
+                "{}: no such Kong configuration file (given with --kong-conf)",
+                p.display()
+            );
+        }
+        return Ok((KongConf::load(p)?, None));
+    }
+    for d in defaults {
+        if Path::new(d).is_file() {
+            return Ok((KongConf::load(Path::new(d))?, None));
+        }
+    }
+    let looked: Vec<PathBuf> = defaults.iter().map(PathBuf::from).collect();
+    Ok((KongConf::parse(""), Some(looked)))
+}
+
 /// `KONG_<KEY>`: the environment variable that overrides kong.conf property `key`.
 pub fn env_name(key: &str) -> String {
     format!("KONG_{}", key.to_ascii_uppercase())

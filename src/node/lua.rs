@@ -1,10 +1,11 @@
 //! Lua source as Kong's LuaJIT reads it: syntax checks with file:line, and the literal
 //! values of rockspecs, `rock_manifest` and `schema.lua` without running any of them.
 //!
-//! Parsing is `full_moon` in LuaJIT mode (Lua 5.1 plus `goto` and LuaJIT's number
-//! suffixes). Evaluation covers what those files use: top-level `local`/global
-//! assignments, strings, numbers, booleans, tables, `..` and indexing of known tables;
-//! anything else (calls, functions) is [`Value::Unknown`], never executed.
+//! Syntax is checked by LuaJIT itself ([`check_syntax`]: the chunk is compiled, never
+//! run, in a state with no libraries), so the verdict and the message are the ones Kong
+//! would print. Literal values come from `full_moon`'s AST in LuaJIT mode ([`eval`]):
+//! top-level `local`/global assignments, strings, numbers, booleans, tables, `..` and
+//! indexing of known tables; anything else (calls, functions) is [`Value::Unknown`].
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -33,6 +34,36 @@ impl fmt::Display for SyntaxError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}: {}", self.line, self.column, self.message)
     }
+}
+
+/// Compile `src` with LuaJIT (never run it). The error is LuaJIT's own message, which
+/// starts with `<chunk>:<line>:` (`chunk` names the file in it).
+pub fn check_syntax(src: &[u8], chunk: &str) -> Result<(), String> {
+    let lua = mlua::Lua::new_with(mlua::StdLib::NONE, mlua::LuaOptions::default())
+        .map_err(|e| format!("{chunk}: cannot start LuaJIT: {e}"))?;
+    match lua.load(src).set_name(format!("={chunk}")).into_function() {
+        Ok(_) => Ok(()),
+        Err(mlua::Error::SyntaxError { message, .. }) => Err(message),
+        Err(e) => Err(format!("{chunk}: {e}")),
+    }
+}
+
+/// Read a file for [`check_syntax`], bounded.
+pub fn read_bytes(path: &Path) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let mut buf = Vec::new();
+    std::fs::File::open(path)
+        .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?
+        .take(MAX_SOURCE_BYTES + 1)
+        .read_to_end(&mut buf)?;
+    if buf.len() as u64 > MAX_SOURCE_BYTES {
+        crate::bail_kind!(
+            Kind::Unsafe,
+            "{}: over {MAX_SOURCE_BYTES} bytes, too large for a Lua source file",
+            path.display()
+        );
+    }
+    Ok(buf)
 }
 
 /// Refuse nesting deeper than LuaJIT accepts, before the recursive parser sees it.
@@ -129,44 +160,7 @@ pub fn parse(src: &str) -> Result<ast::Ast, SyntaxError> {
 /// Read a Lua file (bounded) as text; invalid UTF-8 only ever sits in strings and
 /// comments, where a replacement character changes no syntax.
 pub fn read_source(path: &Path) -> Result<String> {
-    use std::io::Read;
-    let mut buf = Vec::new();
-    std::fs::File::open(path)
-        .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?
-        .take(MAX_SOURCE_BYTES + 1)
-        .read_to_end(&mut buf)?;
-    if buf.len() as u64 > MAX_SOURCE_BYTES {
-        crate::bail_kind!(
-            Kind::Unsafe,
-            "{}: over {MAX_SOURCE_BYTES} bytes, too large for a Lua source file",
-            path.display()
-        );
-    }
-    Ok(String::from_utf8_lossy(&buf).into_owned())
-}
-
-/// Parse every `*.lua` under `root` (relative paths `rels`); the first syntax error is an
-/// error of kind `Unsafe` naming `shown/<rel>:line:col`.
-pub fn check_files<'a>(
-    root: &Path,
-    shown: &str,
-    rels: impl IntoIterator<Item = &'a str>,
-) -> Result<()> {
-    for rel in rels.into_iter().filter(|r| r.ends_with(".lua")) {
-        let src = read_source(&root.join(rel))?;
-        if let Err(e) = parse(&src) {
-            let at = if shown.is_empty() {
-                rel.to_string()
-            } else {
-                format!("{shown}/{rel}")
-            };
-            crate::bail_kind!(
-                Kind::Unsafe,
-                "{at}:{e} (Lua syntax error: Kong would fail to load this plugin)"
-            );
-        }
-    }
-    Ok(())
+    Ok(String::from_utf8_lossy(&read_bytes(path)?).into_owned())
 }
 
 /// A literal Lua value.
@@ -493,6 +487,25 @@ mod tests {
         let long = format!("return {}\"x\"\n", "\"a\" .. ".repeat(100_000));
         assert!(parse(&long).unwrap_err().message.contains("syntax levels"));
         parse(&format!("return {{{}}}\n", "1,".repeat(50_000))).unwrap();
+    }
+
+    #[test]
+    fn luajit_verdicts() {
+        check_syntax(b"local x = 1\nfor i = 1, 3 do goto continue ::continue:: end\nlocal n = 1ULL\nreturn x\n", "ok.lua").unwrap();
+        let e = check_syntax(
+            b"local M = {}\nfunction M.run()\n  return 1 +\nend\nreturn M\n",
+            "a.lua",
+        )
+        .unwrap_err();
+        assert_eq!(e, "a.lua:4: unexpected symbol near 'end'");
+        let e = check_syntax(b"return 1 // 2\n", "b.lua").unwrap_err();
+        assert!(e.starts_with("b.lua:1:"), "{e}");
+        let deep = format!("return {}1{}\n", "(".repeat(300), ")".repeat(300));
+        assert!(check_syntax(deep.as_bytes(), "d.lua")
+            .unwrap_err()
+            .contains("too many syntax levels"));
+        // No library is there: compiling runs nothing, and nothing could run.
+        check_syntax(b"os.exit(1)\n", "x.lua").unwrap();
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! The node side: plugin trees, hostile-archive unpacking, install state, kong.conf and
 //! the start-up checks of `doctor`.
+pub mod bundled;
+pub mod declarative;
 pub mod doctor;
 pub mod external;
 pub mod gate;

@@ -41,6 +41,20 @@ pub fn escape(raw: &[u8]) -> String {
     raw.escape_ascii().to_string()
 }
 
+/// Text from an untrusted source (a parser message quoting a file) made safe to print:
+/// only control characters are escaped (`\x1b`), quotes stay as they are.
+pub fn printable(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -65,6 +79,7 @@ mod tests {
             assert!(!valid_plugin_name(bad), "{bad}");
         }
         assert_eq!(escape(b"a\x1b[31m\\b\n\"\xff"), r#"a\x1b[31m\\b\n\"\xff"#);
+        assert_eq!(printable("near 'end' \u{1b}[2J"), "near 'end' \\u{1b}[2J");
         let m = format!("{}", check_plugin_name("x\x1b]0;pwn\x07").unwrap_err());
         assert!(m.contains(r"x\x1b]0;pwn\x07") && !m.contains('\x1b'), "{m}");
     }

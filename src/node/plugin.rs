@@ -532,30 +532,32 @@ fn check_items(d: &str, items: &[Item]) -> Result<()> {
     Ok(())
 }
 
-/// Every `.lua` file parses as LuaJIT would load it, and `schema.lua`'s literal `name`
-/// (when it has one) is the plugin's name.
+/// Every `.lua` file compiles in LuaJIT (the message is LuaJIT's, with file:line), and
+/// `schema.lua`'s literal `name` (when it has one) is the plugin's name.
 pub(crate) fn check_sources(d: &str, name: &str, files: &[(String, PathBuf)]) -> Result<()> {
     for (rel, src) in files.iter().filter(|(r, _)| r.ends_with(".lua")) {
-        let text = lua::read_source(src)?;
-        let parsed = if rel == "schema.lua" {
-            lua::schema_name(&text)
-        } else {
-            lua::parse(&text).map(|_| None)
-        };
-        match parsed {
-            Err(e) => bail_kind!(
+        let bytes = lua::read_bytes(src)?;
+        let shown = format!("{d}/{rel}");
+        if let Err(msg) = lua::check_syntax(&bytes, &shown) {
+            bail_kind!(
                 Kind::Unsafe,
-                "{}:{e}: Lua syntax error; Kong would fail to load plugin {name}",
-                src.display()
-            ),
-            Ok(Some(n)) if n != name => bail_kind!(
-                Kind::Unsafe,
-                "{d}/schema.lua names the plugin \"{}\" but it is installed as \"{name}\": Kong \
-                 loads it as kong.plugins.{name}.*; make the schema's name and the plugin name \
-                 the same",
-                crate::node::names::escape(n.as_bytes())
-            ),
-            Ok(_) => {}
+                "{}: Lua syntax error; Kong would fail to load plugin {name}",
+                crate::node::names::printable(&msg)
+            );
+        }
+        if rel != "schema.lua" {
+            continue;
+        }
+        if let Ok(Some(n)) = lua::schema_name(&String::from_utf8_lossy(&bytes)) {
+            if n != name {
+                bail_kind!(
+                    Kind::Unsafe,
+                    "{d}/schema.lua names the plugin \"{}\" but it is installed as \"{name}\": \
+                     Kong loads it as kong.plugins.{name}.*; make the schema's name and the \
+                     plugin name the same",
+                    crate::node::names::escape(n.as_bytes())
+                );
+            }
         }
     }
     Ok(())

@@ -175,19 +175,7 @@ pub fn from_unpacked(
         .filter_map(|e| e.file_name().into_string().ok())
         .collect();
     report.plugins.sort();
-    let chosen: Vec<String> = match hints.flag.as_deref() {
-        Some(w) if report.plugins.iter().any(|p| p == w) => vec![w.to_string()],
-        Some(w) => bail_kind!(
-            Kind::Usage,
-            "the rock holds no plugin {w} (it holds: {})",
-            report.plugins.join(", ")
-        ),
-        None if report.plugins.is_empty() => bail_kind!(
-            Kind::Unsafe,
-            "the rock holds no Kong plugin: no lua/kong/plugins/<name>/handler.lua"
-        ),
-        None => report.plugins.clone(),
-    };
+    let chosen = choose(&report.plugins, hints)?;
     let version = report.version.as_deref().map(|v| {
         Rockspec {
             version: Some(v.to_string()),
@@ -220,7 +208,31 @@ pub fn from_unpacked(
             files,
         });
     }
-    for f in &all {
+    carried(&all, &chosen, lua_dirs, &mut report);
+    unpack::remove_raw(raw)?;
+    Ok((out, report))
+}
+
+/// The plugins to take: the one `--name` asks for, or every one.
+fn choose(plugins: &[String], hints: &NameHints) -> Result<Vec<String>> {
+    Ok(match hints.flag.as_deref() {
+        Some(w) if plugins.iter().any(|p| p == w) => vec![w.to_string()],
+        Some(w) => bail_kind!(
+            Kind::Usage,
+            "the rock holds no plugin {w} (it holds: {})",
+            plugins.join(", ")
+        ),
+        None if plugins.is_empty() => bail_kind!(
+            Kind::Unsafe,
+            "the rock holds no Kong plugin: no lua/kong/plugins/<name>/handler.lua"
+        ),
+        None => plugins.to_vec(),
+    })
+}
+
+/// What the rock holds besides the chosen plugins: Lua modules and compiled files.
+fn carried(all: &[FileEntry], chosen: &[String], lua_dirs: &[PathBuf], report: &mut RockReport) {
+    for f in all {
         if let Some(rel) = f.path.strip_prefix("lua/") {
             if !chosen
                 .iter()
@@ -232,8 +244,6 @@ pub fn from_unpacked(
             report.native.push(f.path.clone());
         }
     }
-    unpack::remove_raw(raw)?;
-    Ok((out, report))
 }
 
 fn spec_stub() -> Rockspec {

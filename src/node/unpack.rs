@@ -514,6 +514,49 @@ pub fn extract_file(
     })
 }
 
+/// What [`check_file`] found in an artifact about to be published.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Checked {
+    /// `lua`, `rock` or `server`.
+    pub kind: &'static str,
+    pub names: Vec<String>,
+    pub version: Option<String>,
+    /// What a rock carries besides its plugins.
+    pub notes: Vec<String>,
+}
+
+/// Check a file the way every node will before it is published (`push`): unpack it in
+/// a scratch directory through the same gate and limits as `install`, and run the same
+/// plugin checks. Nothing is kept.
+pub fn check_file(path: &Path, limits: &Limits, hints: &NameHints) -> Result<Checked> {
+    let scratch = tempfile::tempdir().context("creating a scratch directory")?;
+    let ex = extract_file(path, scratch.path(), limits, hints, &[]).map_err(|e| {
+        let kind = crate::error::kind_of(&e);
+        fail(
+            kind,
+            format!("{}: every node would refuse it: {e:#}", path.display()),
+        )
+    })?;
+    let (kind, names, version) = match (&ex.server, &ex.rock) {
+        (Some(s), _) => (
+            "server",
+            vec![s.manifest.name.clone()],
+            s.manifest.version.clone(),
+        ),
+        (None, rock) => (
+            if rock.is_some() { "rock" } else { "lua" },
+            ex.plugins.iter().map(|p| p.name.clone()).collect(),
+            ex.plugins.first().and_then(|p| p.version.clone()),
+        ),
+    };
+    Ok(Checked {
+        kind,
+        names,
+        version,
+        notes: ex.rock.map(|r| r.notes()).unwrap_or_default(),
+    })
+}
+
 /// Find, name and check the one plugin in the unpacked tree `raw` (files `all`), and
 /// move it to `staging/<name>`, removing `raw`.
 pub(crate) fn plugin_from_tree(
@@ -546,7 +589,35 @@ pub(crate) fn plugin_from_tree(
     }
     // The repository's name may pick one of several plugins too.
     let found = plugin::detect(raw, flag.or(hints.repo.as_deref()), Kind::Unsafe)?;
-    let name = match (found.name, flag) {
+    let name = name_for(&found, hints)?;
+    plugin::check_plugin_dir(&found.dir, &name)?;
+    let version =
+        plugin::detect_version(&found.base, &found.dir).filter(|v| plugin::valid_version(v));
+    let rel = found.dir.strip_prefix(raw)?.to_string_lossy().into_owned();
+    let files = all
+        .into_iter()
+        .filter_map(|mut f| {
+            if !rel.is_empty() {
+                f.path = f.path.strip_prefix(&format!("{rel}/"))?.to_string();
+            }
+            Some(f)
+        })
+        .collect();
+    move_out(&found.dir, staging, &name)?;
+    remove_raw(raw)?;
+    let dir = staging.join(&name);
+    Ok(ExtractedPlugin {
+        name,
+        version,
+        dir,
+        files,
+    })
+}
+
+/// The plugin's name: `--name`, the tree, the rockspec, `schema.lua`, the repository.
+fn name_for(found: &plugin::Detected, hints: &NameHints) -> Result<String> {
+    let flag = hints.flag.as_deref();
+    Ok(match (found.name.clone(), flag) {
         (Some(t), Some(f)) if t != f => bail_kind!(
             Kind::Usage,
             "the archive holds plugin {t}, not {f}: its modules are required as \
@@ -575,28 +646,6 @@ pub(crate) fn plugin_from_tree(
                     ),
                 )
             })?,
-    };
-    plugin::check_plugin_dir(&found.dir, &name)?;
-    let version =
-        plugin::detect_version(&found.base, &found.dir).filter(|v| plugin::valid_version(v));
-    let rel = found.dir.strip_prefix(raw)?.to_string_lossy().into_owned();
-    let files = all
-        .into_iter()
-        .filter_map(|mut f| {
-            if !rel.is_empty() {
-                f.path = f.path.strip_prefix(&format!("{rel}/"))?.to_string();
-            }
-            Some(f)
-        })
-        .collect();
-    move_out(&found.dir, staging, &name)?;
-    remove_raw(raw)?;
-    let dir = staging.join(&name);
-    Ok(ExtractedPlugin {
-        name,
-        version,
-        dir,
-        files,
     })
 }
 
