@@ -209,7 +209,12 @@ fn external_plugin_servers() {
         "{text}"
     );
 
-    let f = doctor::check_with(&conf, &no_env, std::slice::from_ref(&prefix.root), &Options::default());
+    let f = doctor::check_with(
+        &conf,
+        &no_env,
+        std::slice::from_ref(&prefix.root),
+        &Options::default(),
+    );
     assert!(errors(&f).is_empty(), "{:#?}", f);
     assert!(has(
         &f,
@@ -291,7 +296,12 @@ fn external_plugin_servers() {
 
     // Binary gone: doctor says Kong cannot start it.
     fs::remove_file(layout.bin_dir.join("py-hello")).unwrap();
-    let f = doctor::check_with(&conf, &no_env, std::slice::from_ref(&prefix.root), &Options::default());
+    let f = doctor::check_with(
+        &conf,
+        &no_env,
+        std::slice::from_ref(&prefix.root),
+        &Options::default(),
+    );
     let errs = errors(&f);
     assert!(
         errs.iter()

@@ -563,21 +563,17 @@ pub(crate) fn check_sources(d: &str, name: &str, files: &[(String, PathBuf)]) ->
     Ok(())
 }
 
-/// Items from a rockspec map: each source a regular file inside `root`.
-fn mapped_items(root: &Path, map: &[(String, PathBuf)]) -> Result<Vec<Item>> {
+/// Items from a rockspec map: each source a regular file inside `root`. Sources that do
+/// not exist are returned apart, so that a missing handler or schema gets Kong's message.
+fn mapped_items(root: &Path, map: &[(String, PathBuf)]) -> Result<(Vec<Item>, Vec<PathBuf>)> {
     let canon_root =
         fs::canonicalize(root).with_context(|| format!("reading {}", root.display()))?;
-    let mut out: Vec<Item> = Vec::new();
+    let (mut out, mut missing): (Vec<Item>, Vec<PathBuf>) = (Vec::new(), Vec::new());
     for (rel, src) in map {
-        let target = fs::canonicalize(src).map_err(|e| {
-            fail(
-                Kind::Usage,
-                format!(
-                    "{}: mapped by the rockspec but not readable ({e})",
-                    src.display()
-                ),
-            )
-        })?;
+        let Ok(target) = fs::canonicalize(src) else {
+            missing.push(src.clone());
+            continue;
+        };
         if !target.starts_with(&canon_root) || !fs::metadata(&target)?.is_file() {
             bail_kind!(
                 Kind::Unsafe,
@@ -604,17 +600,24 @@ fn mapped_items(root: &Path, map: &[(String, PathBuf)]) -> Result<Vec<Item>> {
         });
     }
     out.sort_by(|a, b| a.rel.cmp(&b.rel));
-    Ok(out)
+    Ok((out, missing))
 }
 
 /// What `pack` would write for `src`, checked as Kong checks it at start-up.
 fn source_items(src: &PluginSource) -> Result<Vec<Item>> {
-    let items = match &src.mapped {
+    let (items, missing) = match &src.mapped {
         Some(map) => mapped_items(&src.dir, map)?,
-        None => walk(&src.dir)?,
+        None => (walk(&src.dir)?, vec![]),
     };
     let d = src.dir.display().to_string();
     check_items(&d, &items)?;
+    if let Some(m) = missing.first() {
+        bail_kind!(
+            Kind::Unsafe,
+            "{}: the rockspec maps it but it does not exist, so `luarocks make` would fail too",
+            m.display()
+        );
+    }
     let files: Vec<(String, PathBuf)> = items
         .iter()
         .filter(|i| !i.is_dir)

@@ -176,14 +176,7 @@ pub fn from_unpacked(
         .collect();
     report.plugins.sort();
     let chosen = choose(&report.plugins, hints)?;
-    let version = report.version.as_deref().map(|v| {
-        Rockspec {
-            version: Some(v.to_string()),
-            ..spec_stub()
-        }
-        .release()
-        .unwrap_or_default()
-    });
+    let version = spec.as_ref().and_then(Rockspec::release);
     let mut out = Vec::new();
     for name in &chosen {
         crate::node::names::check_plugin_name(name)?;
@@ -243,16 +236,6 @@ fn carried(all: &[FileEntry], chosen: &[String], lua_dirs: &[PathBuf], report: &
         } else if f.path.starts_with("lib/") || f.path.starts_with("bin/") {
             report.native.push(f.path.clone());
         }
-    }
-}
-
-fn spec_stub() -> Rockspec {
-    Rockspec {
-        path: PathBuf::new(),
-        package: None,
-        version: None,
-        build_type: None,
-        modules: vec![],
     }
 }
 
@@ -321,10 +304,6 @@ fn from_src_rock(
             );
         }
     }
-    let spec = Rockspec {
-        path: spec.path.clone(),
-        ..spec
-    };
     let out = unpack::from_rockspec(&src_root, &spec, want, staging, &[])?;
     let names: Vec<String> = out.iter().map(|p| p.name.clone()).collect();
     for m in spec
