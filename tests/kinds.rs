@@ -415,6 +415,31 @@ fn rocks_built_by_luarocks() {
     )));
     assert_eq!(out.trim(), "loaded rocky");
 
+    // The same rock through the CLI (install reads rocks now): the note about the module
+    // it carries that is not installed, then LuaJIT loads what the CLI installed.
+    let lua2 = t.path().join("lua2");
+    let out = Command::new(env!("CARGO_BIN_EXE_kplug"))
+        .env("HOME", t.path())
+        .env("DOCKER_CONFIG", t.path().join(".docker"))
+        .env("NO_COLOR", "1")
+        .env_remove("KONG_PLUGINS")
+        .arg("install")
+        .arg(&rock)
+        .arg("--insecure-skip-verify")
+        .arg("--prefix")
+        .arg(&lua2)
+        .arg("--kong-conf")
+        .arg(t.path().join("kong.conf"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("resty.rocky-util") && err.contains("NOT installed"),
+        "{err}"
+    );
+    assert!(lua2.join("kong/plugins/rocky/handler.lua").is_file());
+
     // A file changed after `luarocks pack`: MD5 mismatch, exit 5. Rewritten with `zip`.
     let altered = t.path().join("altered");
     run(Command::new("unzip")

@@ -514,6 +514,50 @@ pub fn extract_file(
     })
 }
 
+/// [`extract_file`] for the verbs that take one Lua plugin (`pull`, `install`): a tar or a
+/// rock; a rock with several plugins needs `name_hint` to pick one; a plugin-server
+/// artifact is refused (its install is [`crate::node::external::install`]).
+pub fn extract_plugin_file(
+    path: &Path,
+    staging: &Path,
+    limits: &Limits,
+    name_hint: Option<&str>,
+) -> Result<ExtractedPlugin> {
+    let hints = NameHints {
+        flag: None,
+        repo: name_hint.map(String::from),
+    };
+    let mut ex = extract_file(path, staging, limits, &hints, &[])?;
+    if let Some(s) = ex.server {
+        bail_kind!(
+            Kind::Usage,
+            "this artifact is the external plugin server {}, not a Lua plugin tree",
+            s.manifest.name
+        );
+    }
+    if let Some(r) = &ex.rock {
+        for n in r.notes() {
+            crate::progress::note(n);
+        }
+    }
+    let pick = match ex.plugins.len() {
+        1 => 0,
+        _ => match name_hint.and_then(|h| ex.plugins.iter().position(|p| p.name == h)) {
+            Some(i) => i,
+            None => bail_kind!(
+                Kind::Usage,
+                "the rock holds several plugins: {}; choose one with --name",
+                ex.plugins
+                    .iter()
+                    .map(|p| p.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        },
+    };
+    Ok(ex.plugins.swap_remove(pick))
+}
+
 /// What [`check_file`] found in an artifact about to be published.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Checked {
