@@ -742,6 +742,15 @@ fn doctor_matrix() {
     let e = kongconf::locate(Some(&missing), kongconf::DEFAULT_PATHS).unwrap_err();
     assert_eq!(kind_of(&e), Kind::Usage);
     assert!(format!("{e}").contains(&missing.display().to_string()));
+    let out = Command::new(env!("CARGO_BIN_EXE_kplug"))
+        .env("HOME", t.path())
+        .arg("doctor")
+        .arg("--kong-conf")
+        .arg(&missing)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&missing.display().to_string()));
     let nowhere = t.path().join("nowhere.conf").display().to_string();
     let (_, looked) = kongconf::locate(None, &[nowhere.as_str()]).unwrap();
     let f = doctor::no_conf_finding(&looked.unwrap());
