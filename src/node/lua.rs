@@ -36,16 +36,35 @@ impl fmt::Display for SyntaxError {
     }
 }
 
-/// Compile `src` with LuaJIT (never run it). The error is LuaJIT's own message, which
-/// starts with `<chunk>:<line>:` (`chunk` names the file in it).
-pub fn check_syntax(src: &[u8], chunk: &str) -> Result<(), String> {
-    let lua = mlua::Lua::new_with(mlua::StdLib::NONE, mlua::LuaOptions::default())
-        .map_err(|e| format!("{chunk}: cannot start LuaJIT: {e}"))?;
-    match lua.load(src).set_name(format!("={chunk}")).into_function() {
-        Ok(_) => Ok(()),
-        Err(mlua::Error::SyntaxError { message, .. }) => Err(message),
-        Err(e) => Err(format!("{chunk}: {e}")),
+/// One LuaJIT state (no libraries) that compiles chunks and never runs them.
+pub struct SyntaxChecker(mlua::Lua);
+
+impl SyntaxChecker {
+    pub fn new() -> Result<SyntaxChecker, String> {
+        mlua::Lua::new_with(mlua::StdLib::NONE, mlua::LuaOptions::default())
+            .map(SyntaxChecker)
+            .map_err(|e| format!("cannot start LuaJIT: {e}"))
     }
+
+    /// Compile `src`. The error is LuaJIT's own message, which starts with
+    /// `<chunk>:<line>:` (`chunk` names the file in it).
+    pub fn check(&self, src: &[u8], chunk: &str) -> Result<(), String> {
+        match self
+            .0
+            .load(src)
+            .set_name(format!("={chunk}"))
+            .into_function()
+        {
+            Ok(_) => Ok(()),
+            Err(mlua::Error::SyntaxError { message, .. }) => Err(message),
+            Err(e) => Err(format!("{chunk}: {e}")),
+        }
+    }
+}
+
+/// [`SyntaxChecker::check`] in a fresh state.
+pub fn check_syntax(src: &[u8], chunk: &str) -> Result<(), String> {
+    SyntaxChecker::new()?.check(src, chunk)
 }
 
 /// Read a file for [`check_syntax`], bounded.

@@ -535,10 +535,11 @@ fn check_items(d: &str, items: &[Item]) -> Result<()> {
 /// Every `.lua` file compiles in LuaJIT (the message is LuaJIT's, with file:line), and
 /// `schema.lua`'s literal `name` (when it has one) is the plugin's name.
 pub(crate) fn check_sources(d: &str, name: &str, files: &[(String, PathBuf)]) -> Result<()> {
+    let luajit = lua::SyntaxChecker::new().map_err(|e| anyhow::anyhow!(e))?;
     for (rel, src) in files.iter().filter(|(r, _)| r.ends_with(".lua")) {
         let bytes = lua::read_bytes(src)?;
         let shown = format!("{d}/{rel}");
-        if let Err(msg) = lua::check_syntax(&bytes, &shown) {
+        if let Err(msg) = luajit.check(&bytes, &shown) {
             bail_kind!(
                 Kind::Unsafe,
                 "{}: Lua syntax error; Kong would fail to load plugin {name}",
