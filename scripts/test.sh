@@ -19,6 +19,9 @@ tools=(
   unshare:util-linux
   python3:python3
   pip3:python3-pip
+  luarocks:luarocks
+  zip:zip
+  unzip:unzip
 )
 missing=()
 for t in "${tools[@]}"; do
@@ -45,6 +48,13 @@ if ! python3 -c 'import kubernetes_validate' 2>/dev/null; then
   echo "installing: kubernetes-validate (PyPI)" >&2
   python3 -m pip install -q kubernetes-validate 2>/dev/null ||
     python3 -m pip install -q --break-system-packages kubernetes-validate
+fi
+
+# PyPI's kong-pdk: the Python plugin server of tests/kinds.rs.
+if ! python3 -c 'import kong_pdk' 2>/dev/null; then
+  echo "installing: kong-pdk (PyPI)" >&2
+  python3 -m pip install -q kong-pdk 2>/dev/null ||
+    python3 -m pip install -q --break-system-packages kong-pdk
 fi
 
 if ! cargo nextest --version >/dev/null 2>&1; then

@@ -2,11 +2,13 @@
 //! surprise later. Exit-code policy is the caller's (any `Error` → non-zero).
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Serialize;
 
 use crate::node::kongconf::{self, KongConf};
 use crate::node::state::{self, Prefix};
+use crate::node::{bundled, declarative, external};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -36,6 +38,78 @@ fn plugin_dir(prefix: &Path, name: &str) -> PathBuf {
     prefix.join("kong/plugins").join(name)
 }
 
+/// The finding for "no kong.conf found" ([`kongconf::locate`]'s `looked`).
+pub fn no_conf_finding(looked: &[PathBuf]) -> Finding {
+    let l: Vec<String> = looked.iter().map(|p| p.display().to_string()).collect();
+    finding(
+        "",
+        Severity::Warning,
+        format!(
+            "no Kong configuration file found (looked for {}): checking Kong's defaults and the \
+             KONG_* environment only; pass --kong-conf FILE",
+            l.join(", ")
+        ),
+    )
+}
+
+/// What doctor does besides reading files.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// A declarative file to check instead of `declarative_config`.
+    pub declarative: Option<PathBuf>,
+    /// Run each plugin server's query command (as Kong does at start-up).
+    pub run_queries: bool,
+    pub query_timeout: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            declarative: None,
+            run_queries: true,
+            query_timeout: external::DEFAULT_QUERY_TIMEOUT,
+        }
+    }
+}
+
+/// A `pluginserver_names` entry as Kong's conf_loader resolves it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConf {
+    pub name: String,
+    pub socket: String,
+    pub start_cmd: Option<String>,
+    pub query_cmd: Option<String>,
+}
+
+/// The plugin servers kong.conf and `KONG_*` configure, with Kong's defaults
+/// (`/usr/local/bin/<name>` and `… -dump` when that file exists).
+pub fn server_confs(conf: &KongConf, env: &dyn Fn(&str) -> Option<String>) -> Vec<ServerConf> {
+    let kong_prefix = conf
+        .effective("prefix", env)
+        .unwrap_or_else(|| external::DEFAULT_KONG_PREFIX.to_string());
+    conf.list("pluginserver_names", env)
+        .into_iter()
+        .map(|n| {
+            let n = n.to_ascii_lowercase();
+            let key = external::conf_key(&n);
+            let default = Path::new(external::DEFAULT_BIN_DIR).join(&n);
+            let default = default.exists().then(|| default.display().to_string());
+            ServerConf {
+                socket: conf
+                    .effective(&format!("{key}_socket"), env)
+                    .unwrap_or_else(|| format!("{}/{n}.socket", kong_prefix.trim_end_matches('/'))),
+                start_cmd: conf
+                    .effective(&format!("{key}_start_cmd"), env)
+                    .or(default.clone()),
+                query_cmd: conf
+                    .effective(&format!("{key}_query_cmd"), env)
+                    .or(default.map(|d| format!("{d} -dump"))),
+                name: n,
+            }
+        })
+        .collect()
+}
+
 /// Check every enabled custom plugin against the effective Lua package path, plus
 /// `extra_prefixes` (e.g. `--prefix`), and kplug's receipts in all of them.
 pub fn check(
@@ -43,74 +117,301 @@ pub fn check(
     env: &dyn Fn(&str) -> Option<String>,
     extra_prefixes: &[PathBuf],
 ) -> Vec<Finding> {
+    check_with(conf, env, extra_prefixes, &Options::default())
+}
+
+/// [`check`] with options: every start-up check, in this order: the plugin list, plugin
+/// servers, legacy Go settings, each enabled plugin, the declarative file, receipts.
+pub fn check_with(
+    conf: &KongConf,
+    env: &dyn Fn(&str) -> Option<String>,
+    extra_prefixes: &[PathBuf],
+    opts: &Options,
+) -> Vec<Finding> {
     let mut out = Vec::new();
-    let listed = conf.plugins(env);
-    // Kong loads nothing when the list starts with `off`, and ignores `off` elsewhere.
-    let enabled: Vec<String> = if listed.first().is_some_and(|p| p == "off") {
-        out.push(finding(
-            "",
-            Severity::Ok,
-            "plugins = off: Kong loads no plugins, bundled ones included".to_string(),
-        ));
-        vec![]
-    } else {
-        listed.into_iter().filter(|p| p != "off").collect()
-    };
+    let enabled = enabled_plugins(conf, env, &mut out);
     let path_dirs = conf.package_path_dirs(env);
     let extra: Vec<PathBuf> = extra_prefixes
         .iter()
         .filter(|p| !path_dirs.contains(p))
         .cloned()
         .collect();
+    let served = check_servers(&server_confs(conf, env), &enabled, opts, &mut out);
+    check_legacy_go(conf, env, &mut out);
     let database = conf.database(env);
-
     for name in enabled.iter().filter(|p| *p != "bundled") {
-        let found = |dirs: &[PathBuf]| -> Vec<PathBuf> {
-            dirs.iter()
-                .filter(|d| plugin_dir(d, name).join("handler.lua").is_file())
-                .cloned()
-                .collect()
-        };
-        let on_path = found(&path_dirs);
-        let prefix = match (on_path.first(), found(&extra).first()) {
-            (Some(p), _) => {
-                for other in &on_path[1..] {
-                    out.push(finding(name, Severity::Warning, format!(
-                        "also installed in {}, which Kong ignores: {} comes first on lua_package_path",
-                        plugin_dir(other, name).display(),
-                        plugin_dir(p, name).display()
-                    )));
-                }
-                p.clone()
+        if let Some(server) = served.iter().find(|(p, _)| p == name).map(|(_, s)| s) {
+            out.push(finding(
+                name,
+                Severity::Ok,
+                format!("served by plugin server {server}"),
+            ));
+            continue;
+        }
+        if let Some(prefix) = find_installed(name, &path_dirs, &extra, &mut out) {
+            out.extend(check_installed(&prefix, name, &database));
+        }
+    }
+    check_declarative(conf, env, &enabled, opts, &mut out);
+    check_receipts(&path_dirs, &extra, &enabled, env, &mut out);
+    out
+}
+
+/// The effective `plugins` list. Kong loads nothing when it starts with `off`, and
+/// ignores `off` elsewhere.
+fn enabled_plugins(
+    conf: &KongConf,
+    env: &dyn Fn(&str) -> Option<String>,
+    out: &mut Vec<Finding>,
+) -> Vec<String> {
+    let listed = conf.plugins(env);
+    if listed.first().is_some_and(|p| p == "off") {
+        out.push(finding(
+            "",
+            Severity::Ok,
+            "plugins = off: Kong loads no plugins, bundled ones included".to_string(),
+        ));
+        return vec![];
+    }
+    listed.into_iter().filter(|p| p != "off").collect()
+}
+
+/// Where Kong would load `name` from (the first copy on the Lua path), or a finding.
+fn find_installed(
+    name: &str,
+    path_dirs: &[PathBuf],
+    extra: &[PathBuf],
+    out: &mut Vec<Finding>,
+) -> Option<PathBuf> {
+    let found = |dirs: &[PathBuf]| -> Vec<PathBuf> {
+        dirs.iter()
+            .filter(|d| plugin_dir(d, name).join("handler.lua").is_file())
+            .cloned()
+            .collect()
+    };
+    let on_path = found(path_dirs);
+    match (on_path.first(), found(extra).first()) {
+        (Some(p), _) => {
+            for other in &on_path[1..] {
+                out.push(finding(
+                    name,
+                    Severity::Warning,
+                    format!(
+                    "also installed in {}, which Kong ignores: {} comes first on lua_package_path",
+                    plugin_dir(other, name).display(),
+                    plugin_dir(p, name).display()
+                ),
+                ));
             }
-            (None, Some(p)) => {
-                out.push(finding(name, Severity::Warning, format!(
+            Some(p.clone())
+        }
+        (None, Some(p)) => {
+            out.push(finding(
+                name,
+                Severity::Warning,
+                format!(
                     "installed in {} but {1} is not on the lua_package_path seen here; unless \
-                     Kong's own environment adds it, add {1}/?.lua;{1}/?/init.lua to lua_package_path",
+                 Kong's own environment adds it, add {1}/?.lua;{1}/?/init.lua to lua_package_path",
                     plugin_dir(p, name).display(),
                     p.display()
-                )));
-                p.clone()
-            }
-            (None, None) => {
-                let searched: Vec<String> = path_dirs
-                    .iter()
-                    .chain(&extra)
-                    .map(|d| d.display().to_string())
-                    .collect();
-                out.push(finding(name, Severity::Error, format!(
-                    "enabled but not installed: no kong/plugins/{name}/handler.lua in {}; \
-                     install it with `kplug install <reference>`, or add its directory to lua_package_path",
-                    searched.join(", ")
-                )));
-                continue;
-            }
-        };
-        out.extend(check_installed(&prefix, name, &database));
+                ),
+            ));
+            Some(p.clone())
+        }
+        (None, None) if bundled::is_bundled(name) => {
+            out.push(finding(name, Severity::Ok, "bundled with Kong".to_string()));
+            None
+        }
+        (None, None) => {
+            let searched: Vec<String> = path_dirs
+                .iter()
+                .chain(extra)
+                .map(|d| d.display().to_string())
+                .collect();
+            out.push(finding(name, Severity::Error, format!(
+                "{name} plugin is enabled but not installed: no kong/plugins/{name}/handler.lua in {}, \
+                 and no plugin server (pluginserver_names) lists it; install it with \
+                 `kplug install <reference>`, or add its directory to lua_package_path",
+                searched.join(", ")
+            )));
+            None
+        }
     }
+}
 
-    for prefix in path_dirs.iter().chain(&extra) {
-        let listed = match state::list(&Prefix::new(prefix)) {
+/// The first word of a command, which Kong runs with a limited PATH.
+fn check_command(server: &str, what: &str, cmd: &str, out: &mut Vec<Finding>) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let exe = cmd.split_whitespace().next().unwrap_or_default();
+    let why = if !exe.starts_with('/') {
+        format!(
+            "is not an absolute path; Kong runs it with a limited PATH, so write /full/path/{exe}"
+        )
+    } else if !std::fs::metadata(exe)
+        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    {
+        format!("{exe} is not an executable file")
+    } else {
+        return true;
+    };
+    out.push(finding(
+        server,
+        Severity::Error,
+        format!("pluginserver {server}: {what} `{cmd}` {why}"),
+    ));
+    false
+}
+
+/// Each plugin server: its commands, and what its query command lists. Returns
+/// (plugin, server) for each plugin a server provides.
+fn check_servers(
+    servers: &[ServerConf],
+    enabled: &[String],
+    opts: &Options,
+    out: &mut Vec<Finding>,
+) -> Vec<(String, String)> {
+    let mut served = Vec::new();
+    for s in servers {
+        match &s.start_cmd {
+            Some(cmd) => {
+                check_command(&s.name, "start command", cmd, out);
+            }
+            None => out.push(finding(
+                &s.name,
+                Severity::Warning,
+                format!(
+                "start_command undefined for pluginserver {}; assuming external process management",
+                s.name
+            ),
+            )),
+        }
+        let Some(q) = &s.query_cmd else {
+            out.push(finding(
+                &s.name,
+                Severity::Error,
+                format!(
+                    "query_command undefined for pluginserver {0}: set pluginserver_{1}_query_cmd \
+                 (Kong will not start)",
+                    s.name,
+                    s.name.replace('-', "_")
+                ),
+            ));
+            continue;
+        };
+        if !check_command(&s.name, "query command", q, out) || !opts.run_queries {
+            continue;
+        }
+        match external::query(q, opts.query_timeout) {
+            Err(e) => out.push(finding(
+                &s.name,
+                Severity::Error,
+                format!(
+                    "pluginserver {}: the query failed, so Kong will not start: {e:#}",
+                    s.name
+                ),
+            )),
+            Ok(infos) => {
+                let first = &infos[0].name;
+                if !enabled.contains(first) {
+                    out.push(finding(first, Severity::Warning, format!(
+                        "pluginserver {} provides plugin {first}, which `plugins` does not enable", s.name
+                    )));
+                }
+                served.push((
+                    first.clone(),
+                    format!("{} ({}, socket {})", s.name, q, s.socket),
+                ));
+            }
+        }
+    }
+    served
+}
+
+/// `go_plugins_dir` / `go_pluginserver_exe`: the pre-3.0 way, gone from Kong 3.
+fn check_legacy_go(conf: &KongConf, env: &dyn Fn(&str) -> Option<String>, out: &mut Vec<Finding>) {
+    for key in ["go_plugins_dir", "go_pluginserver_exe"] {
+        if let Some(v) = conf.effective(key, env).filter(|v| v != "off") {
+            out.push(finding("", Severity::Warning, format!(
+                "{key} = {v}: the legacy Go plugin server is gone since Kong 3.0; build each plugin \
+                 with go-pdk's embedded server and list it in pluginserver_names"
+            )));
+        }
+    }
+}
+
+/// Plugins the declarative file uses that `plugins` does not enable, with Kong's own
+/// messages (DB-less refuses to start; DB mode fails on the plugin rows).
+fn check_declarative(
+    conf: &KongConf,
+    env: &dyn Fn(&str) -> Option<String>,
+    enabled: &[String],
+    opts: &Options,
+    out: &mut Vec<Finding>,
+) {
+    let Some(path) = opts
+        .declarative
+        .clone()
+        .or_else(|| conf.effective("declarative_config", env).map(PathBuf::from))
+    else {
+        return;
+    };
+    let db_less = conf.database(env) == "off";
+    let d = match declarative::load(&path) {
+        Ok(d) => d,
+        Err(e) => {
+            out.push(finding(
+                "",
+                Severity::Error,
+                format!("declarative config: {e:#}"),
+            ));
+            return;
+        }
+    };
+    match d.format_version.as_deref() {
+        Some(v) if declarative::FORMAT_VERSIONS.contains(&v) => {}
+        v => out.push(finding(
+            "",
+            Severity::Error,
+            format!(
+                "{}: _format_version {} is not one Kong accepts ({})",
+                path.display(),
+                v.map_or("missing".to_string(), |v| format!("\"{v}\"")),
+                declarative::FORMAT_VERSIONS.join(", ")
+            ),
+        )),
+    }
+    let bundled_on = enabled.iter().any(|p| p == "bundled");
+    for u in &d.uses {
+        if enabled.contains(&u.name) || (bundled_on && bundled::is_bundled(&u.name)) {
+            continue;
+        }
+        let kong_says = if db_less {
+            format!(
+                "plugin '{}' not enabled; add it to the 'plugins' configuration property",
+                u.name
+            )
+        } else {
+            format!("{} plugin is in use but not enabled", u.name)
+        };
+        out.push(finding(
+            &u.name,
+            Severity::Error,
+            format!("{kong_says} (used at {} in {})", u.at, path.display()),
+        ));
+    }
+}
+
+/// Plugins kplug installed that are not enabled.
+fn check_receipts(
+    path_dirs: &[PathBuf],
+    extra: &[PathBuf],
+    enabled: &[String],
+    env: &dyn Fn(&str) -> Option<String>,
+    out: &mut Vec<Finding>,
+) {
+    for prefix in path_dirs.iter().chain(extra) {
+        let p = Prefix::new(prefix);
+        let listed = match state::list(&p) {
             Ok(l) => l,
             Err(e) => {
                 out.push(finding(
@@ -131,17 +432,17 @@ pub fn check(
                     c.text().trim().to_string()
                 }
             };
+            let at = match external::read_server(&p, name) {
+                Ok(Some(s)) => format!("as plugin server {}", s.bin.display()),
+                _ => format!("in {}", plugin_dir(prefix, name).display()),
+            };
             out.push(finding(
                 name,
                 Severity::Warning,
-                format!(
-                    "installed by kplug in {} but not enabled; enable it with `{fix}`",
-                    plugin_dir(prefix, name).display()
-                ),
+                format!("installed by kplug {at} but not enabled; enable it with `{fix}`"),
             ));
         }
     }
-    out
 }
 
 /// Checks on the copy of `name` Kong will load, under `prefix`.
@@ -151,7 +452,7 @@ fn check_installed(prefix: &Path, name: &str, database: &str) -> Vec<Finding> {
     let mut bad = |severity, message| out.push(finding(name, severity, message));
     if !dir.join("schema.lua").is_file() {
         bad(Severity::Error, format!(
-            "no configuration schema found: {} has handler.lua but no schema.lua; Kong will not start",
+            "no configuration schema found for plugin: {name} ({} has handler.lua but no schema.lua; Kong will not start)",
             dir.display()
         ));
     }
@@ -164,6 +465,9 @@ fn check_installed(prefix: &Path, name: &str, database: &str) -> Vec<Finding> {
             ),
         );
     }
+    if let Err(e) = check_sources(&dir, name) {
+        bad(Severity::Error, format!("{e:#}"));
+    }
     if dir.join("daos.lua").is_file() && database == "off" {
         bad(
             Severity::Warning,
@@ -172,14 +476,29 @@ fn check_installed(prefix: &Path, name: &str, database: &str) -> Vec<Finding> {
                 .to_string(),
         );
     }
+    out.push(receipt_finding(prefix, &dir, name));
+    out
+}
+
+/// Lua syntax of every file and the schema's name, as Kong would load them.
+fn check_sources(dir: &Path, name: &str) -> anyhow::Result<()> {
+    let files: Vec<(String, PathBuf)> = crate::tree::hash_tree(dir)?
+        .into_iter()
+        .map(|f| (f.path.clone(), dir.join(&f.path)))
+        .collect();
+    crate::node::plugin::check_sources(&dir.display().to_string(), name, &files)
+}
+
+/// Whether the copy matches kplug's receipt.
+fn receipt_finding(prefix: &Path, dir: &Path, name: &str) -> Finding {
     let receipt = state::check_name(name)
         .ok()
         .and_then(|()| state::read_receipt(&Prefix::new(prefix), name).transpose());
-    match receipt {
+    let (severity, message) = match receipt {
         Some(Ok(r)) => {
-            let (modified, missing) = state::verify_files(&dir, &r.files);
+            let (modified, missing) = state::verify_files(dir, &r.files);
             if modified.is_empty() && missing.is_empty() {
-                bad(
+                (
                     Severity::Ok,
                     format!(
                         "installed by kplug at {}: {} ({})",
@@ -187,9 +506,9 @@ fn check_installed(prefix: &Path, name: &str, database: &str) -> Vec<Finding> {
                         r.reference,
                         r.digest
                     ),
-                );
+                )
             } else {
-                bad(
+                (
                     Severity::Warning,
                     format!(
                         "changed since kplug installed {}: modified [{}], missing [{}]; \
@@ -199,16 +518,16 @@ fn check_installed(prefix: &Path, name: &str, database: &str) -> Vec<Finding> {
                         missing.join(", "),
                         r.reference
                     ),
-                );
+                )
             }
         }
-        Some(Err(e)) => bad(Severity::Warning, format!("{e:#}")),
-        None => bad(
+        Some(Err(e)) => (Severity::Warning, format!("{e:#}")),
+        None => (
             Severity::Ok,
             format!("installed at {} (not by kplug)", dir.display()),
         ),
-    }
-    out
+    };
+    finding(name, severity, message)
 }
 
 #[cfg(test)]

@@ -230,6 +230,106 @@ impl KongConf {
         true
     }
 
+    /// Set `key = value`: the last active assignment is edited in place (its comment
+    /// kept), else a line is appended. Returns whether the text changed.
+    pub fn set(&mut self, key: &str, value: &str) -> bool {
+        if let Some((i, a)) = self.last(key) {
+            let line = &self.lines[i];
+            if &line[a.value.clone()] == value {
+                return false;
+            }
+            self.lines[i] = format!("{}{value}{}", &line[..a.value.start], &line[a.value.end..]);
+            return true;
+        }
+        self.append(&format!("{key} = {value}"));
+        true
+    }
+
+    fn append(&mut self, line: &str) {
+        let nl = match self.lines.last_mut() {
+            Some(prev) => {
+                if !prev.ends_with('\n') {
+                    prev.push('\n');
+                }
+                line_ending(prev)
+            }
+            None => "\n",
+        };
+        self.lines.push(format!("{line}{nl}"));
+    }
+
+    /// Add `item` to the comma-separated list `key` (created if absent).
+    pub fn list_add(&mut self, key: &str, item: &str) -> bool {
+        match self.last(key) {
+            Some((i, a)) => {
+                let line = &self.lines[i];
+                let raw = &line[a.value.clone()];
+                let list = split_list(&clean(raw));
+                if list.iter().any(|p| p == item) {
+                    return false;
+                }
+                let new = if list.is_empty() {
+                    item.to_string()
+                } else {
+                    format!("{raw},{item}")
+                };
+                self.lines[i] = format!("{}{new}{}", &line[..a.value.start], &line[a.value.end..]);
+                true
+            }
+            None => {
+                self.append(&format!("{key} = {item}"));
+                true
+            }
+        }
+    }
+
+    /// Remove `item` from the list `key`; an emptied list loses its line.
+    pub fn list_remove(&mut self, key: &str, item: &str) -> bool {
+        let Some((i, a)) = self.last(key) else {
+            return false;
+        };
+        let line = &self.lines[i];
+        let raw = &line[a.value.clone()];
+        let items: Vec<&str> = raw.split(',').collect();
+        if !items.iter().any(|p| clean(p) == item) {
+            return false;
+        }
+        let kept: Vec<&str> = items.into_iter().filter(|p| clean(p) != item).collect();
+        let new = kept.join(",").trim().to_string();
+        if split_list(&new).is_empty() {
+            self.lines.remove(i);
+        } else {
+            self.lines[i] = format!("{}{new}{}", &line[..a.value.start], &line[a.value.end..]);
+        }
+        true
+    }
+
+    /// Remove every active assignment of `key`. Returns whether the text changed.
+    pub fn remove_key(&mut self, key: &str) -> bool {
+        let before = self.lines.len();
+        self.lines
+            .retain(|l| assignment(l).is_none_or(|a| a.key != key));
+        self.lines.len() != before
+    }
+
+    /// Active keys starting with `prefix`, in file order, deduplicated.
+    pub fn keys_with_prefix(&self, prefix: &str) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for a in self.lines.iter().filter_map(|l| assignment(l)) {
+            if a.key.starts_with(prefix) && !out.contains(&a.key) {
+                out.push(a.key);
+            }
+        }
+        out
+    }
+
+    /// The effective list `key` (`KONG_<KEY>` wins), empty when unset.
+    pub fn list(&self, key: &str, env: &dyn Fn(&str) -> Option<String>) -> Vec<String> {
+        self.effective(key, env)
+            .map(|v| split_list(&v))
+            .unwrap_or_default()
+    }
+
     /// Write the file atomically, keeping its mode and owner (Kong often runs as another
     /// user that must still read it). A symlinked kong.conf is written through the link.
     pub fn save(&self) -> Result<()> {
@@ -285,6 +385,36 @@ impl KongConf {
         }
         out
     }
+}
+
+/// Where Kong looks for its configuration when `-c` is not given.
+pub const DEFAULT_PATHS: &[&str] = &["/etc/kong/kong.conf", "/etc/kong.conf"];
+
+/// The kong.conf to read: `explicit` (`--kong-conf`), which must exist (an error of kind
+/// `Usage` naming it otherwise, never a silent fallback), else the first of `defaults`
+/// that exists. With none found, an empty conf (Kong's defaults plus `KONG_*`) and the
+/// paths looked at, for the caller to say so.
+pub fn locate(
+    explicit: Option<&Path>,
+    defaults: &[&str],
+) -> Result<(KongConf, Option<Vec<PathBuf>>)> {
+    if let Some(p) = explicit {
+        if !p.is_file() {
+            crate::bail_kind!(
+                crate::error::Kind::Usage,
+                "{}: no such Kong configuration file (given with --kong-conf)",
+                p.display()
+            );
+        }
+        return Ok((KongConf::load(p)?, None));
+    }
+    for d in defaults {
+        if Path::new(d).is_file() {
+            return Ok((KongConf::load(Path::new(d))?, None));
+        }
+    }
+    let looked: Vec<PathBuf> = defaults.iter().map(PathBuf::from).collect();
+    Ok((KongConf::parse(""), Some(looked)))
 }
 
 /// `KONG_<KEY>`: the environment variable that overrides kong.conf property `key`.

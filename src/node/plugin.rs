@@ -13,20 +13,12 @@ use regex::Regex;
 use crate::bail_kind;
 use crate::digest::{HashingReader, HashingWriter};
 use crate::error::{fail, Kind};
+use crate::node::limits::Limits;
+use crate::node::{lua, rockspec};
 use crate::tree::FileEntry;
 
-/// Kong requires a plugin as the Lua module `kong.plugins.<name>.handler` and keeps the
-/// name as a database key and in the comma-separated `plugins` setting. So the name must be
-/// a single module path component (no `.` or `/`) without `,` or spaces; lower case as all
-/// of Kong's own plugins, so that the module lookup works on case-sensitive file systems.
-pub fn valid_plugin_name(s: &str) -> bool {
-    let b = s.as_bytes();
-    !b.is_empty()
-        && b.len() <= 64
-        && matches!(b[0], b'a'..=b'z' | b'0'..=b'9')
-        && b.iter()
-            .all(|c| matches!(c, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-'))
-}
+pub use crate::node::names::valid_plugin_name;
+use crate::node::names::NAME_RULE;
 
 /// Versions end up in file names and tags: one safe component, OCI-tag sized.
 pub(crate) fn valid_version(s: &str) -> bool {
@@ -46,8 +38,11 @@ pub fn default_archive_name(name: &str, version: &str) -> String {
 pub struct PluginSource {
     pub name: String,
     pub version: String,
-    /// The directory holding handler.lua.
+    /// The directory holding handler.lua, or the rockspec's directory when `mapped`.
     pub dir: PathBuf,
+    /// Laid out by a rockspec: (path inside `kong/plugins/<name>/`, source file), as
+    /// `luarocks make` would install them. `None`: the files under `dir`.
+    pub mapped: Option<Vec<(String, PathBuf)>>,
 }
 
 /// Where a plugin sits inside a tree (a source checkout or an unpacked archive).
@@ -280,16 +275,73 @@ pub(crate) fn detect_version(base: &Path, dir: &Path) -> Option<String> {
         .find_map(|l| lua_string(l, &HANDLER_VERSION))
 }
 
-/// Find the plugin in `dir` (layouts 1-3), name and version it, and validate it.
+/// Find the plugin in `dir`, name and version it, and validate it (layout, Lua syntax,
+/// schema name). A rockspec in `dir` whose `build.modules` maps `kong.plugins.<name>.*`
+/// is the map; else the layouts of [`detect`]. The name comes from, in order: `name`
+/// (`--name`), the tree (its `kong/plugins/<name>/` or rockspec), `schema.lua`'s `name`,
+/// the directory's own name.
 pub fn locate(dir: &Path, name: Option<&str>, version: Option<&str>) -> Result<PluginSource> {
     if let Some(n) = name {
-        if !valid_plugin_name(n) {
-            bail_kind!(Kind::Usage, "invalid plugin name {n:?}: {NAME_RULE}");
-        }
+        crate::node::names::check_plugin_name(n)?;
     }
     if !dir.is_dir() {
         bail_kind!(Kind::Usage, "{} is not a directory", dir.display());
     }
+    let src = match rockspec::mapping(dir, name) {
+        Some(spec) => from_rockspec(dir, &spec, name, version)?,
+        None => from_layout(dir, name, version)?,
+    };
+    if !valid_version(&src.version) {
+        bail_kind!(
+            Kind::Usage,
+            "invalid version {:?}: use letters, digits, '.', '_', '+' and '-' \
+             (at most 128, starting with a letter or digit)",
+            src.version
+        );
+    }
+    source_items(&src)?;
+    Ok(src)
+}
+
+fn from_rockspec(
+    dir: &Path,
+    spec: &rockspec::Rockspec,
+    want: Option<&str>,
+    version: Option<&str>,
+) -> Result<PluginSource> {
+    let plugins = spec.plugins();
+    let name = match (want, plugins.as_slice()) {
+        (Some(w), _) => w.to_string(),
+        (None, [one]) => one.clone(),
+        (None, _) => bail_kind!(
+            Kind::Usage,
+            "{} maps several plugins: {}; choose one with --name",
+            spec.path.display(),
+            plugins.join(", ")
+        ),
+    };
+    let files = spec
+        .plugin_files(&name)?
+        .into_iter()
+        .map(|(rel, src)| (rel, dir.join(src)))
+        .collect();
+    let version = match version.map(String::from).or_else(|| spec.release()) {
+        Some(v) => v,
+        None => bail_kind!(
+            Kind::Usage,
+            "no version for plugin {name}: {} has no literal version; pass --version",
+            spec.path.display()
+        ),
+    };
+    Ok(PluginSource {
+        name,
+        version,
+        dir: dir.to_path_buf(),
+        mapped: Some(files),
+    })
+}
+
+fn from_layout(dir: &Path, name: Option<&str>, version: Option<&str>) -> Result<PluginSource> {
     let d = detect(dir, name, Kind::Usage)?;
     let name = match (d.name, name) {
         (Some(found), Some(want)) if found != want => bail_kind!(
@@ -300,7 +352,7 @@ pub fn locate(dir: &Path, name: Option<&str>, version: Option<&str>) -> Result<P
         ),
         (Some(found), _) => found,
         (None, Some(want)) => want.to_string(),
-        (None, None) => match rockspec_name(&d.base) {
+        (None, None) => match rockspec_name(&d.base).or_else(|| schema_name_of(&d.dir)) {
             Some(n) => n,
             None => {
                 let own = fs::canonicalize(&d.dir)
@@ -310,16 +362,16 @@ pub fn locate(dir: &Path, name: Option<&str>, version: Option<&str>) -> Result<P
                 if !valid_plugin_name(&own) {
                     bail_kind!(
                         Kind::Usage,
-                        "cannot name the plugin in {}: the directory name {own:?} is not a valid \
+                        "cannot name the plugin in {}: the directory name \"{}\" is not a valid \
                          plugin name ({NAME_RULE}); pass --name",
-                        d.dir.display()
+                        d.dir.display(),
+                        crate::node::names::escape(own.as_bytes())
                     );
                 }
                 own
             }
         },
     };
-    validate_plugin_dir(&d.dir)?;
     let version = match version {
         Some(v) => v.to_string(),
         None => detect_version(&d.base, &d.dir).ok_or_else(|| {
@@ -334,22 +386,22 @@ pub fn locate(dir: &Path, name: Option<&str>, version: Option<&str>) -> Result<P
             )
         })?,
     };
-    if !valid_version(&version) {
-        bail_kind!(
-            Kind::Usage,
-            "invalid version {version:?}: use letters, digits, '.', '_', '+' and '-' \
-             (at most 128, starting with a letter or digit)"
-        );
-    }
     Ok(PluginSource {
         name,
         version,
         dir: d.dir,
+        mapped: None,
     })
 }
 
-const NAME_RULE: &str =
-    "lower-case letters, digits, '_' and '-', starting with a letter or digit, at most 64";
+/// The literal, valid `name` of `dir/schema.lua`, if any.
+pub(crate) fn schema_name_of(dir: &Path) -> Option<String> {
+    let src = lua::read_source(&dir.join("schema.lua")).ok()?;
+    lua::schema_name(&src)
+        .ok()
+        .flatten()
+        .filter(|n| valid_plugin_name(n))
+}
 
 /// One thing to pack, relative to the plugin dir.
 struct Item {
@@ -451,11 +503,9 @@ fn walk(root: &Path) -> Result<Vec<Item>> {
     Ok(out)
 }
 
-/// `walk` plus the checks Kong makes when it loads the plugin.
-fn checked_items(dir: &Path) -> Result<Vec<Item>> {
-    let items = walk(dir)?;
+/// The checks Kong makes when it loads the plugin, on the files it would load.
+fn check_items(d: &str, items: &[Item]) -> Result<()> {
     let is_file = |rel: &str| items.iter().any(|i| i.rel == rel && !i.is_dir);
-    let d = dir.display();
     if !is_file("handler.lua") {
         bail_kind!(
             Kind::Unsafe,
@@ -470,7 +520,8 @@ fn checked_items(dir: &Path) -> Result<Vec<Item>> {
              \"no configuration schema found\"; add schema.lua to the same directory"
         );
     }
-    if items.iter().any(|i| i.rel == "migrations" && i.is_dir) && !is_file("migrations/init.lua") {
+    let has_migrations = items.iter().any(|i| i.rel.starts_with("migrations/"));
+    if has_migrations && !is_file("migrations/init.lua") {
         bail_kind!(
             Kind::Unsafe,
             "{d}: migrations/ has no init.lua; Kong finds a plugin's migrations through \
@@ -478,6 +529,102 @@ fn checked_items(dir: &Path) -> Result<Vec<Item>> {
              them without it; add it or remove migrations/"
         );
     }
+    Ok(())
+}
+
+/// Every `.lua` file compiles in LuaJIT (the message is LuaJIT's, with file:line), and
+/// `schema.lua`'s literal `name` (when it has one) is the plugin's name.
+pub(crate) fn check_sources(d: &str, name: &str, files: &[(String, PathBuf)]) -> Result<()> {
+    let luajit = lua::SyntaxChecker::new().map_err(|e| anyhow::anyhow!(e))?;
+    for (rel, src) in files.iter().filter(|(r, _)| r.ends_with(".lua")) {
+        let bytes = lua::read_bytes(src)?;
+        let shown = format!("{d}/{rel}");
+        if let Err(msg) = luajit.check(&bytes, &shown) {
+            bail_kind!(
+                Kind::Unsafe,
+                "{}: Lua syntax error; Kong would fail to load plugin {name}",
+                crate::node::names::printable(&msg)
+            );
+        }
+        if rel != "schema.lua" {
+            continue;
+        }
+        if let Ok(Some(n)) = lua::schema_name(&String::from_utf8_lossy(&bytes)) {
+            if n != name {
+                bail_kind!(
+                    Kind::Unsafe,
+                    "{d}/schema.lua names the plugin \"{}\" but it is installed as \"{name}\": \
+                     Kong loads it as kong.plugins.{name}.*; make the schema's name and the \
+                     plugin name the same",
+                    crate::node::names::escape(n.as_bytes())
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Items from a rockspec map: each source a regular file inside `root`. Sources that do
+/// not exist are returned apart, so that a missing handler or schema gets Kong's message.
+fn mapped_items(root: &Path, map: &[(String, PathBuf)]) -> Result<(Vec<Item>, Vec<PathBuf>)> {
+    let canon_root =
+        fs::canonicalize(root).with_context(|| format!("reading {}", root.display()))?;
+    let (mut out, mut missing): (Vec<Item>, Vec<PathBuf>) = (Vec::new(), Vec::new());
+    for (rel, src) in map {
+        let Ok(target) = fs::canonicalize(src) else {
+            missing.push(src.clone());
+            continue;
+        };
+        if !target.starts_with(&canon_root) || !fs::metadata(&target)?.is_file() {
+            bail_kind!(
+                Kind::Unsafe,
+                "{} (mapped by the rockspec) is not a file inside {}",
+                src.display(),
+                root.display()
+            );
+        }
+        for (i, _) in rel.match_indices('/') {
+            if !out.iter().any(|it| it.rel == rel[..i]) {
+                out.push(Item {
+                    rel: rel[..i].to_string(),
+                    src: root.to_path_buf(),
+                    is_dir: true,
+                    exec: true,
+                });
+            }
+        }
+        out.push(Item {
+            rel: rel.clone(),
+            exec: fs::metadata(&target)?.permissions().mode() & 0o111 != 0,
+            src: target,
+            is_dir: false,
+        });
+    }
+    out.sort_by(|a, b| a.rel.cmp(&b.rel));
+    Ok((out, missing))
+}
+
+/// What `pack` would write for `src`, checked as Kong checks it at start-up.
+fn source_items(src: &PluginSource) -> Result<Vec<Item>> {
+    let (items, missing) = match &src.mapped {
+        Some(map) => mapped_items(&src.dir, map)?,
+        None => (walk(&src.dir)?, vec![]),
+    };
+    let d = src.dir.display().to_string();
+    check_items(&d, &items)?;
+    if let Some(m) = missing.first() {
+        bail_kind!(
+            Kind::Unsafe,
+            "{}: the rockspec maps it but it does not exist, so `luarocks make` would fail too",
+            m.display()
+        );
+    }
+    let files: Vec<(String, PathBuf)> = items
+        .iter()
+        .filter(|i| !i.is_dir)
+        .map(|i| (i.rel.clone(), i.src.clone()))
+        .collect();
+    check_sources(&d, &src.name, &files)?;
     Ok(items)
 }
 
@@ -485,7 +632,18 @@ fn checked_items(dir: &Path) -> Result<Vec<Item>> {
 /// migrations/init.lua if there is a migrations/, only files, directories and symlinks to
 /// files inside `dir`.
 pub fn validate_plugin_dir(dir: &Path) -> Result<()> {
-    checked_items(dir).map(|_| ())
+    check_items(&dir.display().to_string(), &walk(dir)?)
+}
+
+/// [`validate_plugin_dir`] plus Lua syntax and the schema's name, for plugin `name`.
+pub fn check_plugin_dir(dir: &Path, name: &str) -> Result<()> {
+    source_items(&PluginSource {
+        name: name.to_string(),
+        version: String::new(),
+        dir: dir.to_path_buf(),
+        mapped: None,
+    })
+    .map(|_| ())
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -500,6 +658,9 @@ pub struct Packed {
     pub files: Vec<FileEntry>,
 }
 
+/// An archive path and, for a file, (source, path in `Packed::files`, executable).
+type Entry = (String, Option<(PathBuf, String, bool)>);
+
 /// gzip OS byte for Unix, as GNU gzip writes on Linux.
 const GZIP_OS_UNIX: u8 = 3;
 const GZIP_LEVEL: u32 = 9;
@@ -509,33 +670,83 @@ const GZIP_LEVEL: u32 = 9;
 /// entries sorted by path, mtime 0, uid/gid 0, no user/group names, modes 0644/0755, gzip
 /// mtime 0, fixed OS byte and level). Written to a temp file beside `out`, then renamed.
 pub fn pack(src: &PluginSource, out: &Path) -> Result<Packed> {
-    if !valid_plugin_name(&src.name) {
-        bail_kind!(
-            Kind::Usage,
-            "invalid plugin name {:?}: {NAME_RULE}",
-            src.name
-        );
-    }
-    let items = checked_items(&src.dir)?;
+    pack_with(src, out, &Limits::DEFAULT)
+}
 
-    let out_dir = crate::tree::parent_dir(out);
-    let tmp = tempfile::Builder::new()
-        .prefix(".kplug-pack-")
-        .tempfile_in(out_dir)
-        .with_context(|| format!("creating a temp file in {}", out_dir.display()))?;
+/// [`pack`], refusing a tree over `limits` (what nodes refuse) before writing anything.
+pub fn pack_with(src: &PluginSource, out: &Path, limits: &Limits) -> Result<Packed> {
+    crate::node::names::check_plugin_name(&src.name)?;
+    let items = source_items(src)?;
+    let mut sizes = Vec::with_capacity(items.len());
+    for it in &items {
+        let size = if it.is_dir {
+            0
+        } else {
+            fs::metadata(&it.src)?.len()
+        };
+        sizes.push((it.rel.as_str(), size));
+    }
+    // The three `kong/plugins/<name>/` directories count on the node too.
+    limits.check_tree(sizes.into_iter().chain([
+        ("kong/", 0),
+        ("kong/plugins/", 0),
+        ("<name>/", 0),
+    ]))?;
 
     let prefix = format!("kong/plugins/{}", src.name);
-    let mut entries: Vec<(String, Option<&Item>)> = vec![
+    let mut entries: Vec<Entry> = vec![
         ("kong/".into(), None),
         ("kong/plugins/".into(), None),
         (format!("{prefix}/"), None),
     ];
     for it in &items {
-        let slash = if it.is_dir { "/" } else { "" };
-        entries.push((format!("{prefix}/{}{slash}", it.rel), Some(it)));
+        if it.is_dir {
+            entries.push((format!("{prefix}/{}/", it.rel), None));
+        } else {
+            let file = Some((it.src.clone(), it.rel.clone(), it.exec));
+            entries.push((format!("{prefix}/{}", it.rel), file));
+        }
     }
-    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    write_reproducible(entries, &src.name, &src.version, out)
+}
 
+/// Pack the files `files` of `root` at the archive's root (no `kong/plugins/` prefix),
+/// reproducibly as [`pack`] does: the shape of non-Lua artifacts.
+pub fn pack_flat(
+    root: &Path,
+    files: &[FileEntry],
+    name: &str,
+    version: &str,
+    out: &Path,
+) -> Result<Packed> {
+    let mut entries: Vec<Entry> = Vec::new();
+    for f in files {
+        for (i, _) in f.path.match_indices('/') {
+            let d = format!("{}/", &f.path[..i]);
+            if !entries.iter().any(|(p, _)| *p == d) {
+                entries.push((d, None));
+            }
+        }
+        let file = Some((root.join(&f.path), f.path.clone(), f.mode & 0o111 != 0));
+        entries.push((f.path.clone(), file));
+    }
+    write_reproducible(entries, name, version, out)
+}
+
+/// (archive path, file to read + its path in `Packed::files` + exec bit); `None` is a
+/// directory. Sorted, GNU format, mtime/uid/gid 0, modes 0644/0755, fixed gzip header.
+fn write_reproducible(
+    mut entries: Vec<Entry>,
+    name: &str,
+    version: &str,
+    out: &Path,
+) -> Result<Packed> {
+    let out_dir = crate::tree::parent_dir(out);
+    let tmp = tempfile::Builder::new()
+        .prefix(".kplug-pack-")
+        .tempfile_in(out_dir)
+        .with_context(|| format!("creating a temp file in {}", out_dir.display()))?;
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
     let hashing = HashingWriter::new(BufWriter::new(tmp.as_file().try_clone()?));
     let gz = flate2::GzBuilder::new()
         .mtime(0)
@@ -549,29 +760,29 @@ pub fn pack(src: &PluginSource, out: &Path) -> Result<Packed> {
         h.set_uid(0);
         h.set_gid(0);
         match item {
-            Some(it) if !it.is_dir => {
-                let f = fs::File::open(&it.src)
-                    .with_context(|| format!("opening {}", it.src.display()))?;
+            Some((src, rel, exec)) => {
+                let f =
+                    fs::File::open(&src).with_context(|| format!("opening {}", src.display()))?;
                 let size = f.metadata()?.len();
-                let mode = if it.exec { 0o755 } else { 0o644 };
+                let mode = if exec { 0o755 } else { 0o644 };
                 h.set_entry_type(tar::EntryType::Regular);
                 h.set_mode(mode);
                 h.set_size(size);
                 let mut r = HashingReader::new(f.take(size));
                 tar.append_data(&mut h, &path, &mut r)
-                    .with_context(|| format!("packing {}", it.src.display()))?;
+                    .with_context(|| format!("packing {}", src.display()))?;
                 let (sha256, n) = r.hasher.finish();
                 if n != size {
-                    anyhow::bail!("{} changed while it was being packed", it.src.display());
+                    anyhow::bail!("{} changed while it was being packed", src.display());
                 }
                 files.push(FileEntry {
-                    path: it.rel.clone(),
+                    path: rel,
                     sha256,
                     size,
                     mode,
                 });
             }
-            _ => {
+            None => {
                 h.set_entry_type(tar::EntryType::Directory);
                 h.set_mode(0o755);
                 h.set_size(0);
@@ -585,9 +796,10 @@ pub fn pack(src: &PluginSource, out: &Path) -> Result<Packed> {
     tmp.as_file().sync_all()?;
     tmp.persist(out)
         .with_context(|| format!("writing {}", out.display()))?;
+    files.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(Packed {
-        name: src.name.clone(),
-        version: src.version.clone(),
+        name: name.to_string(),
+        version: version.to_string(),
         path: out.to_path_buf(),
         digest,
         size,
@@ -608,7 +820,9 @@ pub(crate) mod tests {
 
     pub(crate) const HANDLER: &str =
         "local Handler = { PRIORITY = 1000, VERSION = \"0.1.0\" }\nreturn Handler\n";
-    pub(crate) const SCHEMA: &str = "return { name = \"x\", fields = {} }\n";
+    /// Named from the module path, as some plugins do: no literal name to compare.
+    pub(crate) const SCHEMA: &str =
+        "local name = (...):match(\"kong%.plugins%.([^.]+)\")\nreturn { name = name, fields = {} }\n";
 
     /// handler.lua, schema.lua and migrations under `root/rel`.
     pub(crate) fn plugin_at(root: &Path, rel: &str) {
@@ -826,13 +1040,14 @@ pub(crate) mod tests {
         write(&a, "bin/tool.sh", "#!/bin/sh\n");
         fs::set_permissions(a.join("bin/tool.sh"), fs::Permissions::from_mode(0o755)).unwrap();
         // Over 100 bytes: stored with a GNU long-name entry.
-        write(&a, &format!("data/{}.lua", "long".repeat(30)), "x");
+        write(&a, &format!("data/{}.lua", "long".repeat(30)), "return 1\n");
         // A symlink to a file inside is stored as that file's content.
         std::os::unix::fs::symlink("schema.lua", a.join("schema_alias.lua")).unwrap();
         let src = PluginSource {
             name: "repro".into(),
             version: "1.0.0".into(),
             dir: a.clone(),
+            mapped: None,
         };
         let p1 = pack(&src, &t.path().join("one.tar.gz")).unwrap();
         let p2 = pack(&src, &t.path().join("two.tar.gz")).unwrap();
@@ -916,6 +1131,7 @@ pub(crate) mod tests {
             name: "Bad.Name".into(),
             version: "1".into(),
             dir: dir.clone(),
+            mapped: None,
         };
         assert_eq!(err_kind(pack(&src, &out)).0, Kind::Usage);
         let src = PluginSource {

@@ -76,21 +76,10 @@ pub fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
-/// Kong plugin names become Lua module path parts (`kong.plugins.<name>.handler`) and
-/// directory names here: ASCII letters, digits, `-` and `_` only.
+/// The crate's one plugin-name rule ([`crate::node::names`]); names also become
+/// directory and receipt file names here.
 pub fn check_name(name: &str) -> Result<()> {
-    if name.is_empty()
-        || name.len() > 100
-        || !name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    {
-        crate::bail_kind!(
-            Kind::Usage,
-            "invalid plugin name {name:?}: use letters, digits, '-' and '_'"
-        );
-    }
-    Ok(())
+    crate::node::names::check_plugin_name(name)
 }
 
 /// Exclusive lock on a prefix; released on drop.
@@ -218,6 +207,9 @@ pub fn install_dir(
 pub fn rollback(prefix: &Prefix, name: &str) -> Result<()> {
     use std::os::unix::fs::MetadataExt;
     check_name(name)?;
+    if crate::node::external::read_server(prefix, name)?.is_some() {
+        return crate::node::external::rollback(prefix, name);
+    }
     let backup = prefix.backup_dir().join(name);
     let meta = match fs::symlink_metadata(&backup) {
         Ok(m) if m.is_dir() => m,
@@ -247,6 +239,11 @@ pub fn uninstall(prefix: &Prefix, name: &str) -> Result<Vec<String>> {
             prefix.plugins_dir().display()
         );
     };
+    if crate::node::external::read_server(prefix, name)?.is_some() {
+        let left = crate::node::external::uninstall(prefix, name)?;
+        fs::remove_file(prefix.receipt_path(name))?;
+        return Ok(left);
+    }
     let dir = prefix.plugin_dir(name);
     for f in &receipt.files {
         let rel = Path::new(&f.path);
@@ -321,7 +318,10 @@ pub fn list(prefix: &Prefix) -> Result<Vec<Listed>> {
             continue;
         }
         if let Some(receipt) = read_receipt(prefix, name)? {
-            let (modified, missing) = verify_files(&prefix.plugin_dir(name), &receipt.files);
+            let (modified, missing) = match crate::node::external::read_server(prefix, name)? {
+                Some(server) => crate::node::external::verify(&server),
+                None => verify_files(&prefix.plugin_dir(name), &receipt.files),
+            };
             out.push(Listed {
                 receipt,
                 modified,

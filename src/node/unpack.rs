@@ -1,15 +1,16 @@
-//! Unpack a plugin archive that may be hostile.
+//! Unpack a plugin archive that may be hostile: tar, tar.gz, or zip (a LuaRocks rock).
 //!
-//! Only regular files and directories are accepted, under paths built from checked
-//! components; every other entry type, `..`, absolute paths, special mode bits, duplicates
-//! and oversized or over-compressed content are refused with [`Kind::Unsafe`]. The archive
-//! is streamed, never buffered. Nothing is ever written outside `dest`; on error `dest`
-//! may hold part of the archive and the caller removes it.
+//! Every entry passes the [`Gate`] before a byte is written: only regular files and
+//! directories, under paths built from checked components; links, devices, `..`, absolute
+//! paths, backslashes and control characters in names, special mode bits, duplicates and
+//! oversized or over-compressed content are refused with [`Kind::Unsafe`]. Tar is
+//! streamed, never buffered; zip needs its central directory, so it is read from a file.
+//! Nothing is ever written outside `dest`; on error `dest` may hold part of the archive
+//! and the caller removes it.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::fs;
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -19,32 +20,10 @@ use anyhow::{Context, Result};
 use crate::bail_kind;
 use crate::digest::HashingWriter;
 use crate::error::{fail, Kind};
+use crate::node::gate::{Admitted, EntryKind, Gate, RawEntry};
+pub use crate::node::limits::Limits;
 use crate::node::plugin;
 use crate::tree::FileEntry;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    /// Files and directories.
-    pub max_files: u64,
-    /// Sum of the file sizes.
-    pub max_total_bytes: u64,
-    pub max_file_bytes: u64,
-    /// Decompressed/compressed, checked once past 1 MiB decompressed.
-    pub max_ratio: u64,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_files: 10_000,
-            max_total_bytes: 256 << 20,
-            max_file_bytes: 64 << 20,
-            max_ratio: 200,
-        }
-    }
-}
-
-const RATIO_FLOOR: u64 = 1 << 20;
 
 /// State shared by the readers below and above the gzip decoder.
 #[derive(Default)]
@@ -77,7 +56,7 @@ struct Guard<R> {
     gzip: bool,
     seen: u64,
     cap: u64,
-    max_ratio: u64,
+    limits: Limits,
 }
 
 impl<R: Read> Read for Guard<R> {
@@ -90,15 +69,8 @@ impl<R: Read> Read for Guard<R> {
                 "the tar stream is over {} bytes, more than the size limits allow",
                 self.cap
             ))
-        } else if self.gzip
-            && self.seen > RATIO_FLOOR
-            && self.seen > self.max_ratio.saturating_mul(compressed)
-        {
-            Some(format!(
-                "gzip expands over {}x ({} bytes from {compressed} compressed): refusing a likely \
-                 decompression bomb",
-                self.max_ratio, self.seen
-            ))
+        } else if self.gzip && self.limits.ratio_exceeded(self.seen, compressed) {
+            Some(bomb(self.limits.max_ratio, self.seen, compressed))
         } else {
             None
         };
@@ -108,6 +80,13 @@ impl<R: Read> Read for Guard<R> {
         }
         Ok(n)
     }
+}
+
+fn bomb(ratio: u64, expanded: u64, compressed: u64) -> String {
+    format!(
+        "it expands over {ratio}x ({expanded} bytes from {compressed} compressed): refusing a \
+         likely decompression bomb"
+    )
 }
 
 /// A read error: a limit tripped in [`Guard`], or a malformed archive.
@@ -121,33 +100,61 @@ fn read_error(meter: &Meter, e: io::Error) -> anyhow::Error {
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Node {
-    File,
-    /// Created as the parent of an entry, not listed itself (yet).
-    ImplicitDir,
-    Dir,
+/// What the first bytes of an archive say it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Gzip,
+    Zip,
+    Zstd,
+    /// Anything else; tar has no magic at offset 0.
+    Tar,
 }
 
-/// Check an entry name and return it normalised: `/`-joined components, no `.`/empty ones.
-fn clean_path(name: &str) -> Result<String, &'static str> {
-    if name.starts_with('/') {
-        return Err("absolute paths are not allowed");
+pub fn format_of(magic: &[u8]) -> Format {
+    if magic.starts_with(&[0x1f, 0x8b]) {
+        Format::Gzip
+    } else if magic.starts_with(b"PK\x03\x04") || magic.starts_with(b"PK\x05\x06") {
+        Format::Zip
+    } else if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Format::Zstd
+    } else {
+        Format::Tar
     }
-    if name.len() > 4096 {
-        return Err("the path is longer than 4096 bytes");
-    }
-    let mut parts = Vec::new();
-    for c in name.split('/') {
-        match c {
-            "" | "." => {}
-            ".." => return Err("`..` components are not allowed"),
-            c if c.len() > 255 => return Err("a path component is longer than 255 bytes"),
-            c if c.contains('\0') => return Err("the path holds a NUL byte"),
-            c => parts.push(c),
+}
+
+/// The format of the archive file at `path`.
+pub fn sniff(path: &Path) -> Result<Format> {
+    let mut f = fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut magic = [0u8; 4];
+    let got =
+        read_full(&mut f, &mut magic).with_context(|| format!("reading {}", path.display()))?;
+    Ok(format_of(&magic[..got]))
+}
+
+fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match r.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
     }
-    Ok(parts.join("/"))
+    Ok(got)
+}
+
+fn check_empty_dest(dest: &Path) -> Result<()> {
+    let empty_dir = fs::symlink_metadata(dest).is_ok_and(|m| m.is_dir())
+        && fs::read_dir(dest).is_ok_and(|mut d| d.next().is_none());
+    if !empty_dir {
+        bail_kind!(
+            Kind::Usage,
+            "{} must be an existing empty directory",
+            dest.display()
+        );
+    }
+    Ok(())
 }
 
 /// Create the missing directories of `rel` (a clean path) under `dest`, mode 0755.
@@ -172,37 +179,96 @@ fn make_dirs(dest: &Path, rel: &str) -> Result<()> {
     Ok(())
 }
 
+/// Write one admitted entry under `dest` from `data`, which must yield exactly `a.size`
+/// bytes. `read_err` turns a read error into the archive's own refusal.
+fn write_entry(
+    dest: &Path,
+    a: &Admitted,
+    data: &mut dyn Read,
+    read_err: &dyn Fn(io::Error) -> anyhow::Error,
+) -> Result<Option<FileEntry>> {
+    if a.is_dir {
+        make_dirs(dest, &a.rel)?;
+        return Ok(None);
+    }
+    let (parent, _) = a.rel.rsplit_once('/').unwrap_or(("", &a.rel));
+    make_dirs(dest, parent)?;
+    let path: PathBuf = dest.join(&a.rel);
+    let file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .mode(a.mode)
+        .open(&path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    file.set_permissions(fs::Permissions::from_mode(a.mode))?; // whatever the umask
+    let mut out = HashingWriter::new(file);
+    // One byte over the declared size is enough to tell a lying header.
+    let mut data = data.take(a.size.saturating_add(1));
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match data.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(read_err(e)),
+        };
+        if n == 0 {
+            break;
+        }
+        out.write_all(&buf[..n])
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    let (sha256, written) = out.hasher.finish();
+    if written != a.size {
+        let why = if written < a.size {
+            "the archive is truncated"
+        } else {
+            "the entry holds more data than its header says"
+        };
+        bail_kind!(Kind::Unsafe, "archive entry \"{}\" refused: {why}", a.rel);
+    }
+    Ok(Some(FileEntry {
+        path: a.rel.clone(),
+        sha256,
+        size: a.size,
+        mode: a.mode,
+    }))
+}
+
+fn tar_kind(ty: tar::EntryType) -> EntryKind {
+    use tar::EntryType as T;
+    match ty {
+        T::Regular | T::Continuous => EntryKind::File,
+        T::Directory => EntryKind::Dir,
+        T::Symlink => EntryKind::Symlink,
+        T::Link => EntryKind::HardLink,
+        T::Char => EntryKind::CharDevice,
+        T::Block => EntryKind::BlockDevice,
+        T::Fifo => EntryKind::Fifo,
+        t => EntryKind::Other(format!("entry type {:?}", t.as_byte() as char)),
+    }
+}
+
 /// Unpack a tar or tar.gz stream into `dest`, which must be an existing empty directory.
 /// Returns the regular files written, relative to `dest`, sorted by path.
 pub fn unpack_tar<R: Read>(reader: R, dest: &Path, limits: &Limits) -> Result<Vec<FileEntry>> {
-    let empty_dir = fs::symlink_metadata(dest).is_ok_and(|m| m.is_dir())
-        && fs::read_dir(dest).is_ok_and(|mut d| d.next().is_none());
-    if !empty_dir {
-        bail_kind!(
-            Kind::Usage,
-            "{} must be an existing empty directory",
-            dest.display()
-        );
-    }
-
+    check_empty_dest(dest)?;
     let mut reader = reader;
     let mut magic = [0u8; 4];
-    let mut got = 0;
-    while got < magic.len() {
-        match reader.read(&mut magic[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e).context("reading the archive"),
-        }
-    }
-    if magic[..got] == [0x28, 0xb5, 0x2f, 0xfd] {
-        bail_kind!(
+    let got = read_full(&mut reader, &mut magic).context("reading the archive")?;
+    let format = format_of(&magic[..got]);
+    match format {
+        Format::Zstd => bail_kind!(
             Kind::Usage,
             "zstd-compressed archives are not supported: use gzip or plain tar"
-        );
+        ),
+        Format::Zip => bail_kind!(
+            Kind::Unsafe,
+            "archive refused: a zip archive (a LuaRocks rock?) where a tar or tar.gz was expected"
+        ),
+        _ => {}
     }
-    let gzip = magic[..got].starts_with(&[0x1f, 0x8b]);
+    let gzip = format == Format::Gzip;
     let meter = Rc::new(Meter::default());
     let counted = Counting {
         inner: io::Cursor::new(magic[..got].to_vec()).chain(reader),
@@ -223,154 +289,125 @@ pub fn unpack_tar<R: Read>(reader: R, dest: &Path, limits: &Limits) -> Result<Ve
             .max_total_bytes
             .saturating_add(limits.max_files.saturating_mul(4096))
             .saturating_add(1 << 20),
-        max_ratio: limits.max_ratio,
+        limits: *limits,
     };
     let mut archive = tar::Archive::new(guard);
-
-    let mut nodes: HashMap<String, Node> = HashMap::new();
+    let mut gate = Gate::new(*limits);
     let mut files = Vec::new();
-    let mut count = 0u64;
-    let mut total = 0u64;
-    let mut buf = vec![0u8; 64 * 1024];
-    for entry in archive.entries().map_err(|e| read_error(&meter, e))? {
-        let mut entry = entry.map_err(|e| read_error(&meter, e))?;
+    let read_err = |e| read_error(&meter, e);
+    for entry in archive.entries().map_err(read_err)? {
+        let mut entry = entry.map_err(read_err)?;
         let ty = entry.header().entry_type();
         if ty.is_pax_global_extensions() {
             continue; // `git archive` writes one; it describes no file.
         }
-        let raw = entry.path_bytes().into_owned();
-        let Ok(name) = String::from_utf8(raw) else {
-            bail_kind!(
+        let name = entry.path_bytes().into_owned();
+        let mode = match entry.header().mode() {
+            Ok(m) => m,
+            Err(_) => bail_kind!(
                 Kind::Unsafe,
-                "archive entry {:?} refused: names must be valid UTF-8",
-                String::from_utf8_lossy(&entry.path_bytes())
-            );
+                "archive entry \"{}\" refused: unreadable mode field",
+                crate::node::names::escape(&name)
+            ),
         };
-        let refuse = |why: &str| {
-            fail(
-                Kind::Unsafe,
-                format!("archive entry {name:?} refused: {why}"),
-            )
+        let raw = RawEntry {
+            name: &name,
+            kind: tar_kind(ty),
+            mode: mode & 0o7777,
+            size: entry.size(),
         };
-
-        let is_file = ty.is_file() || ty.is_contiguous();
-        // Pre-POSIX tar marks directories as files whose name ends in '/'.
-        let is_dir = ty.is_dir() || (is_file && name.ends_with('/'));
-        if !is_dir && !is_file {
-            let what = match ty {
-                tar::EntryType::Symlink => "symbolic links are not allowed".to_string(),
-                tar::EntryType::Link => "hard links are not allowed".to_string(),
-                tar::EntryType::Char => "character devices are not allowed".to_string(),
-                tar::EntryType::Block => "block devices are not allowed".to_string(),
-                tar::EntryType::Fifo => "FIFOs are not allowed".to_string(),
-                t => format!(
-                    "entry type {:?} is not allowed, only files and directories",
-                    t.as_byte() as char
-                ),
-            };
-            return Err(refuse(&what));
-        }
-        let rel = clean_path(&name).map_err(refuse)?;
-        if rel.is_empty() {
-            if is_dir {
-                continue; // "./": dest itself
-            }
-            return Err(refuse("empty path"));
-        }
-        let mode = entry
-            .header()
-            .mode()
-            .map_err(|_| refuse("unreadable mode field"))?;
-        if mode & 0o7000 != 0 {
-            return Err(refuse(&format!(
-                "setuid, setgid and sticky bits are not allowed (mode {mode:o})"
-            )));
-        }
-        count += 1;
-        if count > limits.max_files {
-            return Err(refuse(&format!(
-                "more than {} files and directories",
-                limits.max_files
-            )));
-        }
-
-        // Each path once; never a file where a directory is, or the other way round.
-        for (i, _) in rel.match_indices('/') {
-            match nodes.get(&rel[..i]) {
-                Some(Node::File) => {
-                    return Err(refuse(&format!("{} is a file, not a directory", &rel[..i])))
-                }
-                Some(_) => {}
-                None => {
-                    nodes.insert(rel[..i].to_string(), Node::ImplicitDir);
-                }
-            }
-        }
-        match (nodes.get(&rel).copied(), is_dir) {
-            (None, _) | (Some(Node::ImplicitDir), true) => {}
-            (Some(Node::ImplicitDir | Node::Dir), false) => {
-                return Err(refuse("a file where a directory is"))
-            }
-            _ => return Err(refuse("duplicate entry")),
-        }
-        nodes.insert(rel.clone(), if is_dir { Node::Dir } else { Node::File });
-
-        if is_dir {
-            make_dirs(dest, &rel)?;
-            continue;
-        }
-        let size = entry.size();
-        if size > limits.max_file_bytes {
-            return Err(refuse(&format!(
-                "{size} bytes, over the {} bytes limit per file",
-                limits.max_file_bytes
-            )));
-        }
-        total = total.saturating_add(size);
-        if total > limits.max_total_bytes {
-            return Err(refuse(&format!(
-                "the files add up to over {} bytes",
-                limits.max_total_bytes
-            )));
-        }
-        let (parent, _) = rel.rsplit_once('/').unwrap_or(("", &rel));
-        make_dirs(dest, parent)?;
-        let path: PathBuf = dest.join(&rel);
-        let mode = if mode & 0o111 != 0 { 0o755 } else { 0o644 };
-        let file = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .mode(mode)
-            .open(&path)
-            .with_context(|| format!("creating {}", path.display()))?;
-        file.set_permissions(fs::Permissions::from_mode(mode))?; // whatever the umask
-        let mut out = HashingWriter::new(file);
-        loop {
-            let n = match entry.read(&mut buf) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(read_error(&meter, e)),
-            };
-            if n == 0 {
-                break;
-            }
-            out.write_all(&buf[..n])
-                .with_context(|| format!("writing {}", path.display()))?;
-        }
-        let (sha256, written) = out.hasher.finish();
-        if written != size {
-            return Err(refuse("the archive is truncated"));
-        }
-        files.push(FileEntry {
-            path: rel,
-            sha256,
-            size,
-            mode,
-        });
+        let Some(a) = gate.admit(&raw)? else { continue };
+        files.extend(write_entry(dest, &a, &mut entry, &read_err)?);
     }
     files.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(files)
+}
+
+fn zip_kind(f: &zip::read::ZipFile<'_, impl Read>) -> EntryKind {
+    const S_IFMT: u32 = 0o170000;
+    match f.unix_mode().map(|m| m & S_IFMT) {
+        Some(0o120000) => EntryKind::Symlink,
+        Some(0o020000) => EntryKind::CharDevice,
+        Some(0o060000) => EntryKind::BlockDevice,
+        Some(0o010000) => EntryKind::Fifo,
+        Some(0o140000) => EntryKind::Other("a socket".into()),
+        Some(0o040000) => EntryKind::Dir,
+        _ if f.is_symlink() => EntryKind::Symlink,
+        _ if f.is_dir() => EntryKind::Dir,
+        _ => EntryKind::File,
+    }
+}
+
+/// Unpack a zip archive (a `.rock`) of `len` bytes into `dest`, which must be an existing
+/// empty directory, through the same [`Gate`] as tar. Returns the files written, sorted.
+pub fn unpack_zip<R: Read + Seek>(
+    reader: R,
+    len: u64,
+    dest: &Path,
+    limits: &Limits,
+) -> Result<Vec<FileEntry>> {
+    check_empty_dest(dest)?;
+    let bad = |e: &dyn std::fmt::Display| {
+        fail(
+            Kind::Unsafe,
+            format!("archive refused: not a valid zip archive ({e})"),
+        )
+    };
+    let mut zip = zip::ZipArchive::new(reader).map_err(|e| bad(&e))?;
+    if zip.len() as u64 > limits.max_files {
+        bail_kind!(
+            Kind::Unsafe,
+            "archive refused: {} entries, more than {} files and directories",
+            zip.len(),
+            limits.max_files
+        );
+    }
+    let mut gate = Gate::new(*limits);
+    let (mut files, mut expanded) = (Vec::new(), 0u64);
+    for i in 0..zip.len() {
+        let mut f = zip.by_index(i).map_err(|e| bad(&e))?;
+        let name = f.name_raw().to_vec();
+        if f.encrypted() {
+            bail_kind!(
+                Kind::Unsafe,
+                "archive entry \"{}\" refused: encrypted",
+                crate::node::names::escape(&name)
+            );
+        }
+        let kind = zip_kind(&f);
+        let default_mode = if kind == EntryKind::Dir { 0o755 } else { 0o644 };
+        let raw = RawEntry {
+            name: &name,
+            mode: f.unix_mode().map_or(default_mode, |m| m & 0o7777),
+            kind,
+            size: f.size(),
+        };
+        let Some(a) = gate.admit(&raw)? else { continue };
+        expanded = expanded.saturating_add(a.size);
+        if limits.ratio_exceeded(expanded, len) {
+            bail_kind!(
+                Kind::Unsafe,
+                "archive refused: {}",
+                bomb(limits.max_ratio, expanded, len)
+            );
+        }
+        let read_err = |e: io::Error| bad(&e);
+        files.extend(write_entry(dest, &a, &mut f, &read_err)?);
+    }
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(files)
+}
+
+/// Unpack the archive file at `path` (tar, tar.gz or zip) into the empty dir `dest`.
+pub fn unpack_file(path: &Path, dest: &Path, limits: &Limits) -> Result<Vec<FileEntry>> {
+    let f = fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    match sniff(path)? {
+        Format::Zip => {
+            let len = f.metadata()?.len();
+            unpack_zip(io::BufReader::new(f), len, dest, limits)
+        }
+        _ => unpack_tar(io::BufReader::new(f), dest, limits),
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -384,10 +421,32 @@ pub struct ExtractedPlugin {
     pub files: Vec<FileEntry>,
 }
 
+/// Where a plugin's name may come from besides the archive itself. The order is
+/// `flag` (`--name`), the archive's tree (`kong/plugins/<name>/`, its rockspec),
+/// `schema.lua`'s `name`, then `repo` (the repository's last component).
+#[derive(Debug, Clone, Default)]
+pub struct NameHints {
+    pub flag: Option<String>,
+    pub repo: Option<String>,
+}
+
+/// Everything one artifact unpacked to.
+#[derive(Debug)]
+pub struct Extracted {
+    /// Lua plugins, each in `staging/<name>` (several only from a rock).
+    pub plugins: Vec<ExtractedPlugin>,
+    /// What a rock carried besides the plugins.
+    pub rock: Option<crate::node::rock::RockReport>,
+    /// An external plugin server (then `plugins` is empty).
+    pub server: Option<crate::node::external::StagedServer>,
+}
+
 /// Unpack a plugin archive into `staging/raw`, find the plugin in it whatever the layout
-/// (`kong/plugins/<name>/`, `<x>/kong/plugins/<name>/`, `<name>/handler.lua`, or
-/// handler.lua at the root as in a KongPluginInstallation image, named by `fallback_name`),
-/// validate it, and move it to `staging/<name>`; the rest of `staging/raw` is removed.
+/// (`kong/plugins/<name>/`, `<x>/kong/plugins/<name>/`, a rockspec's `build.modules`,
+/// `<name>/handler.lua`, or handler.lua at the root as in a KongPluginInstallation image),
+/// check it (layout, Lua syntax, schema name) and move it to `staging/<name>`; the rest of
+/// `staging/raw` is removed. `fallback_name` names a plugin the archive does not name
+/// (as the repository would, see [`NameHints`]); [`extract_plugin_with`] takes both hints.
 /// `staging` must exist and not hold `raw` yet. On error the caller removes `staging`.
 pub fn extract_plugin<R: Read>(
     reader: R,
@@ -395,31 +454,190 @@ pub fn extract_plugin<R: Read>(
     limits: &Limits,
     fallback_name: Option<&str>,
 ) -> Result<ExtractedPlugin> {
+    let hints = NameHints {
+        flag: None,
+        repo: fallback_name.map(String::from),
+    };
+    extract_plugin_with(reader, staging, limits, &hints)
+}
+
+/// [`extract_plugin`] of a tar stream with both name hints.
+pub fn extract_plugin_with<R: Read>(
+    reader: R,
+    staging: &Path,
+    limits: &Limits,
+    hints: &NameHints,
+) -> Result<ExtractedPlugin> {
     let raw = staging.join("raw");
     fs::create_dir(&raw).with_context(|| format!("creating {}", raw.display()))?;
     let all = unpack_tar(reader, &raw, limits)?;
+    plugin_from_tree(&raw, all, staging, hints)
+}
 
-    let found = plugin::detect(&raw, fallback_name, Kind::Unsafe)?;
-    let name = match (found.name, fallback_name) {
-        (Some(n), _) => n,
-        (None, Some(n)) if plugin::valid_plugin_name(n) => n.to_string(),
-        (None, _) => match plugin::rockspec_name(&found.base) {
-            Some(n) => n,
+/// Unpack the artifact file at `path` whatever it is: a tar/tar.gz plugin tree, a rock
+/// (`.all.rock`, or a `.src.rock` of a pure-Lua tree), or an external plugin server
+/// (a tar with `kplug-server.json`). `lua_dirs` are searched for the modules a rock
+/// carries besides its plugins, to say whether they are installed.
+pub fn extract_file(
+    path: &Path,
+    staging: &Path,
+    limits: &Limits,
+    hints: &NameHints,
+    lua_dirs: &[PathBuf],
+) -> Result<Extracted> {
+    let raw = staging.join("raw");
+    fs::create_dir(&raw).with_context(|| format!("creating {}", raw.display()))?;
+    if sniff(path)? == Format::Zip {
+        let all = unpack_file(path, &raw, limits)?;
+        let (plugins, report) =
+            crate::node::rock::from_unpacked(&raw, all, staging, hints, lua_dirs, limits)?;
+        return Ok(Extracted {
+            plugins,
+            rock: Some(report),
+            server: None,
+        });
+    }
+    let all = unpack_file(path, &raw, limits)?;
+    if raw.join(crate::node::external::MANIFEST).is_file() {
+        let server = crate::node::external::stage(&raw, all, staging, hints)?;
+        return Ok(Extracted {
+            plugins: vec![],
+            rock: None,
+            server: Some(server),
+        });
+    }
+    let p = plugin_from_tree(&raw, all, staging, hints)?;
+    Ok(Extracted {
+        plugins: vec![p],
+        rock: None,
+        server: None,
+    })
+}
+
+/// [`extract_file`] for the verbs that take one Lua plugin (`pull`, `install`): a tar or a
+/// rock; a rock with several plugins needs `name_hint` to pick one; a plugin-server
+/// artifact is refused (its install is [`crate::node::external::install`]).
+pub fn extract_plugin_file(
+    path: &Path,
+    staging: &Path,
+    limits: &Limits,
+    name_hint: Option<&str>,
+) -> Result<ExtractedPlugin> {
+    let hints = NameHints {
+        flag: None,
+        repo: name_hint.map(String::from),
+    };
+    let mut ex = extract_file(path, staging, limits, &hints, &[])?;
+    if let Some(s) = ex.server {
+        bail_kind!(
+            Kind::Usage,
+            "this artifact is the external plugin server {}, not a Lua plugin tree",
+            s.manifest.name
+        );
+    }
+    if let Some(r) = &ex.rock {
+        for n in r.notes() {
+            crate::progress::note(n);
+        }
+    }
+    let pick = match ex.plugins.len() {
+        1 => 0,
+        _ => match name_hint.and_then(|h| ex.plugins.iter().position(|p| p.name == h)) {
+            Some(i) => i,
             None => bail_kind!(
                 Kind::Usage,
-                "the archive holds handler.lua at its root (a KongPluginInstallation image) and \
-                 nothing names the plugin{}: pass --name",
-                fallback_name
-                    .map(|n| format!(" ({n:?} is not a valid plugin name)"))
-                    .unwrap_or_default()
+                "the rock holds several plugins: {}; choose one with --name",
+                ex.plugins
+                    .iter()
+                    .map(|p| p.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         },
     };
-    plugin::validate_plugin_dir(&found.dir)?;
+    Ok(ex.plugins.swap_remove(pick))
+}
+
+/// What [`check_file`] found in an artifact about to be published.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Checked {
+    /// `lua`, `rock` or `server`.
+    pub kind: &'static str,
+    pub names: Vec<String>,
+    pub version: Option<String>,
+    /// What a rock carries besides its plugins.
+    pub notes: Vec<String>,
+}
+
+/// Check a file the way every node will before it is published (`push`): unpack it in
+/// a scratch directory through the same gate and limits as `install`, and run the same
+/// plugin checks. Nothing is kept.
+pub fn check_file(path: &Path, limits: &Limits, hints: &NameHints) -> Result<Checked> {
+    let scratch = tempfile::tempdir().context("creating a scratch directory")?;
+    let ex = extract_file(path, scratch.path(), limits, hints, &[]).map_err(|e| {
+        let kind = crate::error::kind_of(&e);
+        fail(
+            kind,
+            format!("{}: every node would refuse it: {e:#}", path.display()),
+        )
+    })?;
+    let (kind, names, version) = match (&ex.server, &ex.rock) {
+        (Some(s), _) => (
+            "server",
+            vec![s.manifest.name.clone()],
+            s.manifest.version.clone(),
+        ),
+        (None, rock) => (
+            if rock.is_some() { "rock" } else { "lua" },
+            ex.plugins.iter().map(|p| p.name.clone()).collect(),
+            ex.plugins.first().and_then(|p| p.version.clone()),
+        ),
+    };
+    Ok(Checked {
+        kind,
+        names,
+        version,
+        notes: ex.rock.map(|r| r.notes()).unwrap_or_default(),
+    })
+}
+
+/// Find, name and check the one plugin in the unpacked tree `raw` (files `all`), and
+/// move it to `staging/<name>`, removing `raw`.
+pub(crate) fn plugin_from_tree(
+    raw: &Path,
+    all: Vec<FileEntry>,
+    staging: &Path,
+    hints: &NameHints,
+) -> Result<ExtractedPlugin> {
+    let flag = hints.flag.as_deref();
+    if let Some(n) = flag {
+        crate::node::names::check_plugin_name(n)?;
+    }
+    // A rockspec's map comes first: a `src/handler.lua` tree is not a plugin named "src".
+    let spec_root = [raw.to_path_buf()]
+        .into_iter()
+        .chain(single_subdir(raw))
+        .find(|d| crate::node::rockspec::mapping(d, flag).is_some());
+    if let Some(root) = spec_root {
+        let spec = crate::node::rockspec::mapping(&root, flag).expect("found above");
+        if flag.is_none() && spec.plugins().len() > 1 {
+            bail_kind!(
+                Kind::Usage,
+                "the archive's rockspec maps several plugins: {}; choose one with --name",
+                spec.plugins().join(", ")
+            );
+        }
+        let mut out = from_rockspec(&root, &spec, flag, staging, &[])?;
+        remove_raw(raw)?;
+        return Ok(out.remove(0));
+    }
+    // The repository's name may pick one of several plugins too.
+    let found = plugin::detect(raw, flag.or(hints.repo.as_deref()), Kind::Unsafe)?;
+    let name = name_for(&found, hints)?;
+    plugin::check_plugin_dir(&found.dir, &name)?;
     let version =
         plugin::detect_version(&found.base, &found.dir).filter(|v| plugin::valid_version(v));
-
-    let rel = found.dir.strip_prefix(&raw)?.to_string_lossy().into_owned();
+    let rel = found.dir.strip_prefix(raw)?.to_string_lossy().into_owned();
     let files = all
         .into_iter()
         .filter_map(|mut f| {
@@ -429,23 +647,145 @@ pub fn extract_plugin<R: Read>(
             Some(f)
         })
         .collect();
-
-    // Through a name that cannot clash with `raw` (a plugin may be called "raw").
-    let tmp = staging.join(format!(".{name}.tmp"));
-    fs::rename(&found.dir, &tmp)
-        .with_context(|| format!("moving {} to {}", found.dir.display(), tmp.display()))?;
-    if raw.exists() {
-        fs::remove_dir_all(&raw).with_context(|| format!("removing {}", raw.display()))?;
-    }
+    move_out(&found.dir, staging, &name)?;
+    remove_raw(raw)?;
     let dir = staging.join(&name);
-    fs::rename(&tmp, &dir)
-        .with_context(|| format!("moving {} to {}", tmp.display(), dir.display()))?;
     Ok(ExtractedPlugin {
         name,
         version,
         dir,
         files,
     })
+}
+
+/// The plugin's name: `--name`, the tree, the rockspec, `schema.lua`, the repository.
+fn name_for(found: &plugin::Detected, hints: &NameHints) -> Result<String> {
+    let flag = hints.flag.as_deref();
+    Ok(match (found.name.clone(), flag) {
+        (Some(t), Some(f)) if t != f => bail_kind!(
+            Kind::Usage,
+            "the archive holds plugin {t}, not {f}: its modules are required as \
+             kong.plugins.{t}.*, so --name cannot rename it"
+        ),
+        (Some(t), _) => t,
+        (None, Some(f)) => f.to_string(),
+        (None, None) => plugin::rockspec_name(&found.base)
+            .or_else(|| plugin::schema_name_of(&found.dir))
+            .or_else(|| hints.repo.clone().filter(|r| plugin::valid_plugin_name(r)))
+            .ok_or_else(|| {
+                fail(
+                    Kind::Usage,
+                    format!(
+                        "the archive holds handler.lua at its root (a KongPluginInstallation \
+                         image) and nothing names the plugin (no literal name in schema.lua{}): \
+                         pass --name",
+                        hints
+                            .repo
+                            .as_ref()
+                            .map(|r| format!(
+                                ", and \"{}\" is not a valid plugin name",
+                                crate::node::names::escape(r.as_bytes())
+                            ))
+                            .unwrap_or_default()
+                    ),
+                )
+            })?,
+    })
+}
+
+/// The only entry of `dir`, when it is a directory (a source tarball's top folder).
+fn single_subdir(dir: &Path) -> Option<PathBuf> {
+    let mut it = fs::read_dir(dir).ok()?.flatten();
+    let first = it.next()?;
+    (it.next().is_none() && first.file_type().ok()?.is_dir()).then(|| first.path())
+}
+
+/// Move a checked plugin dir to `staging/<name>` through a name that cannot clash with
+/// `raw` (a plugin may be called "raw").
+pub(crate) fn move_out(dir: &Path, staging: &Path, name: &str) -> Result<PathBuf> {
+    let tmp = staging.join(format!(".{name}.tmp"));
+    fs::rename(dir, &tmp)
+        .with_context(|| format!("moving {} to {}", dir.display(), tmp.display()))?;
+    Ok(tmp)
+}
+
+/// Remove `raw` and give the `.<name>.tmp` dirs left by [`move_out`] their real names.
+pub(crate) fn remove_raw(raw: &Path) -> Result<()> {
+    if raw.exists() {
+        fs::remove_dir_all(raw).with_context(|| format!("removing {}", raw.display()))?;
+    }
+    let staging = crate::tree::parent_dir(raw);
+    for ent in fs::read_dir(staging)?.flatten() {
+        let n = ent.file_name().to_string_lossy().into_owned();
+        if let Some(name) = n.strip_prefix('.').and_then(|n| n.strip_suffix(".tmp")) {
+            fs::rename(ent.path(), staging.join(name))?;
+        }
+    }
+    Ok(())
+}
+
+/// Lay out the plugins a rockspec maps (all of them, or `want`) from the unpacked tree
+/// `root` into `staging/.<name>.tmp`, checked; [`remove_raw`] finishes the move.
+/// `skip` names plugins to leave out.
+pub(crate) fn from_rockspec(
+    root: &Path,
+    spec: &crate::node::rockspec::Rockspec,
+    want: Option<&str>,
+    staging: &Path,
+    skip: &[String],
+) -> Result<Vec<ExtractedPlugin>> {
+    let names: Vec<String> = match want {
+        Some(w) => vec![w.to_string()],
+        None => spec
+            .plugins()
+            .into_iter()
+            .filter(|p| !skip.contains(p))
+            .collect(),
+    };
+    let mut out = Vec::new();
+    for name in names {
+        let tmp = staging.join(format!(".{name}.tmp"));
+        fs::create_dir(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        let mut files = Vec::new();
+        for (rel, src) in spec.plugin_files(&name)? {
+            let from = root.join(crate::node::gate::check_path(&src).map_err(|why| {
+                fail(
+                    Kind::Unsafe,
+                    format!("{}: module path {src:?}: {why}", spec.path.display()),
+                )
+            })?);
+            let meta = fs::symlink_metadata(&from).map_err(|_| {
+                fail(
+                    Kind::Unsafe,
+                    format!(
+                        "{} maps {src}, which the archive does not hold",
+                        spec.path.display()
+                    ),
+                )
+            })?;
+            let a = Admitted {
+                rel: rel.clone(),
+                is_dir: false,
+                mode: if meta.permissions().mode() & 0o111 != 0 {
+                    0o755
+                } else {
+                    0o644
+                },
+                size: meta.len(),
+            };
+            let mut f = fs::File::open(&from)?;
+            files.extend(write_entry(&tmp, &a, &mut f, &|e| e.into())?);
+        }
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        plugin::check_plugin_dir(&tmp, &name)?;
+        out.push(ExtractedPlugin {
+            dir: staging.join(&name),
+            version: spec.release().filter(|v| plugin::valid_version(v)),
+            name,
+            files,
+        });
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -542,6 +882,103 @@ mod tests {
         );
         let bad = header(b"kong/\xff.lua", EntryType::Regular, 0, 0o644);
         refused(&tar_of(vec![(bad, vec![])]), &l, "UTF-8");
+    }
+
+    #[test]
+    fn refuses_backslashes_and_control_characters() {
+        // Issue 10 item 4: these used to install and reach receipts and terminals raw.
+        let l = Limits::default();
+        refused(
+            &tar_of(vec![file("zz\\..\\..\\x.lua", b"x")]),
+            &l,
+            "backslash",
+        );
+        refused(&tar_of(vec![file("\\etc\\passwd", b"x")]), &l, "backslash");
+        let e = try_unpack(&tar_of(vec![file("a\x1b]0;owned\x07.lua", b"x")]), &l).unwrap_err();
+        let m = format!("{e:#}");
+        assert!(
+            m.contains("control characters") && m.contains(r"a\x1b]0;owned\x07.lua"),
+            "{m}"
+        );
+        assert!(!m.chars().any(char::is_control), "{m:?}");
+        refused(&tar_of(vec![file("new\nline.lua", b"x")]), &l, "control");
+    }
+
+    /// A zip built entry by entry; names written as given.
+    fn zip_of(entries: &[(&str, &[u8], u32)]) -> Vec<u8> {
+        let mut w = zip::ZipWriter::new(io::Cursor::new(Vec::new()));
+        for (name, body, mode) in entries {
+            let o = zip::write::SimpleFileOptions::default()
+                .compression_method(zip::CompressionMethod::Deflated)
+                .unix_permissions(*mode);
+            if name.ends_with('/') {
+                w.add_directory(*name, o).unwrap();
+            } else {
+                w.start_file(*name, o).unwrap();
+                w.write_all(body).unwrap();
+            }
+        }
+        w.finish().unwrap().into_inner()
+    }
+
+    fn try_unzip(bytes: &[u8], limits: &Limits) -> Result<Vec<FileEntry>> {
+        let parent = tempfile::tempdir().unwrap();
+        let dest = parent.path().join("dest");
+        fs::create_dir(&dest).unwrap();
+        let r = unpack_zip(io::Cursor::new(bytes), bytes.len() as u64, &dest, limits);
+        assert_eq!(listing(parent.path()), ["dest"]);
+        r
+    }
+
+    fn unzip_refused(bytes: &[u8], limits: &Limits, needle: &str) {
+        let e = try_unzip(bytes, limits).unwrap_err();
+        let m = format!("{e:#}");
+        assert_eq!(kind_of(&e), Kind::Unsafe, "{m}");
+        assert!(m.contains(needle), "{m:?} lacks {needle:?}");
+    }
+
+    #[test]
+    fn zip_goes_through_the_same_gate() {
+        let l = Limits::default();
+        let files = try_unzip(
+            &zip_of(&[
+                ("lua/", b"", 0o755),
+                ("lua/a.lua", b"return 1\n", 0o600),
+                ("bin/x", b"#!", 0o700),
+            ]),
+            &l,
+        )
+        .unwrap();
+        let got: Vec<(&str, u32)> = files.iter().map(|f| (f.path.as_str(), f.mode)).collect();
+        assert_eq!(got, [("bin/x", 0o755), ("lua/a.lua", 0o644)]);
+        unzip_refused(&zip_of(&[("../evil.lua", b"x", 0o644)]), &l, "`..`");
+        unzip_refused(&zip_of(&[("/abs.lua", b"x", 0o644)]), &l, "absolute");
+        unzip_refused(&zip_of(&[("a\\..\\b", b"x", 0o644)]), &l, "backslash");
+        unzip_refused(
+            &zip_of(&[("a", b"1", 0o644), ("./a", b"2", 0o644)]),
+            &l,
+            "duplicate",
+        );
+        let mut w = zip::ZipWriter::new(io::Cursor::new(Vec::new()));
+        w.add_symlink(
+            "link.lua",
+            "/etc/passwd",
+            zip::write::SimpleFileOptions::default(),
+        )
+        .unwrap();
+        unzip_refused(&w.finish().unwrap().into_inner(), &l, "symbolic link");
+        let small = Limits {
+            max_file_bytes: 10,
+            ..l
+        };
+        unzip_refused(&zip_of(&[("big", &[1; 11], 0o644)]), &small, "per file");
+        let zeros = vec![0u8; 4 << 20];
+        unzip_refused(
+            &zip_of(&[("zeros", &zeros, 0o644)]),
+            &l,
+            "decompression bomb",
+        );
+        unzip_refused(b"PK\x03\x04 not really", &l, "not a valid zip");
     }
 
     #[test]

@@ -163,7 +163,12 @@ pub fn rollback(node: &NodeOptions, name: &str) -> anyhow::Result<RollbackReport
 
 /// Kong's start-up checks against this node.
 pub fn doctor(node: &NodeOptions) -> anyhow::Result<Vec<Finding>> {
-    let conf = node.conf()?;
+    // A path other than the default was given on purpose: it must exist.
+    let explicit =
+        (node.kong_conf != Path::new(kongconf::DEFAULT_PATHS[0])).then_some(&*node.kong_conf);
+    let (conf, looked) = kongconf::locate(explicit, kongconf::DEFAULT_PATHS)?;
     let extra: Vec<PathBuf> = node.prefix.iter().cloned().collect();
-    Ok(doctor::check(&conf, &env, &extra))
+    let mut findings: Vec<Finding> = looked.iter().map(|l| doctor::no_conf_finding(l)).collect();
+    findings.extend(doctor::check(&conf, &env, &extra));
+    Ok(findings)
 }

@@ -131,13 +131,7 @@ pub async fn extract_blob(
     std::fs::create_dir(&stage)?;
     let blob = blob.to_path_buf();
     tokio::task::spawn_blocking(move || {
-        let f = std::fs::File::open(&blob)?;
-        unpack::extract_plugin(
-            std::io::BufReader::new(f),
-            &stage,
-            &limits,
-            name_hint.as_deref(),
-        )
+        unpack::extract_plugin_file(&blob, &stage, &limits, name_hint.as_deref())
     })
     .await?
 }

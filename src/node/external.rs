@@ -1,0 +1,839 @@
+//! External plugins: plugin-server executables (go-pdk's embedded server, Python or
+//! JavaScript `kong-pdk`) that Kong starts and queries, configured in kong.conf by
+//! `pluginserver_names` and `pluginserver_<name>_{socket,start_cmd,query_cmd}`.
+//!
+//! Artifact shape: a tar(.gz) with [`MANIFEST`] at its root (name, runtime, entrypoint,
+//! query arguments, socket) and the server's files. One file (a static Go binary, a
+//! single-file script) installs as `<bin_dir>/<name>`; several install as
+//! `<lib_dir>/<name>/` with `<bin_dir>/<name>` a symlink to the entrypoint. Both swaps
+//! are a rename. The install is recorded in the ordinary receipt plus a sidecar
+//! `<name>.server.json` that `list`, `uninstall` and `rollback` read.
+
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::bail_kind;
+use crate::error::{fail, Kind};
+use crate::node::kongconf::KongConf;
+use crate::node::names::{check_plugin_name, escape};
+use crate::node::state::{self, Outcome, Prefix, Receipt};
+use crate::node::unpack::NameHints;
+use crate::tree::FileEntry;
+
+/// The file at an artifact's root that makes it a plugin server.
+pub const MANIFEST: &str = "kplug-server.json";
+/// Kong's `DEFAULT_PLUGINSERVER_PATH`.
+pub const DEFAULT_BIN_DIR: &str = "/usr/local/bin";
+pub const DEFAULT_LIB_DIR: &str = "/usr/local/lib/kplug/servers";
+/// Kong's default `prefix`.
+pub const DEFAULT_KONG_PREFIX: &str = "/usr/local/kong";
+/// Most bytes a query command may print.
+pub const MAX_DUMP_BYTES: u64 = 4 << 20;
+pub const DEFAULT_QUERY_TIMEOUT: Duration = Duration::from_secs(20);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Runtime {
+    /// go-pdk: `-dump`, socket `<prefix>/<name>.socket`.
+    Go,
+    /// kong-pdk (Python): `--dump`, socket `<prefix>/<name>.sock`.
+    Python,
+    /// kong-pdk (JavaScript): `--dump`, socket `<prefix>/<name>.sock`.
+    Js,
+}
+
+impl Runtime {
+    pub fn default_query_args(self) -> Vec<String> {
+        vec![match self {
+            Runtime::Go => "-dump".into(),
+            Runtime::Python | Runtime::Js => "--dump".into(),
+        }]
+    }
+    fn socket_name(self, name: &str) -> String {
+        match self {
+            Runtime::Go => format!("{name}.socket"),
+            Runtime::Python | Runtime::Js => format!("{name}.sock"),
+        }
+    }
+    fn prefix_flag(self) -> &'static str {
+        match self {
+            Runtime::Go => "-kong-prefix",
+            Runtime::Python | Runtime::Js => "--kong-prefix",
+        }
+    }
+}
+
+/// [`MANIFEST`]: what the server is and how Kong runs it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServerManifest {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    pub runtime: Runtime,
+    /// The executable, relative to the artifact root.
+    pub entrypoint: String,
+    /// Arguments that make it print its plugin info (default by runtime).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query_args: Option<Vec<String>>,
+    /// Socket file name under Kong's prefix (default by runtime).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socket: Option<String>,
+}
+
+impl ServerManifest {
+    pub fn query_args(&self) -> Vec<String> {
+        self.query_args
+            .clone()
+            .unwrap_or_else(|| self.runtime.default_query_args())
+    }
+}
+
+/// A server unpacked and checked in staging, not yet installed.
+#[derive(Debug, Clone)]
+pub struct StagedServer {
+    pub manifest: ServerManifest,
+    /// `staging/<name>.server`, the artifact's files (with the manifest).
+    pub dir: PathBuf,
+    pub files: Vec<FileEntry>,
+}
+
+/// Where servers go on this node, and Kong's prefix (for sockets).
+#[derive(Debug, Clone)]
+pub struct ServerLayout {
+    pub bin_dir: PathBuf,
+    pub lib_dir: PathBuf,
+    pub kong_prefix: PathBuf,
+}
+
+impl Default for ServerLayout {
+    fn default() -> Self {
+        ServerLayout {
+            bin_dir: DEFAULT_BIN_DIR.into(),
+            lib_dir: DEFAULT_LIB_DIR.into(),
+            kong_prefix: DEFAULT_KONG_PREFIX.into(),
+        }
+    }
+}
+
+/// The sidecar receipt of an installed server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServerReceipt {
+    pub runtime: Runtime,
+    /// `<bin_dir>/<name>`: a file, or a symlink to `tree`'s entrypoint.
+    pub bin: PathBuf,
+    pub tree: Option<PathBuf>,
+    pub start_cmd: String,
+    pub query_cmd: String,
+    pub socket: String,
+    /// Relative to `tree`, or the one file as its bin name.
+    pub files: Vec<FileEntry>,
+}
+
+/// One entry of a query command's output, as Kong reads it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PluginInfo {
+    pub name: String,
+    pub priority: i64,
+    pub version: String,
+    pub phases: Vec<String>,
+}
+
+/// Read and check [`MANIFEST`] in the unpacked artifact `raw`, and move it to
+/// `staging/<name>.server`.
+pub fn stage(
+    raw: &Path,
+    all: Vec<FileEntry>,
+    staging: &Path,
+    hints: &NameHints,
+) -> Result<StagedServer> {
+    let text = crate::node::lua::read_source(&raw.join(MANIFEST))?;
+    let m: ServerManifest = serde_json::from_str(&text).map_err(|e| {
+        fail(
+            Kind::Unsafe,
+            format!("{MANIFEST}: not a valid plugin-server manifest ({e})"),
+        )
+    })?;
+    check_plugin_name(&m.name)?;
+    if let Some(f) = hints.flag.as_deref().filter(|f| *f != m.name) {
+        bail_kind!(
+            Kind::Usage,
+            "the artifact holds plugin server {}, not {f}",
+            m.name
+        );
+    }
+    let entry = crate::node::gate::check_path(&m.entrypoint).map_err(|why| {
+        fail(
+            Kind::Unsafe,
+            format!(
+                "{MANIFEST}: entrypoint {:?}: {why}",
+                escape(m.entrypoint.as_bytes())
+            ),
+        )
+    })?;
+    if !all.iter().any(|f| f.path == entry && f.mode & 0o111 != 0) {
+        bail_kind!(
+            Kind::Unsafe,
+            "{MANIFEST}: entrypoint {entry} is not an executable file of the artifact"
+        );
+    }
+    let dir = staging.join(format!("{}.server", m.name));
+    fs::rename(raw, &dir)
+        .with_context(|| format!("moving {} to {}", raw.display(), dir.display()))?;
+    let files = all.into_iter().filter(|f| f.path != MANIFEST).collect();
+    Ok(StagedServer {
+        manifest: ServerManifest {
+            entrypoint: entry,
+            ..m
+        },
+        dir,
+        files,
+    })
+}
+
+fn sidecar(prefix: &Prefix, name: &str) -> PathBuf {
+    prefix.state_dir().join(format!("{name}.server.json"))
+}
+
+fn backup_dir(prefix: &Prefix, name: &str) -> PathBuf {
+    prefix
+        .state_dir()
+        .join("backup")
+        .join(format!("{name}.server"))
+}
+
+/// The server receipt of `name` under `prefix`, if kplug installed it as a server.
+pub fn read_server(prefix: &Prefix, name: &str) -> Result<Option<ServerReceipt>> {
+    read_json(&sidecar(prefix, name))
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(p: &Path) -> Result<Option<T>> {
+    match fs::read(p) {
+        Ok(b) => serde_json::from_slice(&b).map(Some).map_err(|e| {
+            fail(
+                Kind::Integrity,
+                format!("receipt {} is corrupt: {e}", p.display()),
+            )
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading {}", p.display())),
+    }
+}
+
+fn write_json<T: Serialize>(p: &Path, v: &T) -> Result<()> {
+    let mut json = serde_json::to_vec_pretty(v)?;
+    json.push(b'\n');
+    crate::tree::write_atomic(p, &json)?;
+    fs::set_permissions(p, fs::Permissions::from_mode(0o644))?;
+    Ok(())
+}
+
+/// The commands Kong runs for this server: start, query, socket.
+fn commands(m: &ServerManifest, bin: &Path, layout: &ServerLayout) -> (String, String, String) {
+    let socket = layout.kong_prefix.join(
+        m.socket
+            .clone()
+            .unwrap_or_else(|| m.runtime.socket_name(&m.name)),
+    );
+    let mut start = bin.display().to_string();
+    if layout.kong_prefix != Path::new(DEFAULT_KONG_PREFIX) {
+        start = format!(
+            "{start} {} {}",
+            m.runtime.prefix_flag(),
+            layout.kong_prefix.display()
+        );
+    }
+    let query = format!("{} {}", bin.display(), m.query_args().join(" "));
+    (start, query, socket.display().to_string())
+}
+
+/// Install a staged server: files atomically into place, the query command run and its
+/// output validated (the server must list its own name), receipts written. The caller
+/// holds the prefix lock. On a failed query the previous version is put back.
+pub fn install(
+    prefix: &Prefix,
+    staged: &StagedServer,
+    layout: &ServerLayout,
+    mut receipt: Receipt,
+    timeout: Duration,
+) -> Result<(Outcome, Vec<PluginInfo>)> {
+    let m = &staged.manifest;
+    let name = m.name.clone();
+    receipt.name = name.clone();
+    receipt.files = vec![];
+    let bin = layout.bin_dir.join(&name);
+    let previous = state::read_receipt(prefix, &name)?;
+    let old_server = read_server(prefix, &name)?;
+    if old_server.is_none() && fs::symlink_metadata(&bin).is_ok() {
+        bail_kind!(
+            Kind::Usage,
+            "{} exists and kplug did not install it; remove it or choose another --bin-dir",
+            bin.display()
+        );
+    }
+    if previous.is_some() && old_server.is_none() {
+        bail_kind!(
+            Kind::Usage,
+            "plugin {name} is installed as a Lua plugin; uninstall it first"
+        );
+    }
+    if let Some(old) = &old_server {
+        save_backup(prefix, &name, old, previous.as_ref())?;
+    }
+    let tree = (staged.files.len() > 1).then(|| layout.lib_dir.join(&name));
+    let files = place(staged, &bin, tree.as_deref())?;
+    let (start_cmd, query_cmd, socket) = commands(m, &bin, layout);
+    let infos = match query(&query_cmd, timeout).and_then(|i| expect_listed(i, &name, &query_cmd)) {
+        Ok(i) => i,
+        Err(e) => {
+            let _ = restore_or_remove(prefix, &name, &bin, tree.as_deref());
+            return Err(e);
+        }
+    };
+    let server = ServerReceipt {
+        runtime: m.runtime,
+        bin,
+        tree,
+        start_cmd,
+        query_cmd,
+        socket,
+        files,
+    };
+    write_json(&sidecar(prefix, &name), &server)?;
+    write_json(&prefix.state_dir().join(format!("{name}.json")), &receipt)?;
+    Ok((
+        Outcome::Installed {
+            previous: previous.map(|r| r.digest),
+        },
+        infos,
+    ))
+}
+
+/// Put the files in place: one file as `bin`, or a tree at `tree` and `bin` a symlink.
+fn place(staged: &StagedServer, bin: &Path, tree: Option<&Path>) -> Result<Vec<FileEntry>> {
+    let bin_dir = crate::tree::parent_dir(bin);
+    fs::create_dir_all(bin_dir).with_context(|| format!("creating {}", bin_dir.display()))?;
+    let Some(tree) = tree else {
+        let f = &staged.files[0];
+        let tmp = tempfile::Builder::new()
+            .prefix(".kplug-")
+            .tempfile_in(bin_dir)?;
+        fs::copy(staged.dir.join(&f.path), tmp.path())?;
+        fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755))?;
+        tmp.as_file().sync_all()?;
+        tmp.persist(bin)
+            .with_context(|| format!("installing {}", bin.display()))?;
+        let (sha256, size) = crate::digest::sha256_file(bin)?;
+        let name = bin
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        return Ok(vec![FileEntry {
+            path: name,
+            sha256,
+            size,
+            mode: 0o755,
+        }]);
+    };
+    let lib = crate::tree::parent_dir(tree);
+    fs::create_dir_all(lib).with_context(|| format!("creating {}", lib.display()))?;
+    let incoming = lib.join(format!(".{}.incoming", staged.manifest.name));
+    let _ = fs::remove_dir_all(&incoming);
+    fs::rename(&staged.dir, &incoming)
+        .or_else(|_| copy_dir(&staged.dir, &incoming))
+        .with_context(|| format!("moving the server into {}", lib.display()))?;
+    let _ = fs::remove_file(incoming.join(MANIFEST));
+    let old = lib.join(format!(".{}.old", staged.manifest.name));
+    if tree.exists() {
+        fs::rename(tree, &old)?;
+    }
+    fs::rename(&incoming, tree)?;
+    let _ = fs::remove_dir_all(&old);
+    let link = bin_dir.join(format!(".{}.kplug-link", staged.manifest.name));
+    let _ = fs::remove_file(&link);
+    std::os::unix::fs::symlink(tree.join(&staged.manifest.entrypoint), &link)?;
+    fs::rename(&link, bin).with_context(|| format!("installing {}", bin.display()))?;
+    crate::tree::hash_tree(tree)
+}
+
+fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    fs::create_dir_all(to)?;
+    for e in fs::read_dir(from)? {
+        let e = e?;
+        let t = to.join(e.file_name());
+        if e.file_type()?.is_dir() {
+            copy_dir(&e.path(), &t)?;
+        } else {
+            fs::copy(e.path(), &t)?;
+        }
+    }
+    Ok(())
+}
+
+/// Copy the current server and its receipts to the backup (files may sit on another
+/// file system than the state dir, so copies, not renames).
+fn save_backup(
+    prefix: &Prefix,
+    name: &str,
+    old: &ServerReceipt,
+    receipt: Option<&Receipt>,
+) -> Result<()> {
+    save_backup_to(&backup_dir(prefix, name), old, receipt)
+}
+
+fn save_backup_to(b: &Path, old: &ServerReceipt, receipt: Option<&Receipt>) -> Result<()> {
+    let _ = fs::remove_dir_all(b);
+    fs::create_dir_all(b)?;
+    match &old.tree {
+        Some(t) => copy_dir(t, &b.join("tree"))?,
+        None => {
+            fs::copy(&old.bin, b.join("bin"))?;
+        }
+    }
+    write_json(&b.join("server.json"), old)?;
+    if let Some(r) = receipt {
+        write_json(&b.join("receipt.json"), r)?;
+    }
+    Ok(())
+}
+
+/// After a failed query: the backup back in place, or the new files removed.
+fn restore_or_remove(prefix: &Prefix, name: &str, bin: &Path, tree: Option<&Path>) -> Result<()> {
+    if backup_dir(prefix, name).join("server.json").is_file() {
+        return restore(prefix, name);
+    }
+    let _ = fs::remove_file(bin);
+    if let Some(t) = tree {
+        let _ = fs::remove_dir_all(t);
+    }
+    Ok(())
+}
+
+/// Put the backup in place (files, sidecar, receipt).
+fn restore(prefix: &Prefix, name: &str) -> Result<()> {
+    let b = backup_dir(prefix, name);
+    let Some(old) = read_json::<ServerReceipt>(&b.join("server.json"))? else {
+        bail_kind!(
+            Kind::NotFound,
+            "no previous version of plugin server {name} to roll back to"
+        );
+    };
+    let staged = StagedServer {
+        manifest: ServerManifest {
+            name: name.to_string(),
+            version: None,
+            runtime: old.runtime,
+            entrypoint: match &old.tree {
+                Some(t) => fs::read_link(&old.bin)
+                    .ok()
+                    .and_then(|l| l.strip_prefix(t).ok().map(|p| p.display().to_string()))
+                    .unwrap_or_default(),
+                None => "bin".into(),
+            },
+            query_args: None,
+            socket: None,
+        },
+        dir: if old.tree.is_some() {
+            b.join("tree")
+        } else {
+            b.clone()
+        },
+        files: if old.tree.is_some() {
+            old.files.clone()
+        } else {
+            vec![FileEntry {
+                path: "bin".into(),
+                ..old.files[0].clone()
+            }]
+        },
+    };
+    if old.tree.is_some() {
+        let copy = b.join(".restore");
+        let _ = fs::remove_dir_all(&copy);
+        copy_dir(&b.join("tree"), &copy)?;
+        place(
+            &StagedServer {
+                dir: copy,
+                ..staged
+            },
+            &old.bin,
+            old.tree.as_deref(),
+        )?;
+    } else {
+        place(&staged, &old.bin, None)?;
+    }
+    write_json(&sidecar(prefix, name), &old)?;
+    if let Some(r) = read_json::<Receipt>(&b.join("receipt.json"))? {
+        write_json(&prefix.state_dir().join(format!("{name}.json")), &r)?;
+    }
+    Ok(())
+}
+
+/// `rollback` of a server: the backup goes in place and the current version becomes
+/// the backup (a toggle). The caller holds the lock.
+pub fn rollback(prefix: &Prefix, name: &str) -> Result<()> {
+    let b = backup_dir(prefix, name);
+    if !b.join("server.json").is_file() {
+        bail_kind!(
+            Kind::NotFound,
+            "no previous version of plugin server {name} to roll back to in {}",
+            prefix.state_dir().display()
+        );
+    }
+    let next = prefix
+        .state_dir()
+        .join("backup")
+        .join(format!("{name}.server.next"));
+    let _ = fs::remove_dir_all(&next);
+    if let Some(cur) = read_server(prefix, name)? {
+        let receipt = state::read_receipt(prefix, name)?;
+        save_backup_to(&next, &cur, receipt.as_ref())?;
+    }
+    restore(prefix, name)?;
+    fs::remove_dir_all(&b)?;
+    if next.exists() {
+        fs::rename(&next, &b)?;
+    }
+    Ok(())
+}
+
+/// Remove what kplug installed for server `name`: its files (only if unchanged since;
+/// changed ones are left and returned), the sidecar and the backup. The caller removes
+/// the receipt (as `state::uninstall` does).
+pub fn uninstall(prefix: &Prefix, name: &str) -> Result<Vec<String>> {
+    let Some(s) = read_server(prefix, name)? else {
+        return Ok(vec![]);
+    };
+    let mut left = Vec::new();
+    let (modified, _) = verify(&s);
+    match &s.tree {
+        Some(t) => {
+            if modified.is_empty() {
+                let _ = fs::remove_dir_all(t);
+            } else {
+                left.push(t.display().to_string());
+            }
+            if fs::symlink_metadata(&s.bin).is_ok_and(|m| m.file_type().is_symlink()) {
+                fs::remove_file(&s.bin)?;
+            }
+        }
+        None if modified.is_empty() => {
+            let _ = fs::remove_file(&s.bin);
+        }
+        None => left.push(s.bin.display().to_string()),
+    }
+    let _ = fs::remove_dir_all(backup_dir(prefix, name));
+    fs::remove_file(sidecar(prefix, name))?;
+    Ok(left)
+}
+
+/// (modified, missing) files of an installed server, against its receipt.
+pub fn verify(s: &ServerReceipt) -> (Vec<String>, Vec<String>) {
+    match &s.tree {
+        Some(t) => state::verify_files(t, &s.files),
+        None => state::verify_files(crate::tree::parent_dir(&s.bin), &s.files),
+    }
+}
+
+/// Add the server to kong.conf: `pluginserver_names`, its three lines (absolute paths),
+/// and the name in `plugins`. Returns whether the text changed.
+pub fn enable(conf: &mut KongConf, name: &str, s: &ServerReceipt) -> bool {
+    let key = conf_key(name);
+    let mut changed = conf.list_add("pluginserver_names", name);
+    changed |= conf.set(&format!("{key}_socket"), &s.socket);
+    changed |= conf.set(&format!("{key}_start_cmd"), &s.start_cmd);
+    changed |= conf.set(&format!("{key}_query_cmd"), &s.query_cmd);
+    changed |= conf.enable(name);
+    changed
+}
+
+/// Undo [`enable`].
+pub fn disable(conf: &mut KongConf, name: &str) -> bool {
+    let key = conf_key(name);
+    let mut changed = conf.list_remove("pluginserver_names", name);
+    for k in ["socket", "start_cmd", "query_cmd"] {
+        changed |= conf.remove_key(&format!("{key}_{k}"));
+    }
+    changed |= conf.disable(name);
+    changed
+}
+
+/// `pluginserver_<name>` with `-` as `_`, as Kong's conf_loader looks it up.
+pub fn conf_key(name: &str) -> String {
+    format!(
+        "pluginserver_{}",
+        name.to_ascii_lowercase().replace('-', "_")
+    )
+}
+
+/// Run a query command as Kong does (`/bin/sh -c`, a plain PATH), bounded in time and
+/// output, and validate what it prints.
+pub fn query(cmd: &str, timeout: Duration) -> Result<Vec<PluginInfo>> {
+    let out = run_bounded(cmd, timeout)?;
+    validate_dump(&out).map_err(|e| fail(Kind::Unsafe, format!("query command `{cmd}`: {e:#}")))
+}
+
+fn run_bounded(cmd: &str, timeout: Duration) -> Result<Vec<u8>> {
+    use std::os::unix::process::CommandExt;
+    let mut child = std::process::Command::new("/bin/sh")
+        .arg("-c")
+        .arg(cmd)
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        )
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .with_context(|| format!("running `{cmd}`"))?;
+    let mut stdout = child.stdout.take().expect("piped");
+    let reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let r = (&mut stdout).take(MAX_DUMP_BYTES + 1).read_to_end(&mut buf);
+        r.map(|_| buf)
+    });
+    let mut stderr = child.stderr.take().expect("piped");
+    let err_reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = (&mut stderr).take(4096).read_to_end(&mut buf);
+        buf
+    });
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait()? {
+            break Some(s);
+        }
+        if start.elapsed() > timeout {
+            unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let Some(status) = status else {
+        bail_kind!(
+            Kind::Other,
+            "query command `{cmd}` did not finish within {}s",
+            timeout.as_secs()
+        );
+    };
+    let out = reader
+        .join()
+        .map_err(|_| anyhow::anyhow!("reading `{cmd}`"))??;
+    let err = err_reader.join().unwrap_or_default();
+    if out.len() as u64 > MAX_DUMP_BYTES {
+        bail_kind!(
+            Kind::Unsafe,
+            "query command `{cmd}` printed over {MAX_DUMP_BYTES} bytes"
+        );
+    }
+    if !status.success() {
+        bail_kind!(
+            Kind::Other,
+            "query command `{cmd}` failed ({status}): {}",
+            escape(String::from_utf8_lossy(&err).trim().as_bytes())
+        );
+    }
+    Ok(out)
+}
+
+/// Check a query command's output the way Kong reads it: a JSON array of plugin infos
+/// (Python/JS), or an object whose `Plugins` is one (go-pdk); each with `Name`,
+/// `Priority`, `Version`, `Schema` and `Phases`.
+pub fn validate_dump(bytes: &[u8]) -> Result<Vec<PluginInfo>> {
+    let v: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|e| anyhow::anyhow!("its output is not JSON ({e})"))?;
+    let list = v.get("Plugins").unwrap_or(&v);
+    let Some(items) = list.as_array().filter(|a| !a.is_empty()) else {
+        anyhow::bail!("its output is not a non-empty array of plugin infos");
+    };
+    let mut out = Vec::new();
+    for (i, it) in items.iter().enumerate() {
+        let field = |k: &str| {
+            it.get(k).ok_or_else(|| {
+                let lower = k.to_ascii_lowercase();
+                let hint = if it.get(&lower).is_some() {
+                    format!(" (it has `{lower}`; Kong reads `{k}`)")
+                } else {
+                    String::new()
+                };
+                anyhow::anyhow!("plugin info {i} has no `{k}`{hint}")
+            })
+        };
+        let name = field("Name")?
+            .as_str()
+            .ok_or_else(|| anyhow::anyhow!("plugin info {i}: `Name` is not a string"))?;
+        if !crate::node::names::valid_plugin_name(name) {
+            anyhow::bail!(
+                "plugin info {i}: `Name` \"{}\" is not a valid plugin name",
+                escape(name.as_bytes())
+            );
+        }
+        let priority = field("Priority")?
+            .as_i64()
+            .ok_or_else(|| anyhow::anyhow!("plugin {name}: `Priority` is not an integer"))?;
+        let version = match field("Version")? {
+            serde_json::Value::String(s) => s.clone(),
+            other => anyhow::bail!("plugin {name}: `Version` is not a string ({other})"),
+        };
+        if !field("Schema")?.is_object() {
+            anyhow::bail!("plugin {name}: `Schema` is not an object");
+        }
+        let phases: Option<Vec<String>> = field("Phases")?
+            .as_array()
+            .and_then(|a| a.iter().map(|p| p.as_str().map(String::from)).collect());
+        let Some(phases) = phases else {
+            anyhow::bail!("plugin {name}: `Phases` is not an array of strings");
+        };
+        out.push(PluginInfo {
+            name: name.to_string(),
+            priority,
+            version,
+            phases,
+        });
+    }
+    Ok(out)
+}
+
+/// Kong registers only the first plugin a server lists: it must be `name`.
+pub fn expect_listed(infos: Vec<PluginInfo>, name: &str, cmd: &str) -> Result<Vec<PluginInfo>> {
+    if infos[0].name != name {
+        bail_kind!(
+            Kind::Unsafe,
+            "query command `{cmd}` lists plugin {} first, not {name}; Kong registers only the \
+             first plugin of a server",
+            infos[0].name
+        );
+    }
+    Ok(infos)
+}
+
+/// Build the artifact for a server: `src` (one executable, or a directory holding
+/// `manifest.entrypoint`) plus [`MANIFEST`], as a reproducible tar.gz at `out`.
+pub fn pack(
+    src: &Path,
+    manifest: &ServerManifest,
+    out: &Path,
+    limits: &crate::node::limits::Limits,
+) -> Result<crate::node::plugin::Packed> {
+    check_plugin_name(&manifest.name)?;
+    let stage = tempfile::tempdir()?;
+    let root = stage.path();
+    let mut m = manifest.clone();
+    if src.is_file() {
+        m.entrypoint = manifest.name.clone();
+        fs::copy(src, root.join(&m.entrypoint))
+            .with_context(|| format!("reading {}", src.display()))?;
+        fs::set_permissions(root.join(&m.entrypoint), fs::Permissions::from_mode(0o755))?;
+    } else {
+        copy_dir(src, root).with_context(|| format!("reading {}", src.display()))?;
+        let e = root.join(&m.entrypoint);
+        if !fs::metadata(&e).is_ok_and(|x| x.is_file() && x.permissions().mode() & 0o111 != 0) {
+            bail_kind!(
+                Kind::Usage,
+                "{}: entrypoint {} is not an executable file",
+                src.display(),
+                m.entrypoint
+            );
+        }
+    }
+    write_json(&root.join(MANIFEST), &m)?;
+    let files = crate::tree::hash_tree(root)?;
+    limits.check_tree(files.iter().map(|f| (f.path.as_str(), f.size)))?;
+    crate::node::plugin::pack_flat(
+        root,
+        &files,
+        &m.name,
+        m.version.as_deref().unwrap_or("0.0.0"),
+        out,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dumps_as_kong_reads_them() {
+        let py = br#"[{"Name": "py-hello", "Phases": ["access"], "Priority": 100, "Version": "0.1.0", "Schema": {"name": "py-hello", "fields": []}}]"#;
+        let i = validate_dump(py).unwrap();
+        assert_eq!(
+            (i[0].name.as_str(), i[0].priority, i[0].phases.as_slice()),
+            ("py-hello", 100, &["access".to_string()][..])
+        );
+        let go = br#"{"Protocol":"ProtoBuf:1","SocketPath":"/usr/local/kong/go-hello.socket","Plugins":[{"Name":"go-hello","Phases":["access"],"Version":"1.0","Priority":1,"Schema":{"name":"go-hello","fields":[]}}]}"#;
+        assert_eq!(validate_dump(go).unwrap()[0].name, "go-hello");
+        for (bad, needle) in [
+            (&b"not json"[..], "not JSON"),
+            (b"[]", "non-empty"),
+            (br#"[{"name":"x","priority":1}]"#, "Kong reads `Name`"),
+            (br#"[{"Name":"x","Priority":"high"}]"#, "Priority"),
+            (
+                br#"[{"Name":"x","Priority":1,"Version":"1","Schema":{},"Phases":"access"}]"#,
+                "Phases",
+            ),
+            (
+                br#"[{"Name":"X\u001b","Priority":1}]"#,
+                "not a valid plugin name",
+            ),
+        ] {
+            let m = format!("{:#}", validate_dump(bad).unwrap_err());
+            assert!(m.contains(needle), "{m}");
+        }
+        let e = expect_listed(i, "other", "q").unwrap_err();
+        assert!(format!("{e}").contains("lists plugin py-hello first, not other"));
+    }
+
+    #[test]
+    fn query_is_bounded() {
+        let e = query("sleep 5", Duration::from_millis(300)).unwrap_err();
+        assert!(format!("{e}").contains("did not finish"), "{e}");
+        let e = query("echo oops >&2; exit 3", Duration::from_secs(5)).unwrap_err();
+        assert!(format!("{e}").contains("oops"), "{e}");
+        let e = query("head -c 5000000 /dev/zero", Duration::from_secs(5)).unwrap_err();
+        assert!(format!("{e}").contains("printed over"), "{e}");
+    }
+
+    #[test]
+    fn kong_conf_lines() {
+        let s = ServerReceipt {
+            runtime: Runtime::Python,
+            bin: "/opt/bin/py-hello".into(),
+            tree: None,
+            start_cmd: "/opt/bin/py-hello".into(),
+            query_cmd: "/opt/bin/py-hello --dump".into(),
+            socket: "/usr/local/kong/py-hello.sock".into(),
+            files: vec![],
+        };
+        let text = "# keep me\nplugins = bundled # mine\nlog_level = info\n";
+        let mut c = KongConf::parse(text);
+        assert!(enable(&mut c, "py-hello", &s));
+        assert!(!enable(&mut c, "py-hello", &s));
+        let env = |_: &str| None;
+        assert_eq!(c.list("pluginserver_names", &env), ["py-hello"]);
+        assert_eq!(
+            c.get("pluginserver_py_hello_query_cmd").as_deref(),
+            Some("/opt/bin/py-hello --dump")
+        );
+        assert_eq!(
+            c.get("pluginserver_py_hello_socket").as_deref(),
+            Some("/usr/local/kong/py-hello.sock")
+        );
+        assert_eq!(c.plugins(&env), ["bundled", "py-hello"]);
+        assert!(c
+            .text()
+            .starts_with("# keep me\nplugins = bundled,py-hello # mine\nlog_level = info\n"));
+        assert!(disable(&mut c, "py-hello"));
+        assert_eq!(c.text(), text);
+    }
+}

@@ -1,0 +1,762 @@
+//! The three kinds of Kong plugin with real parts: a Python plugin server on PyPI's
+//! `kong-pdk`, a go-pdk-shaped server, rocks built by Debian's `luarocks`, LuaJIT loading
+//! what was installed, and `doctor` against fixture kong.conf + declarative files.
+//! The verbs are not wired to these yet: the tests drive `kplug::node` directly.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use kplug::error::{kind_of, Kind};
+use kplug::node::doctor::{self, Finding, Options, Severity};
+use kplug::node::external::{self, Runtime, ServerLayout, ServerManifest};
+use kplug::node::kongconf::{self, KongConf};
+use kplug::node::limits::Limits;
+use kplug::node::state::{self, Prefix, Receipt};
+use kplug::node::unpack::{self, NameHints};
+
+fn write(p: &Path, body: &str) {
+    fs::create_dir_all(p.parent().unwrap()).unwrap();
+    fs::write(p, body).unwrap();
+}
+
+fn exec(p: &Path, body: &str) {
+    write(p, body);
+    fs::set_permissions(p, fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The Python interpreter that has `kong-pdk` (scripts/test.sh installs it).
+fn python_with_pdk() -> String {
+    run(Command::new("python3").args(["-c", "import kong_pdk, sys; print(sys.executable)"]))
+        .trim()
+        .to_string()
+}
+
+/// A dedicated kong-pdk plugin server, as Kong's Python PDK docs write one.
+fn py_server(path: &Path, python: &str, version: &str) {
+    exec(
+        path,
+        &format!(
+            "#!{python}\nimport kong_pdk.pdk.kong as kong\n\
+             Schema = ({{\"message\": {{\"type\": \"string\"}}}},)\nversion = '{version}'\npriority = 100\n\
+             class Plugin(object):\n    def __init__(self, config):\n        self.config = config\n\
+             \n    def access(self, kong: kong.kong):\n        kong.response.set_header('x-hello', 'py')\n\n\
+             if __name__ == '__main__':\n    from kong_pdk.cli import start_dedicated_server\n\
+             \x20   start_dedicated_server('py-hello', Plugin, version, priority, Schema)\n"
+        ),
+    );
+}
+
+fn receipt(name: &str, digest: &str) -> Receipt {
+    Receipt {
+        name: name.to_string(),
+        version: Some("0.1.0".into()),
+        reference: format!("reg.example/{name}:0.1.0"),
+        digest: digest.to_string(),
+        signer: None,
+        verified_at: None,
+        installed_at: state::now_rfc3339(),
+        files: vec![],
+    }
+}
+
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+fn errors(f: &[Finding]) -> Vec<String> {
+    f.iter()
+        .filter(|f| f.severity == Severity::Error)
+        .map(|f| format!("{}: {}", f.plugin, f.message))
+        .collect()
+}
+
+fn has(f: &[Finding], plugin: &str, sev: Severity, text: &str) -> bool {
+    f.iter()
+        .any(|x| x.plugin == plugin && x.severity == sev && x.message.contains(text))
+}
+
+/// pack → unpack → install → query → kong.conf → doctor → list → update → rollback →
+/// binary removed → doctor fails → uninstall, for a kong-pdk server and a go-pdk-shaped one.
+#[test]
+fn external_plugin_servers() {
+    let t = tempfile::tempdir().unwrap();
+    let python = python_with_pdk();
+    let prefix = Prefix::new(t.path().join("lua"));
+    let layout = ServerLayout {
+        bin_dir: t.path().join("bin"),
+        lib_dir: t.path().join("lib"),
+        kong_prefix: "/usr/local/kong".into(),
+    };
+    let install = |src: &Path, m: &ServerManifest| {
+        let packed = external::pack(
+            src,
+            m,
+            &t.path().join(format!("{}.tar.gz", m.name)),
+            &Limits::DEFAULT,
+        )
+        .unwrap();
+        let _lock = state::lock(&prefix).unwrap();
+        let staging = state::staging_dir(&prefix).unwrap();
+        let ex = unpack::extract_file(
+            &packed.path,
+            staging.path(),
+            &Limits::DEFAULT,
+            &NameHints::default(),
+            &[],
+        )
+        .unwrap();
+        assert!(ex.plugins.is_empty());
+        let server = ex.server.expect("a plugin server");
+        assert_eq!(server.manifest.runtime, m.runtime);
+        external::install(
+            &prefix,
+            &server,
+            &layout,
+            receipt(&m.name, &packed.digest),
+            Duration::from_secs(30),
+        )
+        .unwrap()
+    };
+
+    let py_src = t.path().join("src/py-hello");
+    py_server(&py_src, &python, "0.1.0");
+    let py = ServerManifest {
+        name: "py-hello".into(),
+        version: Some("0.1.0".into()),
+        runtime: Runtime::Python,
+        entrypoint: "py-hello".into(),
+        query_args: None,
+        socket: None,
+    };
+    let (_, infos) = install(&py_src, &py);
+    assert_eq!(
+        (infos[0].name.as_str(), infos[0].version.as_str()),
+        ("py-hello", "0.1.0")
+    );
+    assert_eq!(infos[0].phases, ["access"]);
+
+    // go-pdk prints {Protocol, SocketPath, Plugins:[…]} on -dump; its name is its file name.
+    let go_src = t.path().join("src/go-hello");
+    exec(&go_src, "#!/bin/sh\n[ \"$1\" = -dump ] || exit 2\nprintf '%s\\n' '{\"Protocol\":\"ProtoBuf:1\",\"SocketPath\":\"/usr/local/kong/go-hello.socket\",\"Plugins\":[{\"Name\":\"go-hello\",\"Phases\":[\"access\",\"log\"],\"Version\":\"1.0.0\",\"Priority\":5,\"Schema\":{\"name\":\"go-hello\",\"fields\":[{\"config\":{\"type\":\"record\",\"fields\":[]}}]}}]}'\n");
+    let go = ServerManifest {
+        name: "go-hello".into(),
+        runtime: Runtime::Go,
+        entrypoint: "go-hello".into(),
+        ..py.clone()
+    };
+    let (_, infos) = install(&go_src, &go);
+    assert_eq!(infos[0].phases, ["access", "log"]);
+
+    // kong.conf: the lines written, parsed back; the rest of the file kept.
+    let conf_path = t.path().join("kong.conf");
+    let original = "# operator's notes\nplugins = bundled   # keep\nlog_level = info\n";
+    fs::write(&conf_path, original).unwrap();
+    let mut conf = KongConf::load(&conf_path).unwrap();
+    for n in ["py-hello", "go-hello"] {
+        assert!(external::enable(
+            &mut conf,
+            n,
+            &external::read_server(&prefix, n).unwrap().unwrap()
+        ));
+    }
+    conf.save().unwrap();
+    let conf = KongConf::load(&conf_path).unwrap();
+    let bin = |n: &str| layout.bin_dir.join(n).display().to_string();
+    assert_eq!(conf.plugins(&no_env), ["bundled", "py-hello", "go-hello"]);
+    assert_eq!(
+        conf.list("pluginserver_names", &no_env),
+        ["py-hello", "go-hello"]
+    );
+    assert_eq!(
+        conf.get("pluginserver_py_hello_start_cmd"),
+        Some(bin("py-hello"))
+    );
+    assert_eq!(
+        conf.get("pluginserver_py_hello_query_cmd"),
+        Some(format!("{} --dump", bin("py-hello")))
+    );
+    assert_eq!(
+        conf.get("pluginserver_py_hello_socket").as_deref(),
+        Some("/usr/local/kong/py-hello.sock")
+    );
+    assert_eq!(
+        conf.get("pluginserver_go_hello_query_cmd"),
+        Some(format!("{} -dump", bin("go-hello")))
+    );
+    assert_eq!(
+        conf.get("pluginserver_go_hello_socket").as_deref(),
+        Some("/usr/local/kong/go-hello.socket")
+    );
+    let text = fs::read_to_string(&conf_path).unwrap();
+    assert!(
+        text.starts_with(
+            "# operator's notes\nplugins = bundled,py-hello,go-hello   # keep\nlog_level = info\n"
+        ),
+        "{text}"
+    );
+
+    let f = doctor::check_with(
+        &conf,
+        &no_env,
+        std::slice::from_ref(&prefix.root),
+        &Options::default(),
+    );
+    assert!(errors(&f).is_empty(), "{:#?}", f);
+    assert!(has(
+        &f,
+        "py-hello",
+        Severity::Ok,
+        "served by plugin server py-hello"
+    ));
+    assert!(has(
+        &f,
+        "go-hello",
+        Severity::Ok,
+        "served by plugin server go-hello"
+    ));
+    let listed = state::list(&prefix).unwrap();
+    assert_eq!(listed.len(), 2);
+    assert!(listed
+        .iter()
+        .all(|l| l.modified.is_empty() && l.missing.is_empty()));
+
+    // An update keeps the previous version; rollback toggles between them.
+    py_server(&py_src, &python, "0.2.0");
+    let (outcome, infos) = install(
+        &py_src,
+        &ServerManifest {
+            version: Some("0.2.0".into()),
+            ..py.clone()
+        },
+    );
+    assert!(matches!(
+        outcome,
+        state::Outcome::Installed { previous: Some(_) }
+    ));
+    assert_eq!(infos[0].version, "0.2.0");
+    let dump = |n: &str| run(Command::new(layout.bin_dir.join(n)).arg("--dump"));
+    {
+        let _lock = state::lock(&prefix).unwrap();
+        state::rollback(&prefix, "py-hello").unwrap();
+        assert!(dump("py-hello").contains("\"0.1.0\""));
+        state::rollback(&prefix, "py-hello").unwrap();
+        assert!(dump("py-hello").contains("\"0.2.0\""));
+    }
+
+    // A file kplug did not install is never replaced.
+    exec(&layout.bin_dir.join("foreign"), "#!/bin/sh\n");
+    let foreign = ServerManifest {
+        name: "foreign".into(),
+        entrypoint: "foreign".into(),
+        ..go.clone()
+    };
+    let packed = external::pack(
+        &go_src,
+        &foreign,
+        &t.path().join("f.tar.gz"),
+        &Limits::DEFAULT,
+    )
+    .unwrap();
+    let staging = state::staging_dir(&prefix).unwrap();
+    let ex = unpack::extract_file(
+        &packed.path,
+        staging.path(),
+        &Limits::DEFAULT,
+        &NameHints::default(),
+        &[],
+    )
+    .unwrap();
+    let e = external::install(
+        &prefix,
+        &ex.server.unwrap(),
+        &layout,
+        receipt("foreign", "sha256:0"),
+        Duration::from_secs(5),
+    )
+    .unwrap_err();
+    assert_eq!(kind_of(&e), Kind::Usage, "{e:#}");
+    assert_eq!(
+        fs::read_to_string(layout.bin_dir.join("foreign")).unwrap(),
+        "#!/bin/sh\n"
+    );
+
+    // Binary gone: doctor says Kong cannot start it.
+    fs::remove_file(layout.bin_dir.join("py-hello")).unwrap();
+    let f = doctor::check_with(
+        &conf,
+        &no_env,
+        std::slice::from_ref(&prefix.root),
+        &Options::default(),
+    );
+    let errs = errors(&f);
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("start command") && e.contains("is not an executable file")),
+        "{errs:#?}"
+    );
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("py-hello plugin is enabled but not installed")),
+        "{errs:#?}"
+    );
+
+    // Uninstall removes what kplug put there, and only that.
+    let _lock = state::lock(&prefix).unwrap();
+    state::uninstall(&prefix, "py-hello").unwrap();
+    assert!(state::uninstall(&prefix, "go-hello").unwrap().is_empty());
+    assert!(!layout.bin_dir.join("go-hello").exists());
+    assert!(layout.bin_dir.join("foreign").exists());
+    assert!(state::list(&prefix).unwrap().is_empty());
+    let mut conf = KongConf::load(&conf_path).unwrap();
+    external::disable(&mut conf, "py-hello");
+    external::disable(&mut conf, "go-hello");
+    assert_eq!(conf.text(), original);
+}
+
+/// `luarocks make` + `luarocks pack` build a real .all.rock; kplug reads it without
+/// `unzip`, checks rock_manifest, installs the plugin, and LuaJIT loads it.
+#[test]
+fn rocks_built_by_luarocks() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("kong-plugin-rocky");
+    write(
+        &src.join("kong-plugin-rocky-0.1.0-1.rockspec"),
+        "local plugin_name = \"rocky\"\npackage = \"kong-plugin-\" .. plugin_name\nversion = \"0.1.0-1\"\n\
+         source = { url = \"git+https://example.invalid/rocky.git\" }\ndependencies = {}\n\
+         build = { type = \"builtin\", modules = {\n\
+           [\"kong.plugins.\" .. plugin_name .. \".handler\"] = \"src/handler.lua\",\n\
+           [\"kong.plugins.\" .. plugin_name .. \".schema\"] = \"src/schema.lua\",\n\
+           [\"resty.rocky-util\"] = \"lib/util.lua\" } }\n",
+    );
+    write(
+        &src.join("src/handler.lua"),
+        "local H = { PRIORITY = 10, VERSION = \"0.1.0\" }\nfunction H:access() end\nreturn H\n",
+    );
+    write(&src.join("src/schema.lua"), "return { name = \"rocky\", fields = { { config = { type = \"record\", fields = {} } } } }\n");
+    write(&src.join("lib/util.lua"), "return { util = true }\n");
+
+    // The rockspec is the map: packed as rocky (not "src"), laid out as luarocks would.
+    let s = kplug::node::plugin::locate(&src, None, None).unwrap();
+    assert_eq!((s.name.as_str(), s.version.as_str()), ("rocky", "0.1.0"));
+    let packed = kplug::node::plugin::pack(&s, &t.path().join("rocky.tar.gz")).unwrap();
+    let paths: Vec<&str> = packed.files.iter().map(|f| f.path.as_str()).collect();
+    assert_eq!(paths, ["handler.lua", "schema.lua"]);
+
+    let tree = t.path().join("tree");
+    run(Command::new("luarocks")
+        .current_dir(&src)
+        .args(["make", "--deps-mode=none", "--tree"])
+        .arg(&tree)
+        .arg("kong-plugin-rocky-0.1.0-1.rockspec"));
+    run(Command::new("luarocks")
+        .current_dir(t.path())
+        .args(["pack", "--tree"])
+        .arg(&tree)
+        .arg("kong-plugin-rocky"));
+    let rock = t.path().join("kong-plugin-rocky-0.1.0-1.all.rock");
+
+    let lua = t.path().join("lua");
+    let prefix = Prefix::new(&lua);
+    let staging = state::staging_dir(&prefix).unwrap();
+    let ex = unpack::extract_file(
+        &rock,
+        staging.path(),
+        &Limits::DEFAULT,
+        &NameHints::default(),
+        std::slice::from_ref(&lua),
+    )
+    .unwrap();
+    let report = ex.rock.clone().unwrap();
+    assert_eq!(
+        (report.kind.as_str(), report.plugins.as_slice()),
+        ("all", &["rocky".to_string()][..])
+    );
+    assert_eq!(report.extras.len(), 1);
+    assert_eq!(
+        (
+            report.extras[0].module.as_str(),
+            report.extras[0].installed_at.is_none()
+        ),
+        ("resty.rocky-util", true)
+    );
+    assert!(
+        report.notes()[0].contains("NOT installed"),
+        "{:?}",
+        report.notes()
+    );
+    let p = &ex.plugins[0];
+    assert_eq!(
+        (p.name.as_str(), p.version.as_deref()),
+        ("rocky", Some("0.1.0"))
+    );
+    {
+        let _lock = state::lock(&prefix).unwrap();
+        state::install_dir(&prefix, &p.dir, receipt("rocky", "sha256:1"), None).unwrap();
+    }
+    let out = run(Command::new("luajit").arg("-e").arg(format!(
+        "package.path = '{0}/?.lua;{0}/?/init.lua;' .. package.path\n\
+         local h = require('kong.plugins.rocky.handler')\nlocal s = require('kong.plugins.rocky.schema')\n\
+         assert(h.VERSION == '0.1.0' and s.name == 'rocky')\nprint('loaded ' .. s.name)",
+        lua.display()
+    )));
+    assert_eq!(out.trim(), "loaded rocky");
+
+    // The same rock through the CLI (install reads rocks now): the note about the module
+    // it carries that is not installed, then LuaJIT loads what the CLI installed.
+    let lua2 = t.path().join("lua2");
+    let out = Command::new(env!("CARGO_BIN_EXE_kplug"))
+        .env("HOME", t.path())
+        .env("DOCKER_CONFIG", t.path().join(".docker"))
+        .env("NO_COLOR", "1")
+        .env_remove("KONG_PLUGINS")
+        .arg("install")
+        .arg(&rock)
+        .arg("--insecure-skip-verify")
+        .arg("--prefix")
+        .arg(&lua2)
+        .arg("--kong-conf")
+        .arg(t.path().join("kong.conf"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("resty.rocky-util") && err.contains("NOT installed"),
+        "{err}"
+    );
+    assert!(lua2.join("kong/plugins/rocky/handler.lua").is_file());
+
+    // A file changed after `luarocks pack`: MD5 mismatch, exit 5. Rewritten with `zip`.
+    let altered = t.path().join("altered");
+    run(Command::new("unzip")
+        .arg("-q")
+        .arg(&rock)
+        .arg("-d")
+        .arg(&altered));
+    fs::write(
+        altered.join("lua/kong/plugins/rocky/handler.lua"),
+        "return { PRIORITY = 1, VERSION = \"6.6.6\" }\n",
+    )
+    .unwrap();
+    let bad = t.path().join("altered.all.rock");
+    run(Command::new("zip")
+        .current_dir(&altered)
+        .arg("-qr")
+        .arg(&bad)
+        .arg("."));
+    let staging = state::staging_dir(&prefix).unwrap();
+    let e = unpack::extract_file(
+        &bad,
+        staging.path(),
+        &Limits::DEFAULT,
+        &NameHints::default(),
+        &[],
+    )
+    .unwrap_err();
+    assert_eq!(kind_of(&e), Kind::Integrity, "{e:#}");
+    assert!(
+        format!("{e:#}").contains("lua/kong/plugins/rocky/handler.lua has MD5"),
+        "{e:#}"
+    );
+
+    // A `../` entry: refused by the gate before anything is written.
+    let evil = t.path().join("evil");
+    write(&evil.join("x/rock_manifest"), "rock_manifest = {}\n");
+    write(&t.path().join("escape.lua"), "x");
+    let evil_rock = t.path().join("evil.all.rock");
+    run(Command::new("zip")
+        .current_dir(evil.join("x"))
+        .arg("-q")
+        .arg(&evil_rock)
+        .arg("rock_manifest")
+        .arg("../../escape.lua"));
+    let staging = state::staging_dir(&prefix).unwrap();
+    let e = unpack::extract_file(
+        &evil_rock,
+        staging.path(),
+        &Limits::DEFAULT,
+        &NameHints::default(),
+        &[],
+    )
+    .unwrap_err();
+    assert_eq!(kind_of(&e), Kind::Unsafe, "{e:#}");
+    assert!(format!("{e:#}").contains("`..`"), "{e:#}");
+
+    // A .src.rock of a pure-Lua tree: laid out by its rockspec's build.modules.
+    let srcrock = t.path().join("kong-plugin-rocky-0.1.0-1.src.rock");
+    run(Command::new("zip")
+        .current_dir(t.path())
+        .arg("-qr")
+        .arg(&srcrock)
+        .args([
+            "kong-plugin-rocky/kong-plugin-rocky-0.1.0-1.rockspec",
+            "kong-plugin-rocky/src",
+            "kong-plugin-rocky/lib",
+        ]));
+    run(Command::new("zip")
+        .current_dir(&src)
+        .arg("-q")
+        .arg(&srcrock)
+        .arg("kong-plugin-rocky-0.1.0-1.rockspec"));
+    let staging = state::staging_dir(&prefix).unwrap();
+    let ex = unpack::extract_file(
+        &srcrock,
+        staging.path(),
+        &Limits::DEFAULT,
+        &NameHints::default(),
+        &[],
+    )
+    .unwrap();
+    let p = &ex.plugins[0];
+    assert_eq!(
+        (p.name.as_str(), ex.rock.unwrap().kind.as_str()),
+        ("rocky", "src")
+    );
+    let files: Vec<&str> = p.files.iter().map(|f| f.path.as_str()).collect();
+    assert_eq!(files, ["handler.lua", "schema.lua"]);
+}
+
+/// Syntax errors (with file:line) and a schema naming another plugin are refused when
+/// packing and when installing; a flat image is named by its schema.
+#[test]
+fn syntax_and_schema_name_at_pack_and_install() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("kong/plugins/acme");
+    write(&dir.join("handler.lua"), "local H = { PRIORITY = 1, VERSION = \"1.0.0\" }\nfunction H:access(conf)\n  if conf.x then\n    return\nend\nreturn H\n");
+    write(
+        &dir.join("schema.lua"),
+        "return { name = \"acme\", fields = {} }\n",
+    );
+    let e = kplug::node::plugin::locate(t.path(), None, None).unwrap_err();
+    let m = format!("{e:#}");
+    assert_eq!(kind_of(&e), Kind::Unsafe, "{m}");
+    assert!(
+        m.contains("acme/handler.lua:7: 'end' expected (to close 'function' at line 2)")
+            && m.contains("syntax error"),
+        "{m}"
+    );
+
+    // The same tree as an archive (as a pushed opaque file would be): refused at install.
+    let mut b = tar::Builder::new(Vec::new());
+    b.append_dir_all(".", t.path()).unwrap();
+    let tarball = b.into_inner().unwrap();
+    let staging = tempfile::tempdir().unwrap();
+    let e =
+        unpack::extract_plugin(&tarball[..], staging.path(), &Limits::DEFAULT, None).unwrap_err();
+    assert!(format!("{e:#}").contains("handler.lua:7:"), "{e:#}");
+
+    write(
+        &dir.join("handler.lua"),
+        "return { PRIORITY = 1, VERSION = \"1.0.0\" }\n",
+    );
+    write(
+        &dir.join("schema.lua"),
+        "return { name = \"other\", fields = {} }\n",
+    );
+    let m = format!(
+        "{:#}",
+        kplug::node::plugin::locate(t.path(), None, None).unwrap_err()
+    );
+    assert!(m.contains("\"other\"") && m.contains("\"acme\""), "{m}");
+
+    // KongPluginInstallation image: flat files, named by the schema, not the repository.
+    let mut b = tar::Builder::new(Vec::new());
+    for (n, body) in [
+        (
+            "handler.lua",
+            &b"return { PRIORITY = 1, VERSION = \"1.0.0\" }\n"[..],
+        ),
+        (
+            "schema.lua",
+            b"return { name = \"flat-one\", fields = {} }\n",
+        ),
+    ] {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(body.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, n, body).unwrap();
+    }
+    let flat = b.into_inner().unwrap();
+    let staging = tempfile::tempdir().unwrap();
+    let hints = NameHints {
+        flag: None,
+        repo: Some("my-repo".into()),
+    };
+    let p =
+        unpack::extract_plugin_with(&flat[..], staging.path(), &Limits::DEFAULT, &hints).unwrap();
+    assert_eq!(p.name, "flat-one");
+}
+
+/// Fill the fixture kong.conf's placeholders.
+fn fixture_conf(t: &Path, lua: &Path, bin: &Path, yml: &Path) -> PathBuf {
+    let text = fs::read_to_string("tests/fixtures/doctor/kong.conf")
+        .unwrap()
+        .replace("@LUA@", &lua.display().to_string())
+        .replace("@BIN@", &bin.display().to_string())
+        .replace("@YML@", &yml.display().to_string());
+    let p = t.join("kong.conf");
+    fs::write(&p, text).unwrap();
+    p
+}
+
+/// Every start-up failure the fixture node has, DB-less and in DB mode.
+#[test]
+fn doctor_matrix() {
+    let t = tempfile::tempdir().unwrap();
+    let lua = t.path().join("lua");
+    let bin = t.path().join("bin");
+    let pd = |n: &str| lua.join("kong/plugins").join(n);
+    let ok_handler = "return { PRIORITY = 1, VERSION = \"1.0.0\" }\n";
+    let schema = |n: &str| format!("return {{ name = \"{n}\", fields = {{}} }}\n");
+    for n in ["good", "badmig", "broken"] {
+        write(&pd(n).join("handler.lua"), ok_handler);
+        write(&pd(n).join("schema.lua"), &schema(n));
+    }
+    write(&pd("noschema").join("handler.lua"), ok_handler);
+    write(&pd("badmig").join("migrations/000_base.lua"), "return {}\n");
+    write(
+        &pd("broken").join("access.lua"),
+        "local M = {}\nfunction M.run()\n  return 1 +\nend\nreturn M\n",
+    );
+    write(&pd("misnamed").join("handler.lua"), ok_handler);
+    write(&pd("misnamed").join("schema.lua"), &schema("other"));
+    py_server(&bin.join("py-hello"), &python_with_pdk(), "0.1.0");
+    let yml = t.path().join("kong.yml");
+    fs::copy("tests/fixtures/doctor/kong.yml", &yml).unwrap();
+    let conf = KongConf::load(&fixture_conf(t.path(), &lua, &bin, &yml)).unwrap();
+
+    let f = doctor::check_with(&conf, &no_env, &[], &Options::default());
+    let e = errors(&f);
+    let want = [
+        ("noschema", "no configuration schema found for plugin: noschema"),
+        ("badmig", "migrations has no init.lua"),
+        ("broken", "broken/access.lua:4: unexpected symbol near 'end'"),
+        ("misnamed", "schema.lua names the plugin \"other\""),
+        ("gone", "gone plugin is enabled but not installed"),
+        ("relative", "start command `relative-server` is not an absolute path"),
+        ("relative", "query command `relative-server -dump` is not an absolute path"),
+        ("not-enabled-on-service", "plugin 'not-enabled-on-service' not enabled; add it to the 'plugins' configuration property"),
+        ("not-enabled-on-route", "plugin 'not-enabled-on-route' not enabled; add it to the 'plugins' configuration property (used at services[0].routes[0].plugins[1]"),
+        ("not-enabled-on-consumer", "plugin 'not-enabled-on-consumer' not enabled"),
+    ];
+    for (plugin, text) in want {
+        assert!(
+            has(&f, plugin, Severity::Error, text),
+            "no error {plugin}: {text}\n{e:#?}"
+        );
+    }
+    assert_eq!(e.len(), want.len(), "{e:#?}");
+    assert!(has(&f, "good", Severity::Ok, "installed at"));
+    assert!(has(
+        &f,
+        "py-hello",
+        Severity::Ok,
+        "served by plugin server py-hello"
+    ));
+
+    // DB mode (environment wins, as in Kong): Kong's other message.
+    let pg = |k: &str| (k == "KONG_DATABASE").then(|| "postgres".to_string());
+    let f = doctor::check_with(&conf, &pg, &[], &Options::default());
+    assert!(has(
+        &f,
+        "not-enabled-on-route",
+        Severity::Error,
+        "not-enabled-on-route plugin is in use but not enabled"
+    ));
+    assert!(!errors(&f)
+        .iter()
+        .any(|e| e.contains("configuration property")));
+
+    // JSON, _format_version 1.1; a version Kong refuses.
+    let opts = Options {
+        declarative: Some("tests/fixtures/doctor/kong-1.1.json".into()),
+        ..Options::default()
+    };
+    let f = doctor::check_with(&conf, &no_env, &[], &opts);
+    assert!(has(
+        &f,
+        "json-only",
+        Severity::Error,
+        "plugin 'json-only' not enabled"
+    ));
+    assert!(!has(&f, "good", Severity::Error, "not enabled"));
+    let v4 = t.path().join("v4.yml");
+    fs::write(&v4, "_format_version: \"4.0\"\n").unwrap();
+    let f = doctor::check_with(
+        &conf,
+        &no_env,
+        &[],
+        &Options {
+            declarative: Some(v4),
+            ..Options::default()
+        },
+    );
+    assert!(has(
+        &f,
+        "",
+        Severity::Error,
+        "_format_version \"4.0\" is not one Kong accepts"
+    ));
+
+    // A query command that fails or lists another plugin.
+    exec(&bin.join("py-hello"), "#!/bin/sh\necho '[{\"Name\":\"someone-else\",\"Priority\":1,\"Version\":\"1\",\"Schema\":{},\"Phases\":[]}]'\n");
+    let f = doctor::check_with(&conf, &no_env, &[], &Options::default());
+    assert!(has(
+        &f,
+        "someone-else",
+        Severity::Warning,
+        "which `plugins` does not enable"
+    ));
+    assert!(has(
+        &f,
+        "py-hello",
+        Severity::Error,
+        "py-hello plugin is enabled but not installed"
+    ));
+    exec(&bin.join("py-hello"), "#!/bin/sh\necho boom >&2\nexit 1\n");
+    let f = doctor::check_with(&conf, &no_env, &[], &Options::default());
+    assert!(has(
+        &f,
+        "py-hello",
+        Severity::Error,
+        "the query failed, so Kong will not start"
+    ));
+
+    // kong.conf: an explicit missing file is an error naming it; none found says where it looked.
+    let missing = t.path().join("no/such/kong.conf");
+    let e = kongconf::locate(Some(&missing), kongconf::DEFAULT_PATHS).unwrap_err();
+    assert_eq!(kind_of(&e), Kind::Usage);
+    assert!(format!("{e}").contains(&missing.display().to_string()));
+    let out = Command::new(env!("CARGO_BIN_EXE_kplug"))
+        .env("HOME", t.path())
+        .arg("doctor")
+        .arg("--kong-conf")
+        .arg(&missing)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&missing.display().to_string()));
+    let nowhere = t.path().join("nowhere.conf").display().to_string();
+    let (_, looked) = kongconf::locate(None, &[nowhere.as_str()]).unwrap();
+    let f = doctor::no_conf_finding(&looked.unwrap());
+    assert!(
+        f.message.contains(&nowhere) && f.severity == Severity::Warning,
+        "{}",
+        f.message
+    );
+}
