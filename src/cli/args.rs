@@ -165,3 +165,92 @@ impl NodeArgs {
         }
     }
 }
+
+/// Transport settings for one side of a copy, named as in `oras copy`: the global
+/// `--plain-http`, `--ca-file` and `--insecure` apply to every registry, these only to
+/// the source (`--from-*`) or destination (`--to-*`) registry host. CA files given
+/// either way are trusted for every host (one trust store).
+#[derive(Args, Debug, Clone, Default)]
+#[command(next_help_heading = "Per-side transport (oras copy's flags)")]
+pub struct SideArgs {
+    /// Plain HTTP to the source registry.
+    #[arg(long)]
+    pub from_plain_http: bool,
+    /// CA certificate (PEM) of the source registry's TLS; repeatable.
+    #[arg(long, value_name = "PEM")]
+    pub from_ca_file: Vec<PathBuf>,
+    /// Skip TLS verification for the source registry.
+    #[arg(long)]
+    pub from_insecure: bool,
+    /// Plain HTTP to the destination registry.
+    #[arg(long)]
+    pub to_plain_http: bool,
+    /// CA certificate (PEM) of the destination registry's TLS; repeatable.
+    #[arg(long, value_name = "PEM")]
+    pub to_ca_file: Vec<PathBuf>,
+    /// Skip TLS verification for the destination registry.
+    #[arg(long)]
+    pub to_insecure: bool,
+}
+
+impl SideArgs {
+    /// Add the per-side settings to `opts` for the registry hosts of each side.
+    pub fn apply(
+        &self,
+        opts: &mut crate::oci::store::Options,
+        src_hosts: &[String],
+        dst_host: Option<&str>,
+    ) -> anyhow::Result<()> {
+        let side = |plain: bool, cas: &[PathBuf], insecure: bool| {
+            (plain || !cas.is_empty() || insecure).then(|| crate::oci::store::HostOptions {
+                plain_http: plain,
+                tls: !plain && (!cas.is_empty() || insecure),
+                insecure,
+                ca_files: cas.to_vec(),
+            })
+        };
+        let from = side(self.from_plain_http, &self.from_ca_file, self.from_insecure);
+        let to = side(self.to_plain_http, &self.to_ca_file, self.to_insecure);
+        if self.from_plain_http && !self.from_ca_file.is_empty()
+            || self.to_plain_http && !self.to_ca_file.is_empty()
+        {
+            crate::bail_kind!(
+                Kind::Usage,
+                "--*-plain-http and --*-ca-file for the same side contradict each other"
+            );
+        }
+        for (hosts, set, flag) in [
+            (src_hosts.to_vec(), from, "--from-*"),
+            (
+                dst_host.map(str::to_string).into_iter().collect::<Vec<_>>(),
+                to,
+                "--to-*",
+            ),
+        ] {
+            let Some(set) = set else { continue };
+            if hosts.is_empty() {
+                crate::bail_kind!(
+                    Kind::Usage,
+                    "{flag} flags apply to a registry, and that side is a local store"
+                );
+            }
+            for h in hosts {
+                if let Some(prev) = opts.hosts.get(&h) {
+                    if prev.plain_http != set.plain_http {
+                        crate::bail_kind!(Kind::Usage, "{h} is both source and destination, with different --from-*/--to-* transport flags");
+                    }
+                }
+                opts.hosts.insert(h, set.clone());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The registry host a reference names, if it names a registry.
+pub fn registry_host(reference: &str) -> Option<String> {
+    match crate::oci::reference::parse(reference).ok()? {
+        crate::oci::reference::Location::Registry(r) => Some(r.host().to_string()),
+        _ => None,
+    }
+}

@@ -1,6 +1,6 @@
 use clap::Args;
 
-use super::args::SignatureArgs;
+use super::args::{registry_host, SideArgs, SignatureArgs};
 use super::{Global, Printer};
 use crate::ops::transfer::{self, CopyOptions};
 
@@ -12,14 +12,20 @@ pub struct CopyArgs {
     pub dst: String,
     #[command(flatten)]
     pub sel: SignatureArgs,
+    #[command(flatten)]
+    pub side: SideArgs,
 }
 
 pub async fn run(g: &Global, out: &Printer, a: CopyArgs) -> anyhow::Result<()> {
+    let mut store = g.store_options();
+    let src_hosts: Vec<String> = registry_host(&a.src).into_iter().collect();
+    a.side
+        .apply(&mut store, &src_hosts, registry_host(&a.dst).as_deref())?;
     let o = CopyOptions {
         src: a.src,
         dst: a.dst,
         carry: a.sel.carry()?,
-        store: g.store_options(),
+        store,
     };
     let r = transfer::copy_one(&o).await?;
     if !out.is_json() {

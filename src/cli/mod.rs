@@ -60,6 +60,12 @@ pub struct Global {
     /// Trust this CA certificate (PEM) for registry TLS; repeatable.
     #[arg(long = "ca-file", global = true, value_name = "PEM")]
     pub ca_files: Vec<PathBuf>,
+    /// Per registry request: most time to connect and get an answer (e.g. 30, 30s, 500ms, 2m).
+    #[arg(long, global = true, env = "KPLUG_TIMEOUT", value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub timeout: std::time::Duration,
+    /// Most time a transfer may go without receiving or sending a byte.
+    #[arg(long, global = true, env = "KPLUG_STALL_TIMEOUT", value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub stall_timeout: std::time::Duration,
     /// Machine-readable JSON on stdout.
     #[arg(long, global = true)]
     pub json: bool,
@@ -71,8 +77,33 @@ impl Global {
             plain_http: self.plain_http,
             insecure: self.insecure,
             ca_files: self.ca_files.clone(),
+            timeout: Some(self.timeout),
+            stall_timeout: Some(self.stall_timeout),
+            ..Default::default()
         }
     }
+}
+
+/// `30`, `30s`, `500ms`, `2m`: a positive duration.
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit() && c != '.') {
+        Some(i) => (&s[..i], &s[i..]),
+        None => (s, "s"),
+    };
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (e.g. 30, 30s, 500ms, 2m)"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        _ => return Err(format!("{s:?}: unit must be ms, s or m")),
+    };
+    if !(secs > 0.0 && secs < 1e7) {
+        return Err(format!("{s:?} must be positive"));
+    }
+    Ok(std::time::Duration::from_secs_f64(secs))
 }
 
 #[derive(Subcommand, Debug)]
@@ -84,6 +115,13 @@ pub enum Command {
     /// Pull a plugin artifact: the .tar.gz itself, or unpacked into a directory.
     Pull(pull::PullArgs),
     /// Copy an artifact between any two stores, by digest.
+    #[command(
+        after_help = "Transport per side, as `oras copy`: --plain-http, --ca-file and --insecure apply to every \
+registry; --from-plain-http / --to-plain-http, --from-ca-file / --to-ca-file and --from-insecure / \
+--to-insecure apply to the source or destination registry only (CA files are trusted for both). \
+Example, plain loopback registry to a TLS one:\n  kplug copy 127.0.0.1:5000/kong/hello:1 \
+registry.example.com/kong/hello:1 --to-ca-file ca.pem"
+    )]
     Copy(copy::CopyArgs),
     /// Mirror many artifacts with their signatures (mirror.yaml or a list file).
     Mirror(mirror::MirrorArgs),
@@ -160,9 +198,16 @@ fn init_logging(g: &Global) {
         1 => "info",
         _ => "debug",
     };
+    // rustls-platform-verifier logs every certificate failure at error level; kplug's
+    // own error says it once, with the fix.
+    let default = format!("{default},rustls_platform_verifier=off");
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    use std::io::IsTerminal;
+    let colour = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr)
         .with_target(false)
         .without_time()

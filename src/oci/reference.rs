@@ -216,6 +216,47 @@ fn valid_repo(r: &str) -> bool {
         })
 }
 
+/// `host[:port]`: DNS labels or an IP (IPv6 in brackets), a port of 1–65535 digits.
+fn check_registry(r: &str) -> Result<(), String> {
+    let (host, port) = match r.strip_prefix('[') {
+        Some(v6) => match v6.split_once(']') {
+            Some((addr, rest)) if addr.parse::<std::net::Ipv6Addr>().is_ok() => {
+                (addr, rest.strip_prefix(':'))
+            }
+            _ => return Err(format!("{r:?} is not a registry host (bad IPv6 address)")),
+        },
+        None => match r.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (r, None),
+        },
+    };
+    if let Some(p) = port {
+        if p.parse::<u16>().map_or(true, |n| n == 0) {
+            let transport = match r.split_once(':') {
+                Some((t, _)) if !t.contains('.') => format!(
+                    "; `{t}:` is not a transport kplug knows (oci:, oci-archive:, docker-archive:)"
+                ),
+                _ => String::new(),
+            };
+            return Err(format!(
+                "{r:?} is not a registry host[:port] (the port must be a number){transport}"
+            ));
+        }
+    }
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    };
+    if !r.starts_with('[') && !host.split('.').all(label_ok) {
+        return Err(format!(
+            "{host:?} is not a registry host name (letters, digits, `-` and `.` only)"
+        ));
+    }
+    Ok(())
+}
+
 /// Parse a registry reference with Docker Hub normalisation.
 pub fn parse_registry(input: &str) -> anyhow::Result<RegistryRef> {
     let (rest, digest) = match input.split_once('@') {
@@ -250,6 +291,9 @@ pub fn parse_registry(input: &str) -> anyhow::Result<RegistryRef> {
         }
         _ => (DOCKER_HUB.to_string(), name.to_string()),
     };
+    if let Err(why) = check_registry(&registry) {
+        return Err(bad(input, &why));
+    }
     let registry = if registry == "index.docker.io" || registry == "registry-1.docker.io" {
         DOCKER_HUB.to_string()
     } else {
@@ -404,11 +448,28 @@ mod tests {
             "x@sha256:12",
             "x:-bad",
             "reg.io/a/../b",
+            "A:kong/hello:0.1.0",
+            "reg.io:0/a",
+            "reg.io:99999/a",
+            "re_g.io/a",
+            "[::zz]:5000/a",
         ] {
             assert!(parse(bad).is_err(), "{bad} should be refused");
         }
         let e = parse("Foo").unwrap_err();
         assert_eq!(crate::error::kind_of(&e), Kind::Usage);
+        let e = format!("{:#}", parse("A:kong/hello:0.1.0").unwrap_err());
+        assert!(
+            e.contains("`A:` is not a transport") && e.contains("oci:DIR"),
+            "{e}"
+        );
+        for good in [
+            "[::1]:5000/a/b:1",
+            "localhost:5000/a",
+            "my-reg.example.com/x/y",
+        ] {
+            assert!(parse(good).is_ok(), "{good} should parse");
+        }
     }
 
     #[test]

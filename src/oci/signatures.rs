@@ -104,8 +104,8 @@ pub async fn push_sig_manifest(
 ) -> anyhow::Result<String> {
     store::push_bytes(sigs, oci::CONFIG_V1, config).await?;
     if !sigs.blob_exists(&layer.digest).await? {
-        sigs.push_blob(layer, Box::new(std::io::Cursor::new(payload.to_vec())))
-            .await?;
+        let src = store::BlobSource::Bytes(bytes::Bytes::copy_from_slice(payload));
+        sigs.push_blob(layer, &src).await?;
     }
     Ok(sigs
         .push_manifest(

@@ -146,13 +146,9 @@ async fn push_file(
     if dst.blob_exists(&digest).await? {
         crate::progress::note(format!("layer {digest} already present"));
     } else {
-        let f = tokio::fs::File::open(file).await?;
         let bar = crate::progress::bar(size, "pushing");
-        let tracked = crate::progress::Tracked {
-            inner: f,
-            bar: bar.clone(),
-        };
-        dst.push_blob(&layer, Box::new(tracked)).await?;
+        let src = store::BlobSource::File(file.to_path_buf(), bar.clone());
+        dst.push_blob(&layer, &src).await?;
         if let Some(b) = bar {
             b.finish_and_clear();
         }

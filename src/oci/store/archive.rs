@@ -396,13 +396,8 @@ impl ReadStore for ArchiveStore {
         let io = |e| StoreError::Transport(format!("reading {}: {e}", self.path.display()));
         let mut f = tokio::fs::File::open(&self.path).await.map_err(io)?;
         f.seek(std::io::SeekFrom::Start(off)).await.map_err(io)?;
-        super::copy_hashed(
-            f.take(size),
-            sink,
-            desc,
-            &format!("{name} in {}", self.path.display()),
-        )
-        .await
+        let what = format!("{name} in {}", self.path.display());
+        super::copy_hashed(super::read_chunks(f.take(size), &what), sink, desc, &what).await
     }
 
     async fn list_tags(&self) -> Result<Vec<String>> {

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use async_trait::async_trait;
 
-use super::{ReadStore, Reader, Result, WriteStore, Writer};
+use super::{BlobSource, ReadStore, Result, WriteStore, Writer};
 use crate::digest::hex_of;
 use crate::error::{Kind, StoreError};
 use crate::oci::{self, Descriptor, Index};
@@ -173,7 +173,7 @@ impl ReadStore for LayoutStore {
                 _ => StoreError::Transport(format!("opening {}: {e}", p.display())),
             })?;
         let what = format!("blob {} in {}", desc.digest, self.root.display());
-        super::copy_hashed(f, sink, desc, &what).await
+        super::copy_hashed(super::read_chunks(f, &what), sink, desc, &what).await
     }
 
     async fn list_tags(&self) -> Result<Vec<String>> {
@@ -196,7 +196,7 @@ impl ReadStore for LayoutStore {
 
 #[async_trait]
 impl WriteStore for LayoutStore {
-    async fn push_blob(&self, desc: &Descriptor, src: Reader) -> Result<()> {
+    async fn push_blob(&self, desc: &Descriptor, src: &BlobSource) -> Result<()> {
         let dst = self.blob_path(&desc.digest)?;
         let dir = crate::tree::parent_dir(&dst).to_path_buf();
         std::fs::create_dir_all(&dir)
@@ -204,7 +204,7 @@ impl WriteStore for LayoutStore {
         let tmp = crate::tree::AtomicFile::create(&dst, crate::tree::USER_MODE)?;
         let mut f = tokio::fs::File::from_std(tmp.reopen()?);
         let what = format!("blob {} written to {}", desc.digest, self.root.display());
-        super::copy_hashed(src, &mut f, desc, &what).await?;
+        super::copy_hashed(super::read_chunks(src.open()?, &what), &mut f, desc, &what).await?;
         drop(f);
         tmp.commit()?;
         Ok(())

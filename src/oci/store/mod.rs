@@ -8,13 +8,19 @@
 //! mismatch is an error and leaves nothing behind.
 
 pub mod archive;
+pub mod http;
 pub mod layout;
 pub mod remote;
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context;
 use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::stream::BoxStream;
+use futures_util::StreamExt;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use crate::digest::Hasher;
@@ -25,6 +31,50 @@ use crate::oci::{self, Descriptor};
 pub type Reader = Box<dyn AsyncRead + Send + Unpin>;
 pub type Writer<'a> = &'a mut (dyn AsyncWrite + Send + Unpin);
 pub type Result<T> = std::result::Result<T, StoreError>;
+/// A blob's bytes as they arrive; errors keep their store kind.
+pub type Chunks<'a> = BoxStream<'a, Result<Bytes>>;
+
+/// Where a pushed blob's bytes come from. A file or in-memory bytes can be read again
+/// from the start, so a failed upload is restarted; a stream (another store's blob on
+/// its way) can be read once, and its upload is restarted by whoever made the stream.
+pub enum BlobSource {
+    File(PathBuf, Option<indicatif::ProgressBar>),
+    Bytes(Bytes),
+    Stream(std::sync::Mutex<Option<Reader>>),
+}
+
+impl BlobSource {
+    pub fn stream(r: Reader) -> BlobSource {
+        BlobSource::Stream(std::sync::Mutex::new(Some(r)))
+    }
+
+    pub fn restartable(&self) -> bool {
+        !matches!(self, BlobSource::Stream(_))
+    }
+
+    /// A reader from the first byte: again for a file or bytes, once for a stream.
+    pub fn open(&self) -> Result<Reader> {
+        match self {
+            BlobSource::File(p, bar) => {
+                let f = std::fs::File::open(p)
+                    .map_err(|e| StoreError::Transport(format!("opening {}: {e}", p.display())))?;
+                if let Some(b) = bar {
+                    b.set_position(0);
+                }
+                Ok(Box::new(crate::progress::Tracked {
+                    inner: tokio::fs::File::from_std(f),
+                    bar: bar.clone(),
+                }))
+            }
+            BlobSource::Bytes(b) => Ok(Box::new(std::io::Cursor::new(b.clone()))),
+            BlobSource::Stream(m) => m.lock().expect("source lock").take().ok_or_else(|| {
+                StoreError::Transport(
+                    "the upload failed and its stream cannot be read again".into(),
+                )
+            }),
+        }
+    }
+}
 
 /// The read side of a store: what `pull`, `verify`, `install` and copy sources use.
 ///
@@ -66,7 +116,7 @@ pub trait ReadStore: Send + Sync {
 #[async_trait]
 pub trait WriteStore: ReadStore {
     /// Stream a blob in. `desc` carries the digest and size the content must have.
-    async fn push_blob(&self, desc: &Descriptor, src: Reader) -> Result<()>;
+    async fn push_blob(&self, desc: &Descriptor, src: &BlobSource) -> Result<()>;
 
     /// Store a manifest and point `tag` at it (or leave it untagged). Returns its digest.
     async fn push_manifest(
@@ -102,9 +152,34 @@ impl<T> Found<T> for Result<T> {
 /// Options that shape how stores talk to the outside.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
+    /// Plain HTTP to every registry (`--plain-http`); loopback hosts get it by default.
     pub plain_http: bool,
+    /// Skip TLS verification for every registry (`--insecure`).
     pub insecure: bool,
-    pub ca_files: Vec<std::path::PathBuf>,
+    /// CA certificates trusted for every registry (`--ca-file`).
+    pub ca_files: Vec<PathBuf>,
+    /// Connecting and waiting for a response head, per request (`--timeout`; 30 s).
+    pub timeout: Option<Duration>,
+    /// Longest wait for the next bytes of a transfer (`--stall-timeout`; 60 s).
+    pub stall_timeout: Option<Duration>,
+    /// Retries of an idempotent request (4 when unset).
+    pub retries: Option<u32>,
+    /// Per-registry settings (`host[:port]` → how to reach it): copy's `--from-*` /
+    /// `--to-*` flags, registries.conf `insecure`.
+    pub hosts: BTreeMap<String, HostOptions>,
+}
+
+/// How to reach one registry, over the global [`Options`].
+#[derive(Debug, Clone, Default)]
+pub struct HostOptions {
+    /// Plain HTTP for this host.
+    pub plain_http: bool,
+    /// HTTPS for this host even on loopback (a CA file or `--insecure` was given for it).
+    pub tls: bool,
+    /// Skip TLS verification for this host.
+    pub insecure: bool,
+    /// CA certificates given for this host (trusted for every host: one trust store).
+    pub ca_files: Vec<PathBuf>,
 }
 
 /// Open the store a location lives in, for reading.
@@ -248,33 +323,33 @@ pub fn manifest_descriptor(bytes: &[u8], media_type: Option<&str>) -> Descriptor
     Descriptor::new(&mt, &crate::digest::sha256(bytes), bytes.len() as u64)
 }
 
-/// The one hashing copy loop: copy `src` to `sink`, hashing, stop as soon as more than
-/// `desc.size` bytes arrive, then check digest and size.
+/// A reader as [`Chunks`] of up to 1 MiB, read errors named after `what`.
+pub fn read_chunks<'a>(src: impl AsyncRead + Send + Unpin + 'a, what: &str) -> Chunks<'a> {
+    let what = what.to_string();
+    tokio_util::io::ReaderStream::with_capacity(src, 1 << 20)
+        .map(move |c| c.map_err(|e| StoreError::Transport(format!("reading {what}: {e}"))))
+        .boxed()
+}
+
+/// The one hashing copy loop: every byte of `src` goes once through SHA-256 and into
+/// `sink`; stop as soon as more than `desc.size` bytes arrive, then check digest and size.
 pub async fn copy_hashed(
-    mut src: impl AsyncRead + Unpin,
+    mut src: Chunks<'_>,
     sink: Writer<'_>,
     desc: &Descriptor,
     what: &str,
 ) -> Result<()> {
-    use tokio::io::AsyncReadExt;
     let mut h = Hasher::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = src
-            .read(&mut buf)
-            .await
-            .map_err(|e| StoreError::Transport(format!("reading {what}: {e}")))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
+    while let Some(chunk) = src.next().await {
+        let chunk = chunk?;
+        h.update(&chunk);
         if h.len() > desc.size {
             return Err(StoreError::Integrity(format!(
                 "{what}: more than the {} bytes its descriptor declares",
                 desc.size
             )));
         }
-        sink.write_all(&buf[..n])
+        sink.write_all(&chunk)
             .await
             .map_err(|e| StoreError::Transport(format!("writing {what}: {e}")))?;
     }
@@ -284,16 +359,18 @@ pub async fn copy_hashed(
     Ok(h.check(&desc.digest, Some(desc.size), what)?)
 }
 
-/// Fetch a blob to `path` through a temp file beside it: on any error nothing is left.
+/// Fetch a blob to `path` through a temp file beside it, pre-sized to the blob: on any
+/// error nothing is left.
 pub async fn fetch_blob_to_file(
     store: &dyn ReadStore,
     desc: &Descriptor,
     path: &Path,
 ) -> anyhow::Result<()> {
     let tmp = crate::tree::AtomicFile::create(path, crate::tree::USER_MODE)?;
+    let file = tmp.reopen()?;
+    preallocate(&file, desc.size);
     // Buffered: each unbuffered tokio::fs write is a hop to the blocking pool.
-    let mut f =
-        tokio::io::BufWriter::with_capacity(4 << 20, tokio::fs::File::from_std(tmp.reopen()?));
+    let mut f = tokio::io::BufWriter::with_capacity(8 << 20, tokio::fs::File::from_std(file));
     let bar = crate::progress::bar(desc.size, "pulling");
     let mut sink = crate::progress::Tracked {
         inner: &mut f,
@@ -306,6 +383,20 @@ pub async fn fetch_blob_to_file(
     f.flush().await?;
     drop(f);
     tmp.commit()
+}
+
+/// Reserve the blocks of a file about to be written (less fragmentation, an early
+/// "disk full"); a filesystem that cannot is simply written to.
+fn preallocate(f: &std::fs::File, size: u64) {
+    use std::os::fd::AsRawFd;
+    if size == 0 {
+        return;
+    }
+    // SAFETY: a valid open descriptor and non-negative offsets.
+    let rc = unsafe { libc::posix_fallocate(f.as_raw_fd(), 0, size as libc::off_t) };
+    if rc != 0 {
+        tracing::debug!("posix_fallocate({size}) failed ({rc}); writing without");
+    }
 }
 
 /// Fetch a small blob (config, signature payload) into memory, refused before download
@@ -335,10 +426,10 @@ pub async fn push_file(
     if store.blob_exists(&desc.digest).await? {
         return Ok(false);
     }
-    let f = tokio::fs::File::open(path)
-        .await
-        .with_context(|| format!("opening {}", path.display()))?;
-    store.push_blob(desc, Box::new(f)).await?;
+    std::fs::metadata(path).with_context(|| format!("opening {}", path.display()))?;
+    store
+        .push_blob(desc, &BlobSource::File(path.to_path_buf(), None))
+        .await?;
     Ok(true)
 }
 
@@ -355,7 +446,7 @@ pub async fn push_bytes(
     );
     if !store.blob_exists(&desc.digest).await? {
         store
-            .push_blob(&desc, Box::new(std::io::Cursor::new(bytes.to_vec())))
+            .push_blob(&desc, &BlobSource::Bytes(Bytes::copy_from_slice(bytes)))
             .await?;
     }
     Ok(desc)
@@ -363,21 +454,42 @@ pub async fn push_bytes(
 
 /// Stream one blob from `src` to `dst` without touching disk: the fetch writes into one
 /// end of an in-memory pipe while the push reads the other, so memory stays at the pipe's
-/// size whatever the blob's.
+/// size whatever the blob's. A failed transfer is started again from both ends (the
+/// pipe cannot be rewound) while the error is a transient one.
 pub async fn transfer_blob(
     src: &dyn ReadStore,
     dst: &dyn WriteStore,
     desc: &Descriptor,
 ) -> anyhow::Result<()> {
-    let (mut w, r) = tokio::io::duplex(1 << 20);
-    let fetch = async {
-        let res = src.fetch_blob(desc, &mut w).await;
-        drop(w);
-        res
-    };
-    let push = dst.push_blob(desc, Box::new(r));
-    let (a, b) = tokio::join!(fetch, push);
-    a.with_context(|| format!("reading blob {} from {}", desc.digest, src.describe()))?;
-    b.with_context(|| format!("writing blob {} to {}", desc.digest, dst.describe()))?;
-    Ok(())
+    let mut attempt = 0;
+    loop {
+        let (mut w, r) = tokio::io::duplex(1 << 20);
+        let fetch = async {
+            let res = src.fetch_blob(desc, &mut w).await;
+            drop(w);
+            res
+        };
+        let source = BlobSource::stream(Box::new(r));
+        let push = dst.push_blob(desc, &source);
+        let (a, b) = tokio::join!(fetch, push);
+        let src_ok = match &a {
+            Ok(()) => true,
+            // The pipe closed under the fetch because the push gave up.
+            Err(e) => matches!(e, StoreError::Transport(_)),
+        };
+        let retry = matches!(&b, Err(StoreError::Transport(_))) && src_ok && attempt < 2;
+        if retry {
+            attempt += 1;
+            tracing::info!(
+                "writing blob {} to {} failed ({}); starting it again",
+                desc.digest,
+                dst.describe(),
+                b.as_ref().err().map(|e| e.to_string()).unwrap_or_default()
+            );
+            continue;
+        }
+        a.with_context(|| format!("reading blob {} from {}", desc.digest, src.describe()))?;
+        b.with_context(|| format!("writing blob {} to {}", desc.digest, dst.describe()))?;
+        return Ok(());
+    }
 }

@@ -1,248 +1,60 @@
-//! A repository in an OCI distribution registry, through `oci-client`.
-//!
-//! oci-client does the protocol and the token dance; this adds what it lacks (see
-//! shared/docs/CRATES.md): retries with backoff for idempotent requests, streaming in both
-//! directions with our own hashing, error kinds for exit codes, and no whole-blob buffers.
+//! A repository in an OCI distribution registry, spoken to directly over the run's
+//! shared HTTP session ([`super::http`]): the distribution API calls, streaming in both
+//! directions through the one hashing loop, bounded reads of everything untrusted.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use backon::{ExponentialBuilder, Retryable};
+use bytes::Bytes;
+use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
-use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
-use oci_client::errors::{OciDistributionError, OciErrorCode};
-use oci_client::manifest::OciDescriptor;
-use oci_client::secrets::RegistryAuth;
-use oci_client::{Client, Reference};
+use reqwest::{Method, Response, StatusCode};
 
-use super::{Options, ReadStore, Reader, Result, WriteStore, Writer};
-use crate::error::{fail, Kind, StoreError};
+use super::http::{no_body, Body, Req, Session};
+use super::{BlobSource, Chunks, Options, ReadStore, Result, WriteStore, Writer};
+use crate::error::StoreError;
+use crate::oci::auth::Credential;
 use crate::oci::reference::RegistryRef;
 use crate::oci::{self, Descriptor};
 
+/// Manifests are untrusted input: never more than this is read.
+pub const MANIFEST_CAP: usize = 4 << 20;
+/// One page of a tag list.
+const TAGS_PAGE_CAP: usize = 16 << 20;
+
 pub struct RemoteStore {
-    client: Arc<Client>,
+    s: Arc<Session>,
     r: RegistryRef,
-    auth: RegistryAuth,
-}
-
-/// Loopback registries speak plain HTTP unless TLS is evidently wanted (a CA file or
-/// `--insecure`), as go-containerregistry does for localhost.
-fn plain_http_for(host: &str, opts: &Options) -> bool {
-    if opts.plain_http {
-        return true;
-    }
-    if !opts.ca_files.is_empty() || opts.insecure {
-        return false;
-    }
-    let h = host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host);
-    h == "localhost" || h == "127.0.0.1" || h == "[::1]" || h.starts_with("127.")
-}
-
-/// The `--ca-file` PEMs, read and checked once per store.
-fn read_ca_files(opts: &Options) -> anyhow::Result<Vec<Vec<u8>>> {
-    opts.ca_files
-        .iter()
-        .map(|p| {
-            let data = std::fs::read(p).map_err(|e| {
-                fail(
-                    Kind::Usage,
-                    format!("cannot read --ca-file {}: {e}", p.display()),
-                )
-            })?;
-            if !String::from_utf8_lossy(&data).contains("-----BEGIN CERTIFICATE-----") {
-                crate::bail_kind!(
-                    Kind::Usage,
-                    "--ca-file {} holds no PEM certificate",
-                    p.display()
-                );
-            }
-            Ok(data)
-        })
-        .collect()
-}
-
-pub fn client_for(host: &str, opts: &Options) -> anyhow::Result<Client> {
-    client_with(host, opts, &read_ca_files(opts)?)
-}
-
-fn client_with(host: &str, opts: &Options, cas: &[Vec<u8>]) -> anyhow::Result<Client> {
-    let extra = cas
-        .iter()
-        .map(|data| Certificate {
-            encoding: CertificateEncoding::Pem,
-            data: data.clone(),
-        })
-        .collect();
-    let config = ClientConfig {
-        protocol: if plain_http_for(host, opts) {
-            ClientProtocol::HttpsExcept(vec![host.to_string()])
-        } else {
-            ClientProtocol::Https
-        },
-        accept_invalid_certificates: opts.insecure,
-        extra_root_certificates: extra,
-        // One streamed PUT per blob: no chunk-size rules to break (ECR) and curl's speed.
-        use_monolithic_push: true,
-        connect_timeout: Some(Duration::from_secs(30)),
-        read_timeout: Some(Duration::from_secs(300)),
-        user_agent: concat!("kplug/", env!("CARGO_PKG_VERSION")),
-        ..Default::default()
-    };
-    // try_from, not new: new() silently falls back to defaults on a bad config.
-    Client::try_from(config)
-        .map_err(|e| fail(Kind::Usage, format!("configuring the HTTP client: {e}")))
-}
-
-fn status_of(e: &OciDistributionError) -> Option<u16> {
-    match e {
-        OciDistributionError::ServerError { code, .. } => Some(*code),
-        OciDistributionError::UnauthorizedError { .. } => Some(401),
-        OciDistributionError::RequestError(r) => r.status().map(|s| s.as_u16()),
-        _ => None,
-    }
-}
-
-fn transient(e: &OciDistributionError) -> bool {
-    match e {
-        OciDistributionError::RequestError(r) => {
-            r.is_connect()
-                || r.is_timeout()
-                || r.status()
-                    .is_some_and(|s| s.as_u16() == 429 || s.is_server_error())
-        }
-        OciDistributionError::RegistryError { envelope, .. } => envelope
-            .errors
-            .iter()
-            .any(|x| matches!(x.code, OciErrorCode::Toomanyrequests)),
-        OciDistributionError::IoError(_) => true,
-        e => status_of(e).is_some_and(|c| c == 429 || c >= 500),
-    }
-}
-
-/// Give an oci-client error its kind and a message naming what failed and what to do.
-pub fn map_err(e: OciDistributionError, what: &str) -> StoreError {
-    let code = status_of(&e);
-    let kind = match &e {
-        OciDistributionError::AuthenticationFailure(_)
-        | OciDistributionError::UnauthorizedError { .. } => Kind::Auth,
-        OciDistributionError::ImageManifestNotFoundError(_) => Kind::NotFound,
-        OciDistributionError::DigestError(_) => Kind::Integrity,
-        OciDistributionError::RegistryError { envelope, .. } => {
-            if envelope
-                .errors
-                .iter()
-                .any(|x| matches!(x.code, OciErrorCode::Unauthorized | OciErrorCode::Denied))
-            {
-                Kind::Auth
-            } else if envelope.errors.iter().any(|x| {
-                matches!(
-                    x.code,
-                    OciErrorCode::ManifestUnknown
-                        | OciErrorCode::NameUnknown
-                        | OciErrorCode::BlobUnknown
-                        | OciErrorCode::NotFound
-                )
-            }) {
-                Kind::NotFound
-            } else if envelope
-                .errors
-                .iter()
-                .any(|x| matches!(x.code, OciErrorCode::DigestInvalid))
-            {
-                Kind::Integrity
-            } else {
-                Kind::Other
-            }
-        }
-        _ => match code {
-            Some(401) | Some(403) => Kind::Auth,
-            Some(404) => Kind::NotFound,
-            _ => Kind::Other,
-        },
-    };
-    let hint = match kind {
-        Kind::Auth => "; check the credentials (`kplug login REGISTRY -u USER --password-stdin`, or DOCKER_CONFIG / REGISTRY_AUTH_FILE)",
-        Kind::NotFound => "; check the repository and tag (`kplug list-tags REPO`)",
-        _ => "",
-    };
-    let mut detail = match &e {
-        OciDistributionError::RegistryError { envelope, .. } => envelope
-            .errors
-            .iter()
-            .map(|x| x.message.clone())
-            .collect::<Vec<_>>()
-            .join("; "),
-        _ => e.to_string(),
-    };
-    if let OciDistributionError::RequestError(r) = &e {
-        // reqwest's Display hides the cause (e.g. the TLS error); show the chain.
-        let mut src = std::error::Error::source(r);
-        while let Some(s) = src {
-            detail.push_str(&format!(": {s}"));
-            src = s.source();
-        }
-    }
-    let msg = format!("{what}: {detail}{hint}");
-    match kind {
-        Kind::Auth => StoreError::Auth(msg),
-        Kind::NotFound => StoreError::NotFound(msg),
-        Kind::Integrity => StoreError::Integrity(msg),
-        _ => StoreError::Transport(msg),
-    }
-}
-
-fn backoff() -> ExponentialBuilder {
-    ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(200))
-        .with_max_delay(Duration::from_secs(5))
-        .with_max_times(4)
-        .with_jitter()
+    /// Upload sessions opened by a refused mount (digest → upload URL), used by the next
+    /// push of that blob instead of a new POST.
+    pending: Mutex<HashMap<String, String>>,
 }
 
 impl RemoteStore {
     pub async fn new(r: &RegistryRef, opts: &Options) -> Result<Self> {
-        let cas = read_ca_files(opts)?;
-        let client = client_with(r.host(), opts, &cas)?;
-        let auth = crate::oci::auth::credentials_for(&r.registry)?;
-        // oci-client caches tokens but not "this registry needs none": with anonymous auth it
-        // re-asks `GET /v2/` before every request, doubling round trips. So probe once; an
-        // open registry (no challenge at all) gets an empty bearer credential, which
-        // oci-client uses without asking anything and an open registry ignores. A registry
-        // that challenges anonymous clients (Docker Hub's anonymous tokens) keeps the normal flow.
-        let auth = match auth {
-            RegistryAuth::Anonymous if open_registry(r.host(), opts, &cas).await => {
-                RegistryAuth::Bearer(String::new())
-            }
-            a => a,
-        };
-        client.store_auth_if_needed(r.host(), &auth).await;
         Ok(RemoteStore {
-            client: Arc::new(client),
+            s: Session::get(&r.registry, r.host(), opts)?,
             r: r.clone(),
-            auth,
+            pending: Mutex::new(HashMap::new()),
         })
     }
 
-    fn oref(&self, tag_or_digest: &str) -> Reference {
-        if tag_or_digest.starts_with("sha256:") {
-            Reference::with_digest(
-                self.r.registry.clone(),
-                self.r.repository.clone(),
-                tag_or_digest.to_string(),
-            )
-        } else {
-            Reference::with_tag(
-                self.r.registry.clone(),
-                self.r.repository.clone(),
-                tag_or_digest.to_string(),
-            )
-        }
+    fn url(&self, tail: &str) -> String {
+        self.s.url(&format!("/v2/{}/{tail}", self.r.repository))
     }
 
-    fn repo_ref(&self) -> Reference {
-        self.oref("latest")
+    fn pull(&self) -> String {
+        format!("repository:{}:pull", self.r.repository)
+    }
+
+    fn push(&self) -> String {
+        format!("repository:{}:pull,push", self.r.repository)
+    }
+
+    fn req(&self, method: Method, tail: &str, push: bool, what: String) -> Req {
+        let scope = if push { self.push() } else { self.pull() };
+        Req::new(method, self.url(tail), scope, what)
     }
 
     fn at(&self, x: &str) -> String {
@@ -252,33 +64,117 @@ impl RemoteStore {
             format!("{}:{x}", self.r.repo_name())
         }
     }
-}
 
-/// True when `GET /v2/` answers 200 without credentials (no auth challenge at all).
-async fn open_registry(host: &str, opts: &Options, cas: &[Vec<u8>]) -> bool {
-    let scheme = if plain_http_for(host, opts) {
-        "http"
-    } else {
-        "https"
-    };
-    let mut b = reqwest::Client::builder()
-        .danger_accept_invalid_certs(opts.insecure)
-        .connect_timeout(Duration::from_secs(10));
-    for pem in cas {
-        if let Ok(c) = reqwest::Certificate::from_pem(pem) {
-            b = b.add_root_certificate(c);
+    async fn expect(&self, resp: Response, ok: &[StatusCode], what: &str) -> Result<Response> {
+        if ok.contains(&resp.status()) {
+            Ok(resp)
+        } else {
+            Err(self.s.status_error(resp, what).await)
         }
     }
-    let Ok(c) = b.build() else { return false };
-    matches!(c.get(format!("{scheme}://{host}/v2/")).send().await, Ok(r) if r.status().is_success())
-}
 
-fn oci_desc(d: &Descriptor) -> OciDescriptor {
-    OciDescriptor {
-        media_type: d.media_type.clone(),
-        digest: d.digest.clone(),
-        size: d.size as i64,
-        ..Default::default()
+    /// `HEAD` something: `Ok(false)` on 404.
+    async fn exists(&self, tail: &str, accept: Option<String>, what: String) -> Result<bool> {
+        let mut req = self.req(Method::HEAD, tail, false, what);
+        req.accept = accept;
+        let resp = self.s.send(&req, &no_body).await?;
+        match resp.status() {
+            s if s.is_success() => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
+            _ => Err(self.s.status_error(resp, &req.what).await),
+        }
+    }
+
+    /// The blob's body from `offset` (a ranged request to resume an interrupted one).
+    async fn open_blob(
+        &self,
+        desc: &Descriptor,
+        offset: u64,
+        what: &str,
+    ) -> Result<BoxStream<'static, reqwest::Result<Bytes>>> {
+        let mut req = self.req(
+            Method::GET,
+            &format!("blobs/{}", desc.digest),
+            false,
+            what.into(),
+        );
+        if offset > 0 {
+            req.range_from = Some(offset);
+        }
+        let resp = self.s.send(&req, &no_body).await?;
+        let want = if offset > 0 {
+            StatusCode::PARTIAL_CONTENT
+        } else {
+            StatusCode::OK
+        };
+        if offset > 0 && resp.status() == StatusCode::OK {
+            return Err(StoreError::Transport(format!(
+                "{what}: the connection broke after {offset} bytes and the registry cannot resume (no range support)"
+            )));
+        }
+        let resp = self.expect(resp, &[want], what).await?;
+        if let Some(n) = resp.content_length() {
+            if offset + n > desc.size {
+                return Err(StoreError::Integrity(format!(
+                    "{what}: the registry sends {} bytes, the descriptor says {}",
+                    offset + n,
+                    desc.size
+                )));
+            }
+        }
+        Ok(resp.bytes_stream().boxed())
+    }
+
+    /// A blob's chunks; a connection that breaks mid-body is resumed with a ranged GET
+    /// (the hash goes on where it was), as long as retries remain.
+    fn blob_chunks<'a>(&'a self, desc: &'a Descriptor, what: &'a str) -> Chunks<'a> {
+        struct St {
+            body: Option<BoxStream<'static, reqwest::Result<Bytes>>>,
+            offset: u64,
+            resumes: u32,
+            done: bool,
+        }
+        let st = St {
+            body: None,
+            offset: 0,
+            resumes: 0,
+            done: false,
+        };
+        futures_util::stream::unfold(st, move |mut st| async move {
+            if st.done {
+                return None;
+            }
+            loop {
+                if st.body.is_none() {
+                    match self.open_blob(desc, st.offset, what).await {
+                        Ok(b) => st.body = Some(b),
+                        Err(e) => {
+                            st.done = true;
+                            return Some((Err(e), st));
+                        }
+                    }
+                }
+                let body = st.body.as_mut().expect("opened");
+                match self.s.next_chunk(body, what).await {
+                    Ok(Some(c)) => {
+                        st.offset += c.len() as u64;
+                        return Some((Ok(c), st));
+                    }
+                    Ok(None) => return None,
+                    Err((retry, e)) => {
+                        if retry && st.resumes < self.s.retries() && st.offset < desc.size {
+                            st.resumes += 1;
+                            st.body = None;
+                            tracing::info!("{e}; resuming at byte {}", st.offset);
+                            continue;
+                        }
+                        st.done = true;
+                        return Some((Err(e), st));
+                    }
+                }
+            }
+        })
+        .boxed()
     }
 }
 
@@ -293,97 +189,77 @@ impl ReadStore for RemoteStore {
     }
 
     async fn fetch_manifest(&self, reference: &str) -> Result<(Vec<u8>, Descriptor)> {
-        let r = self.oref(reference);
-        let (bytes, _) = (|| {
-            self.client
-                .pull_manifest_raw(&r, &self.auth, oci::MANIFEST_ACCEPT)
-        })
-        .retry(backoff())
-        .when(transient)
-        .await
-        .map_err(|e| map_err(e, &format!("fetching manifest {}", self.at(reference))))?;
-        if bytes.len() > 4 << 20 {
-            crate::bail_kind!(
-                Kind::Unsafe,
-                "manifest {} is over 4 MiB",
-                self.at(reference)
-            );
-        }
+        let what = format!("fetching manifest {}", self.at(reference));
+        let mut req = self.req(Method::GET, &format!("manifests/{reference}"), false, what);
+        req.accept = Some(oci::MANIFEST_ACCEPT.join(", "));
+        let resp = self.s.send(&req, &no_body).await?;
+        let resp = self.expect(resp, &[StatusCode::OK], &req.what).await?;
+        let bytes = self.s.read_body(resp, MANIFEST_CAP, &req.what).await?;
         let desc = super::manifest_descriptor(&bytes, None);
         if reference.starts_with("sha256:") && desc.digest != reference {
-            crate::bail_kind!(
-                Kind::Integrity,
+            return Err(StoreError::Integrity(format!(
                 "registry served content for {} that hashes to {}",
                 self.at(reference),
                 desc.digest
-            );
+            )));
         }
-        Ok((bytes.to_vec(), desc))
+        Ok((bytes, desc))
     }
 
     async fn manifest_exists(&self, digest: &str) -> Result<bool> {
-        let r = self.oref(digest);
-        match (|| self.client.fetch_manifest_digest(&r, &self.auth))
-            .retry(backoff())
-            .when(transient)
+        let what = format!("checking {}", self.at(digest));
+        let accept = Some(oci::MANIFEST_ACCEPT.join(", "));
+        self.exists(&format!("manifests/{digest}"), accept, what)
             .await
-        {
-            Ok(_) => Ok(true),
-            Err(e) => match map_err(e, &format!("checking {}", self.at(digest))) {
-                e if e.is_not_found() => Ok(false),
-                e => Err(e),
-            },
-        }
     }
 
     async fn blob_exists(&self, digest: &str) -> Result<bool> {
-        let r = self.repo_ref();
-        (|| self.client.blob_exists(&r, digest))
-            .retry(backoff())
-            .when(transient)
-            .await
-            .map_err(|e| map_err(e, &format!("checking blob {digest} in {}", self.describe())))
+        let what = format!("checking blob {digest} in {}", self.describe());
+        self.exists(&format!("blobs/{digest}"), None, what).await
     }
 
     async fn fetch_blob(&self, desc: &Descriptor, sink: Writer<'_>) -> Result<()> {
-        let r = self.repo_ref();
-        let od = oci_desc(desc);
-        let what = format!("blob {} from {}", desc.digest, self.describe());
-        // Only opening the stream is retried: once bytes went to the sink we cannot rewind it.
-        let stream = (|| self.client.pull_blob_stream(&r, &od))
-            .retry(backoff())
-            .when(transient)
-            .await
-            .map_err(|e| map_err(e, &format!("fetching {what}")))?;
-        let body = tokio_util::io::StreamReader::new(
-            stream.map(|c| c.map_err(|e| std::io::Error::other(e.to_string()))),
-        );
-        super::copy_hashed(body, sink, desc, &what).await
+        let what = format!("fetching blob {} from {}", desc.digest, self.describe());
+        super::copy_hashed(self.blob_chunks(desc, &what), sink, desc, &what).await
     }
 
     async fn list_tags(&self) -> Result<Vec<String>> {
         const PAGE: usize = 1000;
-        let r = self.repo_ref();
-        let mut all = Vec::new();
+        let what = format!("listing tags of {}", self.describe());
+        let mut all: Vec<String> = Vec::new();
         let mut last: Option<String> = None;
         // Registries may cap `n` below what was asked, so only an empty page (or one that
         // does not move past `last`, from a registry ignoring it) ends the list: callers
         // rely on a complete list to know which signature tags exist.
         loop {
-            let page = (|| {
-                self.client
-                    .list_tags(&r, &self.auth, Some(PAGE), last.as_deref())
-            })
-            .retry(backoff())
-            .when(transient)
-            .await
-            .map_err(|e| map_err(e, &format!("listing tags of {}", self.describe())))?;
-            let repeats = last.as_ref().is_some_and(|l| page.tags.contains(l));
-            if page.tags.is_empty() || repeats {
+            let mut tail = format!("tags/list?n={PAGE}");
+            if let Some(l) = &last {
+                tail.push_str(&format!("&last={}", urlencode(l)));
+            }
+            let req = self.req(Method::GET, &tail, false, what.clone());
+            let resp = self.s.send(&req, &no_body).await?;
+            let resp = self.expect(resp, &[StatusCode::OK], &what).await?;
+            let more = resp.headers().contains_key(reqwest::header::LINK);
+            let body = self.s.read_body(resp, TAGS_PAGE_CAP, &what).await?;
+            #[derive(serde::Deserialize)]
+            struct Page {
+                tags: Option<Vec<String>>,
+            }
+            let page: Page = serde_json::from_slice(&body)
+                .map_err(|e| StoreError::Transport(format!("{what}: not a tag list ({e})")))?;
+            let tags = page.tags.unwrap_or_default();
+            let repeats = last.as_ref().is_some_and(|l| tags.contains(l));
+            if tags.is_empty() || repeats {
                 break;
             }
-            last = page.tags.last().cloned();
-            all.extend(page.tags);
+            let short = tags.len() < PAGE;
+            last = tags.last().cloned();
+            all.extend(tags);
+            // A short page without a `Link` to the next one is the last (distribution
+            // sends `Link` exactly when more follow).
+            if short && !more {
+                break;
+            }
         }
         Ok(all)
     }
@@ -393,29 +269,110 @@ impl ReadStore for RemoteStore {
     }
 }
 
+/// Percent-encode a query value.
+fn urlencode(s: &str) -> String {
+    reqwest::Url::parse_with_params("http://x/", &[("v", s)])
+        .map(|u| {
+            u.query()
+                .unwrap_or("v=")
+                .trim_start_matches("v=")
+                .to_string()
+        })
+        .unwrap_or_else(|_| s.to_string())
+}
+
+/// An upload URL from a `Location` header, absolute, with `digest=` added.
+fn upload_url(s: &Session, loc: &str, digest: &str) -> String {
+    let abs = if loc.starts_with("http://") || loc.starts_with("https://") {
+        loc.to_string()
+    } else {
+        s.url(loc)
+    };
+    let sep = if abs.contains('?') { '&' } else { '?' };
+    format!("{abs}{sep}digest={}", urlencode(digest))
+}
+
+impl RemoteStore {
+    /// `POST /blobs/uploads/` → the upload URL (`Location`).
+    async fn start_upload(&self, what: &str) -> Result<String> {
+        let req = self.req(Method::POST, "blobs/uploads/", true, what.to_string());
+        let resp = self.s.send(&req, &no_body).await?;
+        let resp = self.expect(resp, &[StatusCode::ACCEPTED], what).await?;
+        location(&resp, what)
+    }
+
+    /// One monolithic `PUT` of the whole blob to an upload URL.
+    async fn put_blob(
+        &self,
+        url: &str,
+        desc: &Descriptor,
+        src: &BlobSource,
+        what: &str,
+    ) -> Result<()> {
+        let mut req = Req::new(
+            Method::PUT,
+            upload_url(&self.s, url, &desc.digest),
+            self.push(),
+            what.to_string(),
+        );
+        req.content_type = Some("application/octet-stream".into());
+        // The session URL is consumed by the first try: a failed PUT restarts the upload.
+        req.idempotent = false;
+        let size = desc.size;
+        let body = || -> Result<Body> {
+            Ok(match src {
+                BlobSource::Bytes(b) => Body::Bytes(b.clone()),
+                other => Body::Stream(other.open()?, size),
+            })
+        };
+        let resp = self.s.send(&req, &body).await?;
+        self.expect(resp, &[StatusCode::CREATED], what).await?;
+        Ok(())
+    }
+}
+
+fn location(resp: &Response, what: &str) -> Result<String> {
+    resp.headers()
+        .get(reqwest::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .ok_or_else(|| {
+            StoreError::Transport(format!("{what}: the registry gave no upload Location"))
+        })
+}
+
 #[async_trait]
 impl WriteStore for RemoteStore {
-    async fn push_blob(&self, desc: &Descriptor, src: Reader) -> Result<()> {
-        let r = self.repo_ref();
-        let stream = futures_util::stream::unfold(src, |mut src| async move {
-            use tokio::io::AsyncReadExt;
-            let mut buf = bytes::BytesMut::with_capacity(1 << 20);
-            match src.read_buf(&mut buf).await {
-                Ok(0) => None,
-                Ok(_) => Some((Ok(buf.freeze()), src)),
-                Err(e) => Some((Err(OciDistributionError::IoError(e)), src)),
+    /// POST then one streamed PUT; on a transient failure the upload is started again
+    /// (a new POST) when the source can be read again.
+    async fn push_blob(&self, desc: &Descriptor, src: &BlobSource) -> Result<()> {
+        let what = format!("uploading blob {} to {}", desc.digest, self.describe());
+        let mut attempt = 0;
+        loop {
+            let pending = self
+                .pending
+                .lock()
+                .expect("pending lock")
+                .remove(&desc.digest);
+            let url = match pending {
+                Some(u) => u,
+                None => self.start_upload(&what).await?,
+            };
+            match self.put_blob(&url, desc, src, &what).await {
+                Err(StoreError::Transport(m))
+                    if src.restartable() && attempt < self.s.retries() =>
+                {
+                    attempt += 1;
+                    tracing::info!(
+                        "{m}; starting the upload again ({attempt}/{})",
+                        self.s.retries()
+                    );
+                    tokio::time::sleep(std::time::Duration::from_millis(200 << attempt.min(4)))
+                        .await;
+                }
+                r => return r,
             }
-        });
-        self.client
-            .push_blob_stream(&r, stream, &desc.digest, Some(desc.size))
-            .await
-            .map_err(|e| {
-                map_err(
-                    e,
-                    &format!("uploading blob {} to {}", desc.digest, self.describe()),
-                )
-            })?;
-        Ok(())
+        }
     }
 
     async fn push_manifest(
@@ -426,19 +383,18 @@ impl WriteStore for RemoteStore {
     ) -> Result<String> {
         let digest = crate::digest::sha256(bytes);
         let target = tag.map(str::to_string).unwrap_or_else(|| digest.clone());
-        let r = self.oref(&target);
-        let ct: reqwest::header::HeaderValue = media_type
-            .parse()
-            .map_err(|_| fail(Kind::Usage, format!("bad media type {media_type:?}")))?;
-        let body = bytes::Bytes::copy_from_slice(bytes);
-        (|| self.client.push_manifest_raw(&r, body.clone(), ct.clone()))
-            .retry(backoff())
-            .when(transient)
-            .await
-            .map_err(|e| map_err(e, &format!("pushing manifest to {}", self.at(&target))))?;
+        let what = format!("pushing manifest to {}", self.at(&target));
+        let mut req = self.req(Method::PUT, &format!("manifests/{target}"), true, what);
+        req.content_type = Some(media_type.to_string());
+        let body = Bytes::copy_from_slice(bytes);
+        let resp = self.s.send(&req, &|| Ok(Body::Bytes(body.clone()))).await?;
+        self.expect(resp, &[StatusCode::CREATED, StatusCode::OK], &req.what)
+            .await?;
         Ok(digest)
     }
 
+    /// `POST /blobs/uploads/?mount=…&from=…` with a token scoped to pull from the source
+    /// repository too. A 202 (no mount) opens an upload the next push uses.
     async fn mount_blob(&self, digest: &str, from: &dyn ReadStore) -> Result<bool> {
         let Some((host, repo)) = from.registry_repo() else {
             return Ok(false);
@@ -446,12 +402,36 @@ impl WriteStore for RemoteStore {
         if host != self.r.host() || repo == self.r.repository {
             return Ok(false);
         }
-        let src = Reference::with_tag(self.r.registry.clone(), repo, "latest".into());
-        match self.client.mount_blob(&self.repo_ref(), &src, digest).await {
-            Ok(()) => Ok(true),
-            // 202 means the registry refused to mount: upload instead.
-            Err(e) => {
-                tracing::debug!("mount of {digest} refused ({e}); uploading");
+        let what = format!(
+            "mounting blob {digest} from {repo} into {}",
+            self.describe()
+        );
+        let mut req = self.req(
+            Method::POST,
+            &format!(
+                "blobs/uploads/?mount={}&from={}",
+                urlencode(digest),
+                urlencode(&repo)
+            ),
+            true,
+            what,
+        );
+        req.scope = format!("{} repository:{repo}:pull", self.push());
+        let resp = self.s.send(&req, &no_body).await?;
+        match resp.status() {
+            StatusCode::CREATED => Ok(true),
+            StatusCode::ACCEPTED => {
+                if let Ok(loc) = location(&resp, &req.what) {
+                    self.pending
+                        .lock()
+                        .expect("pending lock")
+                        .insert(digest.to_string(), loc);
+                }
+                tracing::debug!("mount of {digest} refused; uploading");
+                Ok(false)
+            }
+            _ => {
+                tracing::debug!("mount of {digest}: HTTP {}; uploading", resp.status());
                 Ok(false)
             }
         }
@@ -465,30 +445,17 @@ pub async fn check_credentials(
     pw: &str,
     opts: &Options,
 ) -> anyhow::Result<()> {
-    use oci_client::RegistryOperation;
     let host = if registry == "docker.io" {
         "index.docker.io"
     } else {
         registry
     };
-    let client = client_for(host, opts)?;
-    let auth = RegistryAuth::Basic(user.to_string(), pw.to_string());
-    // A token registry validates the password at its token endpoint; a basic-auth one
-    // only on a real request, so probe a tag list (404 = authenticated but no such repo).
-    let probe = Reference::with_tag(
-        registry.to_string(),
-        "kplug/login-probe".into(),
-        "latest".into(),
-    );
-    client
-        .auth(&probe, &auth, RegistryOperation::Pull)
-        .await
-        .map_err(|e| map_err(e, &format!("logging in to {registry}")))?;
-    match client.list_tags(&probe, &auth, Some(1), None).await {
-        Ok(_) => Ok(()),
-        Err(e) => match map_err(e, &format!("logging in to {registry} as {user}")) {
-            e if e.is_not_found() => Ok(()),
-            e => Err(e.into()),
-        },
-    }
+    let s = Session::new(
+        registry,
+        host,
+        opts,
+        Some(Some(Credential::basic(user, pw))),
+    )?;
+    super::http::check_login(&s, &format!("logging in to {registry} as {user}")).await?;
+    Ok(())
 }
