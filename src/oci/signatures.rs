@@ -48,22 +48,12 @@ pub async fn fetch_layers(
     (blobs, problems)
 }
 
-/// The referrers fallback index of `digest`, if there is one. A corrupt index is an
-/// integrity error, not "unsigned".
+/// The OCI 1.1 referrers of `digest` (through the registry's referrers API, the
+/// `sha256-<hex>` fallback index, or a layout's index.json), `None` when there are none.
+/// A corrupt index is an integrity error, not "unsigned".
 pub async fn fetch_referrers(sigs: &dyn ReadStore, digest: &str) -> anyhow::Result<Option<Index>> {
-    let tag = tagscheme::referrers_tag(digest);
-    let Some((bytes, _)) = sigs.fetch_manifest(&tag).await.found()? else {
-        return Ok(None);
-    };
-    serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-        fail(
-            Kind::Integrity,
-            format!(
-                "the referrers index {tag} in {} is not a valid OCI index: {e}",
-                sigs.describe()
-            ),
-        )
-    })
+    let idx = sigs.referrers(digest, None).await?;
+    Ok((!idx.manifests.is_empty()).then_some(idx))
 }
 
 /// The Sigstore bundle blob a referrer carries, checked to be a bundle about `digest`.
@@ -162,7 +152,9 @@ pub async fn copy_signatures(
     copy_referrers(src, dst, digest, cx).await
 }
 
-/// Copy the referrers of `digest` and union the destination's fallback index with them.
+/// Copy the referrers of `digest` that the destination lacks. Each is stored untagged;
+/// the destination keeps its own list of referrers (a registry's API or fallback index,
+/// a layout's index.json), so the copy is found there by either route.
 async fn copy_referrers(
     src: &dyn ReadStore,
     dst: &dyn WriteStore,
@@ -170,35 +162,37 @@ async fn copy_referrers(
     cx: &mut Cx,
 ) -> anyhow::Result<()> {
     let rtag = tagscheme::referrers_tag(digest);
-    if !may_have(&cx.src_tags, &rtag) {
+    if !may_have(&cx.src_tags, &rtag) && !src.referrers_beyond_tags() {
         return Ok(());
     }
-    let Some(theirs) = fetch_referrers(src, digest).await? else {
+    let theirs = src.referrers(digest, None).await?;
+    if theirs.manifests.is_empty() {
         return Ok(());
+    }
+    let ours = match may_have(&cx.dst_tags, &rtag) || dst.referrers_beyond_tags() {
+        true => dst.referrers(digest, None).await?,
+        false => Index::empty(),
     };
-    let mut ours = match may_have(&cx.dst_tags, &rtag) {
-        true => fetch_referrers(dst, digest).await?,
-        false => None,
-    }
-    .unwrap_or_else(Index::empty);
-    let before = ours.manifests.len();
     for d in &theirs.manifests {
+        if ours.manifests.iter().any(|m| m.digest == d.digest) {
+            cx.stats.manifests_skipped += 1;
+            continue;
+        }
         let (b, cd) = src.fetch_manifest(&d.digest).await?;
         let cd = Descriptor {
             media_type: d.media_type.clone(),
             ..cd
         };
-        copy_manifest(src, dst, &cd, &b, Target::Untagged, cx).await?;
-        if !ours.manifests.iter().any(|m| m.digest == d.digest) {
-            ours.manifests.push(d.clone());
+        if dst.manifest_exists(&d.digest).await? {
+            // Stored by an earlier run that did not get to list it: store it again, so
+            // that the destination lists it now.
+            if !cx.dry_run {
+                dst.push_manifest(&b, &cd.media_type, None).await?;
+            }
+            cx.stats.manifests_copied += 1;
+        } else {
+            copy_manifest(src, dst, &cd, &b, Target::Untagged, cx).await?;
         }
-    }
-    if ours.manifests.len() != before {
-        if !cx.dry_run {
-            dst.push_manifest(&oci::to_json(&ours), oci::INDEX_V1, Some(&rtag))
-                .await?;
-        }
-        cx.stats.manifests_copied += 1;
     }
     Ok(())
 }

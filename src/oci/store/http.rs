@@ -160,6 +160,8 @@ pub struct Session {
     /// requests then fail at their first connection error instead of each waiting
     /// through its own retries (a dead registry is reported in seconds, not minutes).
     down: std::sync::atomic::AtomicBool,
+    /// Does the registry answer `/v2/<name>/referrers/<digest>`? 0 unknown, 1 yes, 2 no.
+    pub referrers_api: std::sync::atomic::AtomicU8,
 }
 
 static SESSIONS: LazyLock<Mutex<HashMap<String, Arc<Session>>>> = LazyLock::new(Default::default);
@@ -207,6 +209,7 @@ impl Session {
             tokens: Mutex::new(HashMap::new()),
             started: Instant::now(),
             down: std::sync::atomic::AtomicBool::new(false),
+            referrers_api: std::sync::atomic::AtomicU8::new(0),
         })
     }
 

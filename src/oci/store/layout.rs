@@ -176,6 +176,24 @@ impl ReadStore for LayoutStore {
         super::copy_hashed(super::read_chunks(f, &what), sink, desc, &what).await
     }
 
+    async fn referrers(&self, digest: &str, artifact_type: Option<&str>) -> Result<Index> {
+        let mut idx = super::fallback_referrers(self, digest)
+            .await?
+            .unwrap_or_else(Index::empty);
+        let entries = self.read_index()?.manifests;
+        for d in super::scan_referrers(self, &entries, digest).await? {
+            if !idx.manifests.iter().any(|m| m.digest == d.digest) {
+                idx.manifests.push(d);
+            }
+        }
+        super::filter_artifact_type(&mut idx, artifact_type);
+        Ok(idx)
+    }
+
+    fn referrers_beyond_tags(&self) -> bool {
+        true
+    }
+
     async fn list_tags(&self) -> Result<Vec<String>> {
         let idx = self.read_index()?;
         let mut tags: Vec<String> = idx

@@ -26,7 +26,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use crate::digest::Hasher;
 use crate::error::{Kind, StoreError};
 use crate::oci::reference::Location;
-use crate::oci::{self, Descriptor};
+use crate::oci::{self, Descriptor, Index};
 
 pub type Reader = Box<dyn AsyncRead + Send + Unpin>;
 pub type Writer<'a> = &'a mut (dyn AsyncWrite + Send + Unpin);
@@ -109,6 +109,119 @@ pub trait ReadStore: Send + Sync {
     fn registry_repo(&self) -> Option<(String, String)> {
         None
     }
+
+    /// OCI 1.1 referrers of `digest` (manifests whose `subject` it is), optionally only
+    /// those of one `artifact_type`: an index of their descriptors, empty when there are
+    /// none. Registries answer through `/v2/<name>/referrers/<digest>` or, without that
+    /// API, the `sha256-<hex>` fallback index; layouts and archives keep referrers as
+    /// index.json entries (OCI image layout) and may hold a fallback index too.
+    async fn referrers(&self, digest: &str, artifact_type: Option<&str>) -> Result<Index> {
+        let mut idx = fallback_referrers(self, digest)
+            .await?
+            .unwrap_or_else(Index::empty);
+        filter_artifact_type(&mut idx, artifact_type);
+        Ok(idx)
+    }
+
+    /// Can [`referrers`](Self::referrers) find referrers that no tag shows (a registry's
+    /// referrers API, until it is known to be absent)? When not, a complete tag list
+    /// without `sha256-<hex>` proves there are none, and callers skip asking.
+    fn referrers_beyond_tags(&self) -> bool {
+        false
+    }
+}
+
+/// The `sha256-<hex>` fallback index of `digest`, if there is one; a corrupt one is an
+/// integrity error, not "none".
+pub async fn fallback_referrers<S: ReadStore + ?Sized>(
+    st: &S,
+    digest: &str,
+) -> Result<Option<Index>> {
+    let tag = crate::oci::tagscheme::referrers_tag(digest);
+    let Some((bytes, _)) = st.fetch_manifest(&tag).await.found()? else {
+        return Ok(None);
+    };
+    serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+        StoreError::Integrity(format!(
+            "the referrers index {tag} in {} is not a valid OCI index: {e}",
+            st.describe()
+        ))
+    })
+}
+
+/// Keep only the referrers of one artifact type.
+pub fn filter_artifact_type(idx: &mut Index, artifact_type: Option<&str>) {
+    if let Some(at) = artifact_type {
+        idx.manifests
+            .retain(|d| d.artifact_type.as_deref() == Some(at));
+    }
+}
+
+/// `(subject digest, descriptor for a referrers index)` of a manifest that has a subject:
+/// the descriptor carries its artifactType (or config media type) and annotations, as the
+/// distribution spec's referrers response does.
+pub fn referrer_of(bytes: &[u8], media_type: &str) -> Option<(String, Descriptor)> {
+    #[derive(serde::Deserialize)]
+    struct Probe {
+        subject: Option<Descriptor>,
+        #[serde(rename = "artifactType")]
+        artifact_type: Option<String>,
+        config: Option<Descriptor>,
+        #[serde(default)]
+        annotations: std::collections::BTreeMap<String, String>,
+    }
+    let p: Probe = serde_json::from_slice(bytes).ok()?;
+    let subject = p.subject?;
+    let mut d = manifest_descriptor(bytes, Some(media_type));
+    d.artifact_type = p.artifact_type.or(p.config.map(|c| c.media_type));
+    d.annotations = p.annotations;
+    Some((subject.digest, d))
+}
+
+/// Add a referrer to `store`'s `sha256-<hex>` fallback index for `subject` (read, add
+/// unless present, write back). Callers serialise updates of one index.
+pub async fn add_fallback_referrer(
+    store: &dyn WriteStore,
+    subject: &str,
+    referrer: Descriptor,
+) -> Result<()> {
+    let mut idx = fallback_referrers(store, subject)
+        .await?
+        .unwrap_or_else(Index::empty);
+    if idx.manifests.iter().any(|m| m.digest == referrer.digest) {
+        return Ok(());
+    }
+    idx.manifests.push(referrer);
+    let tag = crate::oci::tagscheme::referrers_tag(subject);
+    store
+        .push_manifest(&oci::to_json(&idx), oci::INDEX_V1, Some(&tag))
+        .await?;
+    Ok(())
+}
+
+/// Referrers among index.json-style entries (layouts, archives): every untagged image
+/// manifest is read (bounded) and kept if its subject is `digest`.
+pub async fn scan_referrers<S: ReadStore + ?Sized>(
+    st: &S,
+    entries: &[Descriptor],
+    digest: &str,
+) -> Result<Vec<Descriptor>> {
+    let mut out = Vec::new();
+    for e in entries {
+        if e.annotations.contains_key(oci::ANN_REF_NAME)
+            || oci::is_index(&e.media_type)
+            || e.size > remote::MANIFEST_CAP as u64
+        {
+            continue;
+        }
+        let (bytes, _) = st.fetch_manifest(&e.digest).await?;
+        if let Some((s, d)) = referrer_of(&bytes, &e.media_type) {
+            if s == digest && !out.iter().any(|o: &Descriptor| o.digest == d.digest) {
+                out.push(d);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// The write side: registries and OCI layouts. Archives are read-only, so writing to one

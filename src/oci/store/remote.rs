@@ -3,6 +3,7 @@
 //! directions through the one hashing loop, bounded reads of everything untrusted.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -16,7 +17,7 @@ use super::{BlobSource, Chunks, Options, ReadStore, Result, WriteStore, Writer};
 use crate::error::StoreError;
 use crate::oci::auth::Credential;
 use crate::oci::reference::RegistryRef;
-use crate::oci::{self, Descriptor};
+use crate::oci::{self, Descriptor, Index};
 
 /// Manifests are untrusted input: never more than this is read.
 pub const MANIFEST_CAP: usize = 4 << 20;
@@ -29,6 +30,8 @@ pub struct RemoteStore {
     /// Upload sessions opened by a refused mount (digest → upload URL), used by the next
     /// push of that blob instead of a new POST.
     pending: Mutex<HashMap<String, String>>,
+    /// Serialises this store's read-modify-write of fallback referrers indexes.
+    fallback_lock: tokio::sync::Mutex<()>,
 }
 
 impl RemoteStore {
@@ -37,6 +40,7 @@ impl RemoteStore {
             s: Session::get(&r.registry, r.host(), opts)?,
             r: r.clone(),
             pending: Mutex::new(HashMap::new()),
+            fallback_lock: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -267,6 +271,91 @@ impl ReadStore for RemoteStore {
     fn registry_repo(&self) -> Option<(String, String)> {
         Some((self.r.host().to_string(), self.r.repository.clone()))
     }
+
+    async fn referrers(&self, digest: &str, artifact_type: Option<&str>) -> Result<Index> {
+        if self.s.referrers_api.load(Ordering::Relaxed) != API_ABSENT {
+            if let Some(idx) = self.referrers_api(digest, artifact_type).await? {
+                return Ok(idx);
+            }
+        }
+        let mut idx = super::fallback_referrers(self, digest)
+            .await?
+            .unwrap_or_else(Index::empty);
+        super::filter_artifact_type(&mut idx, artifact_type);
+        Ok(idx)
+    }
+
+    fn referrers_beyond_tags(&self) -> bool {
+        self.s.referrers_api.load(Ordering::Relaxed) != API_ABSENT
+    }
+}
+
+const API_PRESENT: u8 = 1;
+const API_ABSENT: u8 = 2;
+
+impl RemoteStore {
+    /// `GET /v2/<name>/referrers/<digest>[?artifactType=…]`, following `Link` pages;
+    /// `None` when the registry has no referrers API (404, as the spec says).
+    async fn referrers_api(
+        &self,
+        digest: &str,
+        artifact_type: Option<&str>,
+    ) -> Result<Option<Index>> {
+        let what = format!("listing referrers of {}", self.at(digest));
+        let mut tail = format!("referrers/{digest}");
+        if let Some(at) = artifact_type {
+            tail.push_str(&format!("?artifactType={}", urlencode(at)));
+        }
+        let mut url = self.url(&tail);
+        let mut all = Index::empty();
+        for _ in 0..100 {
+            let mut req = Req::new(Method::GET, url.clone(), self.pull(), what.clone());
+            req.accept = Some(oci::INDEX_V1.to_string());
+            let resp = self.s.send(&req, &no_body).await?;
+            if all.manifests.is_empty() && matches!(resp.status().as_u16(), 404 | 405) {
+                self.s.referrers_api.store(API_ABSENT, Ordering::Relaxed);
+                return Ok(None);
+            }
+            let resp = self.expect(resp, &[StatusCode::OK], &what).await?;
+            self.s.referrers_api.store(API_PRESENT, Ordering::Relaxed);
+            let filtered = resp
+                .headers()
+                .get("OCI-Filters-Applied")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.split(',').any(|f| f.trim() == "artifactType"));
+            let next = next_link(&resp).map(|l| match l.starts_with("http") {
+                true => l,
+                false => self.s.url(&l),
+            });
+            let body = self.s.read_body(resp, MANIFEST_CAP, &what).await?;
+            let mut page: Index = serde_json::from_slice(&body)
+                .map_err(|e| StoreError::Integrity(format!("{what}: not an OCI index ({e})")))?;
+            if !filtered {
+                super::filter_artifact_type(&mut page, artifact_type);
+            }
+            all.manifests.extend(page.manifests);
+            match next {
+                Some(n) => url = n,
+                None => break,
+            }
+        }
+        Ok(Some(all))
+    }
+}
+
+/// The target of a `Link: <…>; rel="next"` header.
+fn next_link(resp: &Response) -> Option<String> {
+    let v = resp.headers().get(reqwest::header::LINK)?.to_str().ok()?;
+    v.split(',').find_map(|part| {
+        let (target, params) = part.split_once(';')?;
+        params.contains("rel=\"next\"").then(|| {
+            target
+                .trim()
+                .trim_start_matches('<')
+                .trim_end_matches('>')
+                .to_string()
+        })
+    })
 }
 
 /// Percent-encode a query value.
@@ -388,8 +477,17 @@ impl WriteStore for RemoteStore {
         req.content_type = Some(media_type.to_string());
         let body = Bytes::copy_from_slice(bytes);
         let resp = self.s.send(&req, &|| Ok(Body::Bytes(body.clone()))).await?;
-        self.expect(resp, &[StatusCode::CREATED, StatusCode::OK], &req.what)
+        let resp = self
+            .expect(resp, &[StatusCode::CREATED, StatusCode::OK], &req.what)
             .await?;
+        // A registry with the referrers API says so with OCI-Subject; for one without,
+        // the referrer goes into the `sha256-<hex>` fallback index (distribution spec).
+        if !resp.headers().contains_key("OCI-Subject") {
+            if let Some((subject, d)) = super::referrer_of(bytes, media_type) {
+                let _one_writer = self.fallback_lock.lock().await;
+                super::add_fallback_referrer(self, &subject, d).await?;
+            }
+        }
         Ok(digest)
     }
 
