@@ -770,10 +770,14 @@ async fn read_capped(
     cap: usize,
     stall: Duration,
 ) -> std::result::Result<Vec<u8>, Failure> {
-    if resp.content_length().is_some_and(|n| n > cap as u64) {
+    let declared = resp
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        .or(resp.content_length());
+    if let Some(n) = declared.filter(|&n| n > cap as u64) {
         return Err(Failure::Store(StoreError::TooLarge(format!(
-            "the response declares {} bytes, more than the {cap} allowed",
-            resp.content_length().unwrap_or(0)
+            "the response declares {n} bytes, more than the {cap} allowed"
         ))));
     }
     let mut out = Vec::new();
@@ -874,6 +878,28 @@ mod tests {
         );
         assert!(reach("127.0.0.1:5000", &o).plain_http);
         assert!(!reach("127.0.0.1:5001", &o).plain_http);
+    }
+
+    /// A body without Content-Length (chunked) is counted while read: a 200 MiB
+    /// manifest stops the read just past the cap.
+    #[tokio::test]
+    async fn capped_reads_stop_at_the_cap() {
+        let pulled = Arc::new(AtomicU64::new(0));
+        let p = pulled.clone();
+        let chunks = futures_util::stream::iter(0..200).map(move |_| {
+            p.fetch_add(1 << 20, Ordering::Relaxed);
+            Ok::<_, std::io::Error>(Bytes::from(vec![b' '; 1 << 20]))
+        });
+        let resp = Response::from(http::Response::new(reqwest::Body::wrap_stream(chunks)));
+        let r = read_capped(resp, 4 << 20, Duration::from_secs(5)).await;
+        assert!(matches!(r, Err(Failure::Store(StoreError::TooLarge(_)))), "{r:?}");
+        assert!(pulled.load(Ordering::Relaxed) <= 6 << 20);
+        let mut declared = http::Response::new(reqwest::Body::from(vec![0u8; 10]));
+        declared
+            .headers_mut()
+            .insert(CONTENT_LENGTH, HeaderValue::from(200u64 << 20));
+        let r = read_capped(Response::from(declared), 4 << 20, DEFAULT_STALL).await;
+        assert!(matches!(r, Err(Failure::Store(StoreError::TooLarge(_)))), "{r:?}");
     }
 
     #[test]
