@@ -2,12 +2,14 @@
 # Transfer benchmark: kplug push/pull vs curl (monolithic upload / GET) against
 # a local docker-registry (anonymous, temp storage, free port, killed at exit).
 #
-#   scripts/bench-transfer.sh            # 64 MiB and 1 GiB
-#   BENCH_SIZES="16 64" scripts/bench-transfer.sh
+#   scripts/bench-transfer.sh            # 64 MiB and 1 GiB, 3 rounds each
+#   BENCH_SIZES="16 64" BENCH_RUNS=5 scripts/bench-transfer.sh
 #   BENCH_SKIP_KPLUG=1 scripts/bench-transfer.sh   # curl only
 #   KPLUG=/path/to/kplug scripts/bench-transfer.sh # no cargo build
 #
-# Wall time and peak RSS come from GNU time (/usr/bin/time -f '%e %M').
+# Wall time and peak RSS come from GNU time (/usr/bin/time -f '%e %M'). Each round
+# runs kplug and curl side by side (same blob, one after the other); the summary gives
+# the median of the rounds and kplug/curl throughput ratios.
 # The data file is written just before, so reads come from the page cache for
 # both tools. curl is given the digest: its time excludes hashing (the
 # sha256sum row shows that cost); kplug's push includes it.
@@ -15,6 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 sizes=(${BENCH_SIZES:-64 1024})
+runs=${BENCH_RUNS:-3}
 
 need() { # binary package
   command -v "$1" >/dev/null 2>&1 && return
@@ -100,41 +103,65 @@ measure() {
     'BEGIN { printf "%-9s %-5s %8d %9.2f %9.1f %10.1f", l, o, m, s, (s > 0 ? m / s : 0), k / 1024 }')")
 }
 
-for mib in "${sizes[@]}"; do
-  file=$work/blob-$mib
-  echo "== $mib MiB: generating random data" >&2
-  head -c "$((mib * 1024 * 1024))" /dev/urandom >"$file"
-  measure sha256sum hash "$mib" sha256sum "$file"
-  digest=sha256:$(cut -d' ' -f1 "$work/out")
-
-  # kplug first: the blob is not in the registry yet.
+# one round: kplug push/pull of a fresh blob, then curl's PUT/GET of the same bytes
+round() { # MIB FILE DIGEST N
+  local mib=$1 file=$2 digest=$3 n=$4
   if [[ -z ${BENCH_SKIP_KPLUG:-} ]]; then
-    ref=$host/bench/blob:m$mib
+    local ref=$host/bench/k$n:m$mib
     measure kplug push "$mib" "$KPLUG" push "$file" "$ref"
-    echo "kplug push -> $(cat "$work/out")" >&2
     measure kplug pull "$mib" "$KPLUG" pull "$ref" -o "$work/kplug-out-$mib"
     cmp "$file" "$work/kplug-out-$mib"
     rm -f "$work/kplug-out-$mib"
   fi
-
   # curl: POST (not timed) then a monolithic PUT; GET the blob back.
-  location=$(curl -sS --noproxy '*' -X POST -o /dev/null -D - "http://$host/v2/bench/curl/blobs/uploads/" |
+  location=$(curl -sS --noproxy '*' -X POST -o /dev/null -D - "http://$host/v2/bench/c$n/blobs/uploads/" |
     tr -d '\r' | awk 'tolower($1) == "location:" { print $2 }')
   [[ -n $location ]] || { echo "no upload Location" >&2; exit 1; }
   [[ $location == http* ]] || location=http://$host$location
   sep='?'
   [[ $location == *\?* ]] && sep='&'
-  # monolithic PUT, streamed from disk
   measure curl push "$mib" curl -sS --fail --noproxy '*' -H 'Expect:' \
     -H 'Content-Type: application/octet-stream' -T "$file" -o /dev/null -w '%{http_code}' \
     "$location${sep}digest=$digest"
   [[ $(cat "$work/out") == 201 ]] || { echo "PUT answered $(cat "$work/out")" >&2; exit 1; }
   measure curl pull "$mib" curl -sSf --noproxy '*' -o "$work/curl-out-$mib" \
-    "http://$host/v2/bench/curl/blobs/$digest"
+    "http://$host/v2/bench/c$n/blobs/$digest"
   cmp "$file" "$work/curl-out-$mib"
-  rm -f "$work/curl-out-$mib" "$file"
+  rm -f "$work/curl-out-$mib"
+}
+
+for mib in "${sizes[@]}"; do
+  for n in $(seq "$runs"); do
+    file=$work/blob-$mib-$n
+    echo "== $mib MiB, round $n: generating random data" >&2
+    head -c "$((mib * 1024 * 1024))" /dev/urandom >"$file"
+    measure sha256sum hash "$mib" sha256sum "$file"
+    digest=sha256:$(cut -d' ' -f1 "$work/out")
+    round "$mib" "$file" "$digest" "$n"
+    rm -f "$file"
+  done
 done
 
 echo
 printf '%-9s %-5s %8s %9s %9s %10s\n' tool op MiB seconds MiB/s 'RSS MiB'
 printf '%s\n' "${rows[@]}"
+echo
+echo "medians of $runs round(s):"
+printf '%s\n' "${rows[@]}" | awk '
+  { k = $1 " " $2 " " $3; n[k]++; s[k, n[k]] = $4; r[k, n[k]] = $6; if (!(k in seen)) { seen[k] = 1; order[++m] = k } }
+  function med(arr, k, c,   i, j, t, v) {
+    for (i = 1; i <= c; i++) v[i] = arr[k, i]
+    for (i = 1; i <= c; i++) for (j = i + 1; j <= c; j++) if (v[j] < v[i]) { t = v[i]; v[i] = v[j]; v[j] = t }
+    return (c % 2) ? v[(c + 1) / 2] : (v[c / 2] + v[c / 2 + 1]) / 2
+  }
+  END {
+    printf "%-9s %-5s %8s %9s %9s %12s\n", "tool", "op", "MiB", "seconds", "MiB/s", "peak RSS MiB"
+    for (i = 1; i <= m; i++) {
+      k = order[i]; split(k, f, " "); sec[k] = med(s, k, n[k]); rss = med(r, k, n[k])
+      printf "%-9s %-5s %8d %9.2f %9.1f %12.1f\n", f[1], f[2], f[3], sec[k], f[3] / sec[k], rss
+    }
+    for (i = 1; i <= m; i++) {
+      k = order[i]; split(k, f, " ")
+      if (f[1] == "kplug") { c = "curl " f[2] " " f[3]; if (c in sec) printf "kplug/curl %s %d MiB: %.2fx\n", f[2], f[3], sec[c] / sec[k] }
+    }
+  }'

@@ -59,6 +59,8 @@ struct Installed<'a> {
     path: &'a PathBuf,
     #[serde(flatten)]
     receipt: &'a Receipt,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source: Option<&'a str>,
 }
 
 pub async fn run(g: &Global, out: &Printer, a: InstallArgs) -> anyhow::Result<()> {
@@ -85,6 +87,7 @@ pub async fn run(g: &Global, out: &Printer, a: InstallArgs) -> anyhow::Result<()
         },
         path: &r.path,
         receipt: &r.receipt,
+        source: r.source.as_deref(),
     };
     out.result(&json, |t| t.line(r.path.display().to_string()))?;
     if let Some(e) = &r.enabled {

@@ -66,6 +66,13 @@ pub struct Global {
     /// Most time a transfer may go without receiving or sending a byte.
     #[arg(long, global = true, env = "KPLUG_STALL_TIMEOUT", value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
     pub stall_timeout: std::time::Duration,
+    /// Mirrors and registry settings (containers-registries.conf v2); default:
+    /// $CONTAINERS_REGISTRIES_CONF, ~/.config/containers/registries.conf, /etc/containers/registries.conf.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub registries_conf: Option<PathBuf>,
+    /// Read only from the mirrors of a registry that has some, never from the registry itself.
+    #[arg(long, global = true)]
+    pub no_fallback: bool,
     /// Machine-readable JSON on stdout.
     #[arg(long, global = true)]
     pub json: bool,
@@ -79,6 +86,9 @@ impl Global {
             ca_files: self.ca_files.clone(),
             timeout: Some(self.timeout),
             stall_timeout: Some(self.stall_timeout),
+            use_registries_conf: true,
+            registries_conf: self.registries_conf.clone(),
+            no_fallback: self.no_fallback,
             ..Default::default()
         }
     }

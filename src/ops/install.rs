@@ -45,6 +45,8 @@ pub struct InstallReport {
     /// What verified it; empty for a shortcut re-run or --insecure-skip-verify.
     pub verified: Vec<Verified>,
     pub enabled: Option<Enabled>,
+    /// Which mirror (or the primary) served the plugin layer, when mirrors are configured.
+    pub source: Option<String>,
 }
 
 /// What fetching produced: the digest is already installed intact under this name, or the
@@ -53,6 +55,9 @@ enum Fetched {
     AlreadyInstalled(String),
     Ready(Vec<Verified>),
 }
+
+/// The mirror (or primary) that served the last registry download of this run.
+static SOURCE: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
 
 pub async fn install(r: &InstallRequest) -> anyhow::Result<InstallReport> {
     let policy = match &r.trust {
@@ -106,6 +111,7 @@ pub async fn install(r: &InstallRequest) -> anyhow::Result<InstallReport> {
         receipt,
         verified,
         enabled,
+        source: SOURCE.lock().expect("source lock").take(),
     })
 }
 
@@ -250,7 +256,9 @@ async fn fetch_verified(
             None => st.fetch_manifest(&digest).await?,
         };
         let p = artifact::resolve_plugin(st.as_ref(), &bytes, &desc, &pinned).await?;
-        store::fetch_blob_to_file(st.as_ref(), &p.layer, blob).await
+        store::fetch_blob_to_file(st.as_ref(), &p.layer, blob).await?;
+        *SOURCE.lock().expect("source lock") = st.served_from(&p.layer.digest);
+        anyhow::Ok(())
     };
     let verification = async {
         match policy {

@@ -44,6 +44,9 @@ pub struct PullReport {
     pub version: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub files: Vec<FileEntry>,
+    /// Which mirror (or the primary) served the artifact, when mirrors are configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 pub async fn pull(o: &PullOptions) -> anyhow::Result<PullReport> {
@@ -60,6 +63,7 @@ pub async fn pull(o: &PullOptions) -> anyhow::Result<PullReport> {
         name: None,
         version: None,
         files: Vec::new(),
+        source: None,
     };
     match &o.output {
         PullTo::File(out) => {
@@ -85,6 +89,7 @@ pub async fn pull(o: &PullOptions) -> anyhow::Result<PullReport> {
             report.files = ex.files;
         }
     }
+    report.source = st.served_from(&r.layer.digest);
     Ok(report)
 }
 

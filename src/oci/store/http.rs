@@ -892,14 +892,20 @@ mod tests {
         });
         let resp = Response::from(http::Response::new(reqwest::Body::wrap_stream(chunks)));
         let r = read_capped(resp, 4 << 20, Duration::from_secs(5)).await;
-        assert!(matches!(r, Err(Failure::Store(StoreError::TooLarge(_)))), "{r:?}");
+        assert!(
+            matches!(r, Err(Failure::Store(StoreError::TooLarge(_)))),
+            "{r:?}"
+        );
         assert!(pulled.load(Ordering::Relaxed) <= 6 << 20);
         let mut declared = http::Response::new(reqwest::Body::from(vec![0u8; 10]));
         declared
             .headers_mut()
             .insert(CONTENT_LENGTH, HeaderValue::from(200u64 << 20));
         let r = read_capped(Response::from(declared), 4 << 20, DEFAULT_STALL).await;
-        assert!(matches!(r, Err(Failure::Store(StoreError::TooLarge(_)))), "{r:?}");
+        assert!(
+            matches!(r, Err(Failure::Store(StoreError::TooLarge(_)))),
+            "{r:?}"
+        );
     }
 
     #[test]

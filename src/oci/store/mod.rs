@@ -10,9 +10,11 @@
 pub mod archive;
 pub mod http;
 pub mod layout;
+pub mod mirror;
 pub mod remote;
+pub mod sink;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -128,6 +130,12 @@ pub trait ReadStore: Send + Sync {
     /// without `sha256-<hex>` proves there are none, and callers skip asking.
     fn referrers_beyond_tags(&self) -> bool {
         false
+    }
+
+    /// Which source served this digest, for stores that read from several (mirrors):
+    /// `mirror HOST/REPO` or `primary HOST/REPO`.
+    fn served_from(&self, _digest: &str) -> Option<String> {
+        None
     }
 }
 
@@ -280,6 +288,12 @@ pub struct Options {
     /// Per-registry settings (`host[:port]` → how to reach it): copy's `--from-*` /
     /// `--to-*` flags, registries.conf `insecure`.
     pub hosts: BTreeMap<String, HostOptions>,
+    /// Read registries.conf (mirrors, blocked registries) for registry sources.
+    pub use_registries_conf: bool,
+    /// `--registries-conf FILE` (else `CONTAINERS_REGISTRIES_CONF`, else the default files).
+    pub registries_conf: Option<PathBuf>,
+    /// `--no-fallback`: never read from the primary location of a registry with mirrors.
+    pub no_fallback: bool,
 }
 
 /// How to reach one registry, over the global [`Options`].
@@ -302,8 +316,33 @@ pub async fn open(loc: &Location, opts: &Options) -> anyhow::Result<Box<dyn Read
             Box::new(archive::ArchiveStore::open_oci(path, name.clone())?)
         }
         Location::DockerArchive { path } => Box::new(archive::ArchiveStore::open_docker(path)?),
+        Location::Registry(r) if opts.use_registries_conf => {
+            let plan = registries_conf(opts)?.pull_sources(r, opts.no_fallback)?;
+            match plan.prefix {
+                None => Box::new(remote::RemoteStore::new(r, opts).await?),
+                Some(_) => Box::new(mirror::MirrorStore::new(plan, r.repo_name(), opts).await?),
+            }
+        }
         _ => open_writable_inner(loc, opts, false).await?,
     })
+}
+
+/// registries.conf and its drop-ins, read once per run.
+fn registries_conf(
+    opts: &Options,
+) -> anyhow::Result<std::sync::Arc<crate::oci::registries_conf::RegistriesConf>> {
+    use crate::oci::registries_conf::{ConfSources, RegistriesConf};
+    type Cache = std::sync::Mutex<HashMap<Option<PathBuf>, std::sync::Arc<RegistriesConf>>>;
+    static CACHE: std::sync::LazyLock<Cache> = std::sync::LazyLock::new(Default::default);
+    let mut c = CACHE.lock().expect("registries.conf cache");
+    if let Some(conf) = c.get(&opts.registries_conf) {
+        return Ok(conf.clone());
+    }
+    let conf = std::sync::Arc::new(RegistriesConf::load(&ConfSources::from_env(
+        opts.registries_conf.as_deref(),
+    ))?);
+    c.insert(opts.registries_conf.clone(), conf.clone());
+    Ok(conf)
 }
 
 /// Open the store a location lives in, for writing (local layouts are created as needed).
@@ -482,19 +521,19 @@ pub async fn fetch_blob_to_file(
     let tmp = crate::tree::AtomicFile::create(path, crate::tree::USER_MODE)?;
     let file = tmp.reopen()?;
     preallocate(&file, desc.size);
-    // Buffered: each unbuffered tokio::fs write is a hop to the blocking pool.
-    let mut f = tokio::io::BufWriter::with_capacity(8 << 20, tokio::fs::File::from_std(file));
+    let mut f = sink::FileSink::new(file);
     let bar = crate::progress::bar(desc.size, "pulling");
-    let mut sink = crate::progress::Tracked {
+    let mut tracked = crate::progress::Tracked {
         inner: &mut f,
         bar: bar.clone(),
     };
-    store.fetch_blob(desc, &mut sink).await?;
+    let res = store.fetch_blob(desc, &mut tracked).await;
+    let written = f.finish().await;
+    res?;
+    written.with_context(|| format!("writing {}", path.display()))?;
     if let Some(b) = bar {
         b.finish_and_clear();
     }
-    f.flush().await?;
-    drop(f);
     tmp.commit()
 }
 
