@@ -10,9 +10,9 @@ use tokio::io::AsyncWrite;
 use tokio_util::sync::PollSender;
 
 /// Bytes per buffer handed to the writer thread.
-const CHUNK: usize = 4 << 20;
+const CHUNK: usize = 2 << 20;
 /// Buffers in flight: at most `QUEUE × CHUNK` bytes wait for the disk.
-const QUEUE: usize = 4;
+const QUEUE: usize = 2;
 
 pub struct FileSink {
     buf: Vec<u8>,
