@@ -248,8 +248,9 @@ pub async fn merge_tagged_manifest(
 }
 
 /// Attach a referrer manifest (`manifest`, with its `config` and one `layer`) to
-/// `subject`: blobs first, the manifest by digest, then the `sha256-<hex>` fallback index
-/// gains its descriptor (kept once). Returns the referrer manifest's digest.
+/// `subject`: blobs first, then the manifest by digest. The store lists it among the
+/// subject's referrers itself (a registry's API, else its `sha256-<hex>` fallback index;
+/// a layout's index.json). Returns the referrer manifest's digest.
 pub async fn attach_referrer(
     sigs: &dyn WriteStore,
     subject: &Descriptor,
@@ -258,23 +259,13 @@ pub async fn attach_referrer(
 ) -> anyhow::Result<String> {
     for (d, bytes) in blobs {
         if !sigs.blob_exists(&d.digest).await? {
-            sigs.push_blob(d, Box::new(std::io::Cursor::new(bytes.to_vec())))
-                .await?;
+            let src = store::BlobSource::Bytes(bytes::Bytes::copy_from_slice(bytes));
+            sigs.push_blob(d, &src).await?;
         }
     }
-    let digest = sigs.push_manifest(manifest, oci::MANIFEST_V1, None).await?;
     let m: Manifest = serde_json::from_slice(manifest)?;
-    let mut entry = Descriptor::new(oci::MANIFEST_V1, &digest, manifest.len() as u64);
-    entry.artifact_type = m.artifact_type.clone();
-    entry.annotations = m.annotations.clone();
-    let mut idx = fetch_referrers(sigs, &subject.digest)
-        .await?
-        .unwrap_or_else(Index::empty);
-    if !idx.manifests.iter().any(|d| d.digest == digest) {
-        idx.manifests.push(entry);
-        let tag = tagscheme::referrers_tag(&subject.digest);
-        sigs.push_manifest(&oci::to_json(&idx), oci::INDEX_V1, Some(&tag))
-            .await?;
+    if m.subject.as_ref().map(|s| s.digest.as_str()) != Some(subject.digest.as_str()) {
+        anyhow::bail!("the referrer manifest does not name {} as its subject", subject.digest);
     }
-    Ok(digest)
+    Ok(sigs.push_manifest(manifest, oci::MANIFEST_V1, None).await?)
 }
