@@ -265,7 +265,10 @@ pub async fn attach_referrer(
     }
     let m: Manifest = serde_json::from_slice(manifest)?;
     if m.subject.as_ref().map(|s| s.digest.as_str()) != Some(subject.digest.as_str()) {
-        anyhow::bail!("the referrer manifest does not name {} as its subject", subject.digest);
+        anyhow::bail!(
+            "the referrer manifest does not name {} as its subject",
+            subject.digest
+        );
     }
     Ok(sigs.push_manifest(manifest, oci::MANIFEST_V1, None).await?)
 }
