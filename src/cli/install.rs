@@ -140,13 +140,15 @@ fn status(r: &InstallReport) {
         eprintln!("WARNING: {w}");
     }
     let rc = &r.receipt;
-    let previous = |previous: &Option<String>, differs: &[String]| match (previous, differs) {
+    let previous = |previous: &Option<String>, differs: &[String]| {
+        match (previous, differs) {
         (None, _) => String::new(),
         (Some(p), []) => format!("; previous {p} kept for `kplug rollback {}`", rc.name),
         (Some(p), d) => format!(
             "; previous {p} kept, but it had been changed since kplug installed it ({}): `kplug rollback` will refuse it without --force",
             d.join(", ")
         ),
+    }
     };
     crate::progress::note(match &r.outcome {
         Outcome::Unchanged => format!("{} {} already installed; nothing to do", rc.name, rc.digest),
@@ -193,7 +195,9 @@ fn enabled_note(e: &Enabled, name: &str) -> String {
             s
         }
         Enabled::Environment { line } => {
-            format!("no kong.conf found; export this in Kong's environment, then restart Kong:\n{line}")
+            format!(
+                "no kong.conf found; export this in Kong's environment, then restart Kong:\n{line}"
+            )
         }
     }
 }

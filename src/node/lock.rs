@@ -151,7 +151,11 @@ pub fn remove_leftovers(dir: &Path) -> Result<()> {
             unlocked(&p)
         } else if name.starts_with(NEW_PREFIX) && meta.is_dir() {
             // Left only by a crash between mkdir and flock; give a live run time to rename.
-            unlocked(&p) && meta.modified()?.elapsed().is_ok_and(|a| a > Duration::from_secs(3600))
+            unlocked(&p)
+                && meta
+                    .modified()?
+                    .elapsed()
+                    .is_ok_and(|a| a > Duration::from_secs(3600))
         } else {
             meta.is_file() && TMP_PREFIXES.iter().any(|t| name.starts_with(t))
         };
@@ -197,7 +201,12 @@ mod tests {
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         left.sort();
-        let live_name = live.path().file_name().unwrap().to_string_lossy().into_owned();
+        let live_name = live
+            .path()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
         assert_eq!(left, vec![live_name, "hello.json".to_string()]);
         let p = live.path().to_path_buf();
         drop(live);

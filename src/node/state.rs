@@ -384,6 +384,7 @@ pub fn install_with(
             && fs::symlink_metadata(&target).is_ok_and(|m| m.is_dir())
             && verify_files(&target, &old.files) == (vec![], vec![])
         {
+            record_verification(prefix, old, &receipt)?;
             return Ok(Outcome::Unchanged);
         }
         check_downgrade(old, &receipt, o.allow_downgrade)?;
@@ -415,9 +416,42 @@ pub fn install_with(
     })
 }
 
+/// A re-run of an installed digest verified again (its policy asked for more than the
+/// receipt recorded): keep what it established, so that the next such run can skip.
+fn record_verification(prefix: &Prefix, old: &Receipt, new: &Receipt) -> Result<()> {
+    let Some(t) = &new.trusted else {
+        return Ok(());
+    };
+    let trusted = match (&old.trusted, old.signer == new.signer) {
+        (Some(o), true) => {
+            let mut m = o.clone();
+            m.claims.extend(t.claims.clone());
+            m.tlog |= t.tlog;
+            m.identity |= t.identity;
+            m
+        }
+        _ => t.clone(),
+    };
+    if old.trusted.as_ref() == Some(&trusted) && old.signer == new.signer {
+        return Ok(());
+    }
+    let updated = Receipt {
+        signer: new.signer.clone(),
+        verified_at: new.verified_at.clone(),
+        trusted: Some(trusted),
+        ..old.clone()
+    };
+    write_receipt(&prefix.receipt_path(&old.name), &updated)
+}
+
 /// Refuse what kplug must not take over on its own: a bundled plugin's name, a
 /// directory it did not create.
-fn check_takeover(prefix: &Prefix, name: &str, has_receipt: bool, o: &InstallOptions) -> Result<()> {
+fn check_takeover(
+    prefix: &Prefix,
+    name: &str,
+    has_receipt: bool,
+    o: &InstallOptions,
+) -> Result<()> {
     if has_receipt {
         return Ok(());
     }
@@ -1045,11 +1079,7 @@ mod tests {
     }
 
     /// A staging dir holding `<name>/` with `files` (path, content, mode).
-    fn stage(
-        prefix: &Prefix,
-        name: &str,
-        files: &[(&str, &str, u32)],
-    ) -> (Staging, PathBuf) {
+    fn stage(prefix: &Prefix, name: &str, files: &[(&str, &str, u32)]) -> (Staging, PathBuf) {
         let t = staging_dir(prefix).unwrap();
         let dir = t.path().join(name);
         for (p, content, mode) in files {
@@ -1113,10 +1143,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let prefix = Prefix::new(d.path());
         let _l = lock(&prefix).unwrap();
-        assert_eq!(
-            install(&prefix, "1", &v1()).unwrap(),
-            installed(None, &[])
-        );
+        assert_eq!(install(&prefix, "1", &v1()).unwrap(), installed(None, &[]));
         let dir = prefix.plugin_dir("hello");
         let mode = |p: &str| fs::metadata(dir.join(p)).unwrap().permissions().mode() & 0o7777;
         assert_eq!(

@@ -574,10 +574,19 @@ mod tests {
     #[test]
     fn repositories_normalise_like_cosign_writes_them() {
         for (a, b) in [
-            ("127.0.0.1:5000/plugins/hello", "127.0.0.1:5000/plugins/hello"),
-            ("127.0.0.1:5000/plugins/hello:1.0", "127.0.0.1:5000/plugins/hello"),
+            (
+                "127.0.0.1:5000/plugins/hello",
+                "127.0.0.1:5000/plugins/hello",
+            ),
+            (
+                "127.0.0.1:5000/plugins/hello:1.0",
+                "127.0.0.1:5000/plugins/hello",
+            ),
             ("reg.example/a/b@sha256:00", "reg.example/a/b"),
-            ("index.docker.io/library/busybox", "docker.io/library/busybox"),
+            (
+                "index.docker.io/library/busybox",
+                "docker.io/library/busybox",
+            ),
             ("docker.io/busybox", "docker.io/library/busybox"),
             ("busybox", "docker.io/library/busybox"),
         ] {
@@ -589,6 +598,9 @@ mod tests {
     fn download_cap_covers_the_limits() {
         let l = Limits::default();
         let cap = download_cap(&l);
-        assert!(cap > l.max_total_bytes && cap < l.max_total_bytes + (32 << 20), "{cap}");
+        assert!(
+            cap > l.max_total_bytes && cap < l.max_total_bytes + (32 << 20),
+            "{cap}"
+        );
     }
 }
