@@ -613,6 +613,25 @@ fn downgrades_need_a_flag_and_a_foreign_signature_is_flagged() {
         stderr(&out)
     );
     assert_eq!(env.version("hello"), "3.0.0");
+
+    // A registries.conf mirror that stands in for plugins/elsewhere is accepted.
+    let conf = env.dir().join("registries.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "[[registry]]\nprefix = \"{0}\"\nlocation = \"{0}\"\n[[registry.mirror]]\nlocation = \"{1}\"\n",
+            env.repo("elsewhere"),
+            env.repo("hello")
+        ),
+    )
+    .unwrap();
+    run_ok(&mut env.install_cmd(&v2, &["--allow-downgrade"]));
+    let out = run_ok(
+        env.install_cmd(&copied, &["--strict-identity"])
+            .env("CONTAINERS_REGISTRIES_CONF", &conf),
+    );
+    assert!(!stderr(&out).contains("WARNING"), "{}", stderr(&out));
+    assert_eq!(env.version("hello"), "3.0.0");
 }
 
 #[test]

@@ -449,19 +449,43 @@ fn receipt_satisfies(rec: &Receipt, p: &Policy, strict_identity: bool) -> bool {
 }
 
 /// The repositories a signature may name for an artifact installed from `loc`: `loc`'s
-/// own, and those a registries.conf mirror maps onto it.
-// Hook: the `transport` work on registries.conf adds each (source, mirror) prefix pair
-// here, so that a mirror that renames is accepted under --strict-identity.
+/// own, and those a registries.conf mirror stands in for (as containers/image's
+/// `remapIdentity` would), so that installing from a mirror by its own name passes
+/// `--strict-identity`.
 fn accepted_repositories(loc: &Location) -> Vec<String> {
     let Location::Registry(r) = loc else {
         return Vec::new();
     };
     let own = normalize_repository(&r.repo_name());
-    let mirrors: &[(String, String)] = &[];
     let mut out = vec![own.clone()];
-    for (source, mirror) in mirrors {
-        if let Some(rest) = own.strip_prefix(mirror.as_str()) {
-            out.push(format!("{source}{rest}"));
+    for (source, mirror) in mirror_mappings() {
+        let rest = match own.strip_prefix(&normalize_repository(&mirror)) {
+            Some(rest) if rest.is_empty() || rest.starts_with('/') => rest,
+            _ => continue,
+        };
+        let name = normalize_repository(&format!("{source}{rest}"));
+        if !out.contains(&name) {
+            out.push(name);
+        }
+    }
+    out
+}
+
+/// `(source prefix or location, mirror location)` for every `[[registry.mirror]]` in
+/// registries.conf (wildcard prefixes aside). A configuration that cannot be read maps
+/// nothing: a mismatch then stays a mismatch.
+fn mirror_mappings() -> Vec<(String, String)> {
+    use crate::oci::registries_conf::{ConfSources, RegistriesConf};
+    let Ok(conf) = RegistriesConf::load(&ConfSources::from_env(None)) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for e in conf.registries().iter().filter(|e| !e.prefix.starts_with("*.")) {
+        for m in &e.mirrors {
+            out.push((e.prefix.clone(), m.location.clone()));
+            if !e.location.is_empty() && e.location != e.prefix {
+                out.push((e.location.clone(), m.location.clone()));
+            }
         }
     }
     out
