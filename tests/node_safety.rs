@@ -340,7 +340,11 @@ fn an_unsigned_huge_layer_is_refused_before_it_fills_the_disk() {
             .env("COSIGN_REPOSITORY", format!("{}/plugins/big", slow.addr())),
         11,
     );
-    assert!(stderr(&out).contains("no signatures found"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no signatures found"),
+        "{}",
+        stderr(&out)
+    );
     let down = proxy.bytes_down() - before;
     eprintln!("--max-bytes 1 GiB: {down} bytes came down before the download was cancelled");
     assert!(down > 1 << 20, "the download did not start: {down} bytes");
@@ -809,4 +813,154 @@ fn signals_and_kills_leave_the_old_version_and_no_temp_file() {
     run_ok(&mut env.node("list"));
     assert!(env.leftovers().is_empty(), "{:?}", env.leftovers());
     assert_eq!(env.version("big"), "1.0.0");
+}
+
+// ---------------------------------------------------------------------------------------
+// Fault injection (issue 10 "Tests"): network faults and SIGKILLs over install
+// ---------------------------------------------------------------------------------------
+
+/// The exit codes README documents for a failed run.
+const DOCUMENTED: [i32; 8] = [1, 3, 4, 5, 6, 10, 11, 12];
+
+/// What a run over the `big` plugin left: `Some(version)` when `list` shows one whole,
+/// intact version and no leftover remains after it; `None` otherwise (unsafe).
+fn whole_version(env: &Env) -> Option<String> {
+    let out = run(env.node("list").arg("--json"));
+    let listed: Value = serde_json::from_str(&stdout(&out)).ok()?;
+    let l = listed.as_array()?.first()?;
+    let ok = out.status.success() && l["intact"] == true && env.leftovers().is_empty();
+    ok.then(|| l["version"].as_str().unwrap_or_default().to_string())
+}
+
+#[derive(Default)]
+struct Tally {
+    tried: u32,
+    completed: u32,
+    refused: u32,
+    unsafe_: Vec<String>,
+}
+
+/// Network faults on each request install makes (manifest, plugin layer, signature
+/// manifest, signature payload) and SIGKILLs at spread-out moments: every run ends with
+/// the new version installed whole (exit 0), or a documented exit code and the old version
+/// whole; never a temp file or staging dir after the next command.
+#[test]
+fn faults_and_kills_over_install_leave_a_whole_version() {
+    let env = Env::new();
+    let v1 = push_big(&env, "1.0.0", 1);
+    let v2 = push_big(&env, "2.0.0", 2);
+    run_ok(&mut env.install_cmd(&v1, &[]));
+    let d2 = digest_of(&v2);
+    let (_, m, _) = get_manifest(&env.reg, "plugins/big", &d2);
+    let layer = serde_json::from_slice::<Value>(&m).unwrap()["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (_, s, _) = get_manifest(&env.reg, "plugins/big", &sig_tag(&d2));
+    let payload = serde_json::from_slice::<Value>(&s).unwrap()["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let targets = [
+        ("manifest", format!("/manifests/{d2}")),
+        ("layer", format!("/blobs/{layer}")),
+        ("sig manifest", format!("/manifests/{}", sig_tag(&d2))),
+        ("sig payload", format!("/blobs/{payload}")),
+    ];
+    let faults: Vec<(&str, Fault, Option<usize>)> = vec![
+        ("close before response", Fault::CloseBeforeResponse, Some(1)),
+        (
+            "close mid-body",
+            Fault::CloseMidBody { after: None },
+            Some(1),
+        ),
+        ("503 once", Fault::Status(503), Some(1)),
+        ("500 always", Fault::Status(500), None),
+        ("429 Retry-After 1", Fault::too_many_requests(1), Some(1)),
+        ("stall 1 s", Fault::stall(Duration::from_secs(1)), Some(1)),
+        ("bit flip", Fault::FlipBit { offset: None }, None),
+        ("truncate", Fault::Truncate { keep: 10 }, None),
+    ];
+    let mut tally = std::collections::BTreeMap::<&str, Tally>::new();
+    let other = |v: &str| {
+        if v == "1.0.0" {
+            (&v2, "2.0.0")
+        } else {
+            (&v1, "1.0.0")
+        }
+    };
+    let mut current = whole_version(&env).expect("v1 whole");
+    for (fname, fault, times) in &faults {
+        for (tname, path) in &targets {
+            let fp = FaultProxy::start(&env.reg.host());
+            let mut rule = Rule::new(fault.clone())
+                .method("GET")
+                .path(&regex::escape(path));
+            if let Some(t) = times {
+                rule = rule.times(*t);
+            }
+            fp.add(rule);
+            let (target, want) = other(&current);
+            let through = target.replace(&env.reg.host(), fp.addr());
+            let out = run(&mut env.install_cmd(&through, &["--allow-downgrade"]));
+            let code = out.status.code().unwrap_or(-1);
+            let after = whole_version(&env);
+            let t = tally.entry(fname).or_default();
+            t.tried += 1;
+            match (code, after.as_deref()) {
+                (0, Some(v)) if v == want => t.completed += 1,
+                (c, Some(v)) if v == current && DOCUMENTED.contains(&c) => t.refused += 1,
+                _ => t.unsafe_.push(format!(
+                    "{fname} on {tname}: exit {code}, left {after:?}\n{}",
+                    stderr(&out)
+                )),
+            }
+            current = after.unwrap_or(current);
+        }
+    }
+    // SIGKILL at 12 moments spread over an install (resolve, verify, download, unpack,
+    // swap), after timing one.
+    let (target, _) = other(&current);
+    let t0 = Instant::now();
+    run_ok(&mut env.install_cmd(target, &["--allow-downgrade"]));
+    let took = t0.elapsed();
+    current = whole_version(&env).unwrap();
+    let kills = tally.entry("SIGKILL").or_default();
+    for i in 0..12u32 {
+        let (target, want) = other(&current);
+        let at = took * i / 11;
+        let mut child = env
+            .install_cmd(target, &["--allow-downgrade"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(at);
+        signal(&child, libc::SIGKILL);
+        let _ = child.wait();
+        kills.tried += 1;
+        let after = whole_version(&env);
+        match after.as_deref() {
+            Some(v) if v == want => kills.completed += 1,
+            Some(v) if v == current => kills.refused += 1,
+            _ => kills
+                .unsafe_
+                .push(format!("kill after {at:?}: left {after:?}")),
+        }
+        current = after.unwrap_or(current);
+    }
+    eprintln!("one install takes {took:?}");
+    eprintln!("| class | tried | completed | refused, old version whole | unsafe |");
+    eprintln!("|---|---|---|---|---|");
+    for (k, t) in &tally {
+        eprintln!(
+            "| {k} | {} | {} | {} | {} |",
+            t.tried,
+            t.completed,
+            t.refused,
+            t.unsafe_.len()
+        );
+    }
+    let unsafe_: Vec<&String> = tally.values().flat_map(|t| &t.unsafe_).collect();
+    assert!(unsafe_.is_empty(), "{unsafe_:#?}");
 }

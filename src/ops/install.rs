@@ -480,7 +480,11 @@ fn mirror_mappings() -> Vec<(String, String)> {
         return Vec::new();
     };
     let mut out = Vec::new();
-    for e in conf.registries().iter().filter(|e| !e.prefix.starts_with("*.")) {
+    for e in conf
+        .registries()
+        .iter()
+        .filter(|e| !e.prefix.starts_with("*."))
+    {
         for m in &e.mirrors {
             out.push((e.prefix.clone(), m.location.clone()));
             if !e.location.is_empty() && e.location != e.prefix {
