@@ -1231,6 +1231,37 @@ mod tests {
     }
 
     #[test]
+    fn a_crash_while_adopting_puts_the_original_back() {
+        for at in ["before-swap", "mid-swap"] {
+            let d = tempfile::tempdir().unwrap();
+            let prefix = Prefix::new(d.path());
+            let dir = prefix.plugin_dir("hello");
+            fs::create_dir_all(&dir).unwrap();
+            fs::write(dir.join("handler.lua"), "-- mine\n").unwrap();
+            {
+                let _l = lock(&prefix).unwrap();
+                let (_t, staged) = stage(&prefix, "hello", &v1());
+                let o = InstallOptions {
+                    adopt: true,
+                    ..Default::default()
+                };
+                FAIL_AT.with(|f| f.set(Some(at)));
+                let e = install_with(&prefix, &staged, receipt("hello", "1"), &o).unwrap_err();
+                FAIL_AT.with(|f| f.set(None));
+                assert!(e.is::<SimulatedCrash>(), "{e}");
+                assert!(!dir.exists() && prefix.adopted_dir("hello").exists());
+            }
+            let _l = lock(&prefix).unwrap();
+            assert_eq!(
+                fs::read_to_string(dir.join("handler.lua")).unwrap(),
+                "-- mine\n"
+            );
+            assert!(!prefix.adopted_dir("hello").exists());
+            assert!(read_receipt(&prefix, "hello").unwrap().is_none());
+        }
+    }
+
+    #[test]
     fn crash_of_a_first_install_leaves_nothing() {
         let d = tempfile::tempdir().unwrap();
         let prefix = Prefix::new(d.path());

@@ -113,32 +113,12 @@ pub async fn verify_digest(
     let mut reasons = Vec::new();
     let mut any = false;
     if let Some((_, m)) = &classic {
-        let mut m = m.clone();
-        if m.layers.len() > MAX_SIG_LAYERS {
-            reasons.push(format!(
-                "the signature manifest has {} layers; the {} after the first {MAX_SIG_LAYERS} were not examined",
-                m.layers.len(),
-                m.layers.len() - MAX_SIG_LAYERS
-            ));
-            m.layers.truncate(MAX_SIG_LAYERS);
-        }
-        let m = &m;
-        // Each blob once, however many layers name it.
-        let mut unique = m.clone();
-        let mut seen = std::collections::HashSet::new();
-        unique.layers.retain(|l| seen.insert(l.digest.clone()));
-        let (blobs, problems) = signatures::fetch_layers(sigs, &unique).await;
-        let lookup = |d: &Descriptor| blobs.get(&d.digest).cloned();
-        match trust::verify_signature_layers(digest, m, &lookup, policy) {
+        match verify_classic(sigs, digest, m, policy, &mut reasons).await {
             Ok(v) => return Ok(v),
-            Err(e) => {
-                any = !m.layers.is_empty();
-                reasons.extend(problems);
-                reasons.push(format!("{e:#}"));
-                if !matches!(kind_of(&e), Kind::NoSignatures | Kind::NoMatchingSignature) {
-                    return Err(e);
-                }
+            Err(e) if !matches!(kind_of(&e), Kind::NoSignatures | Kind::NoMatchingSignature) => {
+                return Err(e)
             }
+            Err(_) => any = !m.layers.is_empty(),
         }
     }
     let mut verified = Vec::new();
@@ -179,6 +159,35 @@ pub async fn verify_digest(
         "no signature for {digest} verifies with the given key(s): {}",
         summarize(&reasons)
     )
+}
+
+/// The layers of a `.sig` manifest that verify: at most [`MAX_SIG_LAYERS`] examined,
+/// each blob fetched once however many layers name it; what went wrong goes to `reasons`.
+async fn verify_classic(
+    sigs: &dyn ReadStore,
+    digest: &str,
+    m: &crate::oci::Manifest,
+    policy: &Policy,
+    reasons: &mut Vec<String>,
+) -> anyhow::Result<Vec<Verified>> {
+    let mut m = m.clone();
+    if m.layers.len() > MAX_SIG_LAYERS {
+        reasons.push(format!(
+            "the signature manifest has {} layers; the {} after the first {MAX_SIG_LAYERS} were not examined",
+            m.layers.len(),
+            m.layers.len() - MAX_SIG_LAYERS
+        ));
+        m.layers.truncate(MAX_SIG_LAYERS);
+    }
+    let mut unique = m.clone();
+    let mut seen = std::collections::HashSet::new();
+    unique.layers.retain(|l| seen.insert(l.digest.clone()));
+    let (blobs, problems) = signatures::fetch_layers(sigs, &unique).await;
+    let lookup = |d: &Descriptor| blobs.get(&d.digest).cloned();
+    trust::verify_signature_layers(digest, &m, &lookup, policy).inspect_err(|e| {
+        reasons.extend(problems);
+        reasons.push(format!("{e:#}"));
+    })
 }
 
 /// At most [`MAX_REASONS`] reasons of at most [`MAX_REASON_LINES`] lines (escaped), then
