@@ -228,8 +228,7 @@ pub fn rollback(node: &NodeOptions, name: &str, force: bool) -> anyhow::Result<R
 /// finished first (it would otherwise show as "enabled but not installed"); receipts
 /// under a bundled plugin's name are flagged.
 pub fn doctor(node: &NodeOptions) -> anyhow::Result<Vec<Finding>> {
-    let (conf, looked) =
-        kongconf::locate(node.kong_conf.as_deref(), kongconf::DEFAULT_PATHS)?;
+    let (conf, looked) = kongconf::locate(node.kong_conf.as_deref(), kongconf::DEFAULT_PATHS)?;
     let extra: Vec<PathBuf> = node.prefix.iter().cloned().collect();
     let mut prefixes = conf.package_path_dirs(&env);
     for p in &extra {
