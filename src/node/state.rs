@@ -950,12 +950,17 @@ fn swap_steps(prefix: &Prefix, name: &str, staged: &Path, receipt: Option<Receip
 fn finish_receipts(prefix: &Prefix, j: &Journal) -> Result<()> {
     let path = prefix.receipt_path(&j.name);
     let current = read_receipt_at(&path).ok().flatten();
+    let backup = prefix.backup_dir().join(format!("{}.json", j.name));
     if exists(&path) && current.as_ref() != j.receipt.as_ref() {
         if j.had_old {
-            fs::rename(&path, prefix.backup_dir().join(format!("{}.json", j.name)))?;
+            fs::rename(&path, &backup)?;
         } else {
             fs::remove_file(&path)?;
         }
+    } else if let (Some(c), true, false) = (&current, j.had_old, exists(&backup)) {
+        // The same receipt again (a repair within the same second): the backup tree
+        // still needs its receipt.
+        write_receipt(&backup, c)?;
     }
     match &j.receipt {
         Some(r) => write_receipt(&path, r)?,
@@ -1182,6 +1187,9 @@ mod tests {
             installed(Some(&d1), &["handler.lua (modified)"])
         );
         assert_eq!(read(&prefix, "handler.lua"), HANDLER);
+        // Even when the new receipt equals the old one, the backup keeps a receipt.
+        let e = rollback(&prefix, "hello", false).unwrap_err();
+        assert!(format!("{e}").contains("handler.lua (modified)"), "{e}");
 
         assert_eq!(
             install(&prefix, "2", &v2()).unwrap(),
