@@ -789,10 +789,11 @@ fn concurrent_installs_end_consistent() {
     let env = Env::new();
     let v1 = env.push_signed("1.0.0");
     let v2 = env.push_signed("2.0.0");
+    // Either may go first; the other is then an upgrade or (allowed) a downgrade.
     let children: Vec<_> = [&v1, &v2]
         .iter()
         .map(|r| {
-            env.install_cmd(r, &[])
+            env.install_cmd(r, &["--allow-downgrade"])
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::piped())
                 .spawn()
