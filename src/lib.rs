@@ -5,6 +5,7 @@
 pub mod cli;
 pub mod digest;
 pub mod error;
+pub mod interrupt;
 pub mod node;
 pub mod oci;
 pub mod ops;

@@ -24,7 +24,7 @@ impl Env {
         self.prefix().join("kong/plugins/hello")
     }
 
-    /// kong.conf path (absent unless a test writes it).
+    /// kong.conf path (empty unless a test writes it, see `node_cmd`).
     fn conf(&self) -> PathBuf {
         self.dir().join("kong.conf")
     }
@@ -55,8 +55,12 @@ impl Env {
         pinned
     }
 
-    /// `kplug <verb> … --prefix P --kong-conf C` (not run).
+    /// `kplug <verb> … --prefix P --kong-conf C` (not run). A --kong-conf given must
+    /// exist, so an empty one is written when the test has none (never the machine's).
     fn node_cmd(&self, verb: &str) -> Command {
+        if !self.conf().exists() {
+            std::fs::write(self.conf(), "").unwrap();
+        }
         let mut cmd = self.home.kplug();
         cmd.arg(verb)
             .arg("--prefix")
@@ -785,10 +789,11 @@ fn concurrent_installs_end_consistent() {
     let env = Env::new();
     let v1 = env.push_signed("1.0.0");
     let v2 = env.push_signed("2.0.0");
+    // Either may go first; the other is then an upgrade or (allowed) a downgrade.
     let children: Vec<_> = [&v1, &v2]
         .iter()
         .map(|r| {
-            env.install_cmd(r, &[])
+            env.install_cmd(r, &["--allow-downgrade"])
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::piped())
                 .spawn()

@@ -70,6 +70,7 @@ fn receipt(name: &str, digest: &str) -> Receipt {
         verified_at: None,
         installed_at: state::now_rfc3339(),
         files: vec![],
+        ..Default::default()
     }
 }
 
@@ -245,15 +246,18 @@ fn external_plugin_servers() {
     );
     assert!(matches!(
         outcome,
-        state::Outcome::Installed { previous: Some(_) }
+        state::Outcome::Installed {
+            previous: Some(_),
+            ..
+        }
     ));
     assert_eq!(infos[0].version, "0.2.0");
     let dump = |n: &str| run(Command::new(layout.bin_dir.join(n)).arg("--dump"));
     {
         let _lock = state::lock(&prefix).unwrap();
-        state::rollback(&prefix, "py-hello").unwrap();
+        state::rollback(&prefix, "py-hello", false).unwrap();
         assert!(dump("py-hello").contains("\"0.1.0\""));
-        state::rollback(&prefix, "py-hello").unwrap();
+        state::rollback(&prefix, "py-hello", false).unwrap();
         assert!(dump("py-hello").contains("\"0.2.0\""));
     }
 
@@ -317,7 +321,10 @@ fn external_plugin_servers() {
     // Uninstall removes what kplug put there, and only that.
     let _lock = state::lock(&prefix).unwrap();
     state::uninstall(&prefix, "py-hello").unwrap();
-    assert!(state::uninstall(&prefix, "go-hello").unwrap().is_empty());
+    assert!(state::uninstall(&prefix, "go-hello")
+        .unwrap()
+        .leftovers
+        .is_empty());
     assert!(!layout.bin_dir.join("go-hello").exists());
     assert!(layout.bin_dir.join("foreign").exists());
     assert!(state::list(&prefix).unwrap().is_empty());
@@ -428,8 +435,6 @@ fn rocks_built_by_luarocks() {
         .arg("--insecure-skip-verify")
         .arg("--prefix")
         .arg(&lua2)
-        .arg("--kong-conf")
-        .arg(t.path().join("kong.conf"))
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);

@@ -95,14 +95,11 @@ fn copy_carries_and_merges_signatures_and_installs_offline() {
     drop(b);
     run_ok(home.kplug().args(["verify", "--key", &p3, &oci_ref]));
     let prefix = tmp.path().join("lua");
-    let conf = tmp.path().join("kong.conf");
     run_ok(
         home.kplug()
             .args(["install", &oci_ref, "--key", &p1])
             .arg("--prefix")
-            .arg(&prefix)
-            .arg("--kong-conf")
-            .arg(&conf),
+            .arg(&prefix),
     );
     assert!(prefix.join("kong/plugins/hello/handler.lua").is_file());
 }
@@ -212,9 +209,7 @@ fn save_then_load_across_the_gap() {
             .arg("--key")
             .arg(&key.public)
             .arg("--prefix")
-            .arg(&prefix)
-            .arg("--kong-conf")
-            .arg(tmp.path().join("kong.conf")),
+            .arg(&prefix),
     );
     assert!(prefix.join("kong/plugins/rate/handler.lua").is_file());
 

@@ -211,9 +211,7 @@ fn kplug_bundle_signature_installs_in_an_air_gap() {
             .arg("--key")
             .arg(&env.key.public)
             .arg("--prefix")
-            .arg(&prefix)
-            .arg("--kong-conf")
-            .arg(env.dir().join("none.conf")),
+            .arg(&prefix),
     );
     assert!(prefix.join("kong/plugins/hello/handler.lua").is_file());
 }

@@ -148,12 +148,17 @@ pub struct NodeArgs {
     /// Lua tree the plugin goes into (<prefix>/kong/plugins/<name>/).
     #[arg(long, value_name = "DIR", env = "KPLUG_PREFIX")]
     pub prefix: Option<PathBuf>,
-    /// Kong configuration file to read (and edit with --enable/--disable).
-    #[arg(long, value_name = "FILE", default_value = "/etc/kong/kong.conf")]
-    pub kong_conf: PathBuf,
+    /// Kong configuration file to read (and edit with --enable/--disable); given
+    /// explicitly it must exist [default: /etc/kong/kong.conf, if present].
+    #[arg(long, value_name = "FILE")]
+    pub kong_conf: Option<PathBuf>,
     /// Use the first writable directory of KONG_LUA_PACKAGE_PATH / lua_package_path as prefix.
     #[arg(long, conflicts_with = "prefix")]
     pub use_package_path: bool,
+    /// Give up waiting after this long when another kplug command holds the prefix lock
+    /// (30, 30s, 2m, 500ms) [default: wait, saying which pid holds it].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub lock_timeout: Option<std::time::Duration>,
 }
 
 impl NodeArgs {
@@ -162,6 +167,7 @@ impl NodeArgs {
             prefix: self.prefix.clone(),
             kong_conf: self.kong_conf.clone(),
             use_package_path: self.use_package_path,
+            lock_timeout: self.lock_timeout,
         }
     }
 }
@@ -253,4 +259,24 @@ pub fn registry_host(reference: &str) -> Option<String> {
         crate::oci::reference::Location::Registry(r) => Some(r.host().to_string()),
         _ => None,
     }
+}
+
+/// `30`, `30s`, `1.5s`, `500ms`, `2m`: a bare number is seconds.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let t = s.trim();
+    let (num, unit) = match t.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(i) => t.split_at(i),
+        None => (t, "s"),
+    };
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a duration such as 30, 30s, 500ms or 2m"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("{s:?}: unit must be ms, s, m or h")),
+    };
+    std::time::Duration::try_from_secs_f64(secs).map_err(|e| format!("{s:?}: {e}"))
 }

@@ -40,6 +40,21 @@ pub struct InstallArgs {
     /// (merged with what FILE already says), for Kong's environment.
     #[arg(long, value_name = "FILE")]
     pub env_file: Option<PathBuf>,
+    /// Take over kong/plugins/<name> although kplug did not install it: its files are kept
+    /// in kong/plugins/.kplug/adopted/<name> and `kplug uninstall` puts them back.
+    #[arg(long)]
+    pub adopt: bool,
+    /// Install a plugin named like one Kong ships (rate-limiting, jwt, cors, …); it then
+    /// shadows Kong's own or is shadowed by it, depending on lua_package_path.
+    #[arg(long)]
+    pub allow_bundled_name: bool,
+    /// Install an older version (semver) than the one installed.
+    #[arg(long)]
+    pub allow_downgrade: bool,
+    /// Refuse a signature whose docker-reference names another repository than the one
+    /// installed from (default: a warning; registries.conf mirrors are accepted).
+    #[arg(long)]
+    pub strict_identity: bool,
 }
 
 fn parse_owner(s: &str) -> anyhow::Result<(u32, u32)> {
@@ -77,6 +92,10 @@ pub async fn run(g: &Global, out: &Printer, a: InstallArgs) -> anyhow::Result<()
         owner: a.owner.as_deref().map(parse_owner).transpose()?,
         limits: a.limits.limits(),
         store: g.store_options(),
+        adopt: a.adopt,
+        allow_bundled_name: a.allow_bundled_name,
+        allow_downgrade: a.allow_downgrade,
+        strict_identity: a.strict_identity,
     };
     let r = install::install(&req).await?;
     status(&r);
@@ -114,48 +133,74 @@ fn env_file(file: &std::path::Path, r: &InstallReport) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The status lines on stderr: what verified, what was installed.
+/// The status lines on stderr: what verified, what was installed, what to know.
 fn status(r: &InstallReport) {
+    use crate::progress::escape;
     if !r.verified.is_empty() {
         crate::progress::note(super::output::check_list(&r.reference, &r.verified));
     }
+    for w in &r.warnings {
+        eprintln!("WARNING: {w}");
+    }
     let rc = &r.receipt;
+    let previous = |previous: &Option<String>, differs: &[String]| {
+        match (previous, differs) {
+        (None, _) => String::new(),
+        (Some(p), []) => format!("; previous {p} kept for `kplug rollback {}`", rc.name),
+        (Some(p), d) => format!(
+            "; previous {p} kept, but it had been changed since kplug installed it ({}): `kplug rollback` will refuse it without --force",
+            d.join(", ")
+        ),
+    }
+    };
     crate::progress::note(match &r.outcome {
         Outcome::Unchanged => format!("{} {} already installed; nothing to do", rc.name, rc.digest),
-        Outcome::Installed { previous } => format!(
-            "installed {} {} ({}) into {}{}",
+        Outcome::Installed {
+            previous: p,
+            previous_differs,
+            adopted,
+        } => format!(
+            "installed {} {} ({}) into {}{}{}",
             rc.name,
-            rc.version.as_deref().unwrap_or(""),
+            escape(rc.version.as_deref().unwrap_or("")),
             rc.digest,
             r.path.display(),
-            previous
+            previous(p, previous_differs),
+            adopted
                 .as_ref()
-                .map(|p| format!("; previous {p} kept for `kplug rollback {}`", rc.name))
+                .map(|a| format!("; the files that were there are kept in {} and `kplug uninstall {}` puts them back", a.display(), rc.name))
                 .unwrap_or_default()
         ),
     });
 }
 
 fn enabled_note(e: &Enabled, name: &str) -> String {
-    let mut s = match e {
+    match e {
         Enabled::KongConf {
             path,
-            changed: true,
-        } => format!(
-            "enabled {name} in {}; run `kong prepare && kong reload` (or restart Kong) to load it",
-            path.display()
-        ),
-        Enabled::KongConf { changed: false, .. } => format!("{name} is already enabled"),
+            changed,
+            env_line,
+        } => {
+            let mut s = match changed {
+                true => format!(
+                    "enabled {name} in {}; run `kong prepare && kong reload` (or restart Kong) to load it",
+                    path.display()
+                ),
+                false => format!("{name} is already enabled in {}", path.display()),
+            };
+            if let Some(line) = env_line {
+                s.push_str(&format!(
+                    "\nKONG_PLUGINS is set in this environment and overrides `plugins =` in {}, without {name}; \
+                     set it in Kong's environment to:\n{line}",
+                    path.display()
+                ));
+            }
+            s
+        }
         Enabled::Environment { line } => {
-            return format!(
+            format!(
                 "no kong.conf found; export this in Kong's environment, then restart Kong:\n{line}"
             )
         }
-    };
-    if let Some(v) = crate::ops::node::env("KONG_PLUGINS") {
-        s.push_str(&format!(
-            "\nnote: KONG_PLUGINS={v} is set and overrides kong.conf"
-        ));
     }
-    s
 }

@@ -175,30 +175,58 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         .build()?;
     let out = Printer::new(cli.global.json);
     rt.block_on(async move {
-        let (g, out) = (&cli.global, &out);
-        match cli.command {
-            Command::Pack(a) => pack::run(out, a).await,
-            Command::Push(a) => push::run(g, out, a).await,
-            Command::Pull(a) => pull::run(g, out, a).await,
-            Command::Copy(a) => copy::run(g, out, a).await,
-            Command::Mirror(a) => mirror::run(g, out, a).await,
-            Command::Save(a) => save::run(g, out, a).await,
-            Command::Load(a) => load::run(g, out, a).await,
-            Command::Login(a) => login::run(g, out, a).await,
-            Command::Logout(a) => login::logout(out, a).await,
-            Command::ListTags(a) => tags::run(g, out, a).await,
-            Command::GenerateKeyPair(a) => keys::generate(out, a).await,
-            Command::ImportKeyPair(a) => keys::import(out, a).await,
-            Command::Sign(a) => sign::run(g, out, a).await,
-            Command::Verify(a) => verify::run(g, out, a).await,
-            Command::Install(a) => install::run(g, out, a).await,
-            Command::Uninstall(a) => uninstall::run(out, a).await,
-            Command::List(a) => list::run(out, a).await,
-            Command::Rollback(a) => rollback::run(out, a).await,
-            Command::Doctor(a) => doctor::run(out, a).await,
-            Command::K8s(a) => k8s::run(g, out, a).await,
+        let signal = interrupted();
+        let work = dispatch(cli, &out);
+        tokio::select! {
+            r = work => r,
+            // Dropping `work` drops its temp files and staging dirs (they clean up on drop).
+            code = signal => Err(crate::interrupt::error(code)),
         }
     })
+}
+
+/// SIGINT or SIGTERM: record it (for code that waits synchronously, see
+/// `crate::interrupt`) and return the exit code, 130 or 143.
+async fn interrupted() -> i32 {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return std::future::pending().await;
+    };
+    let code = tokio::select! {
+        _ = int.recv() => 130,
+        _ = term.recv() => 143,
+    };
+    crate::interrupt::set(code);
+    code
+}
+
+async fn dispatch(cli: Cli, out: &Printer) -> anyhow::Result<()> {
+    let g = &cli.global;
+    match cli.command {
+        Command::Pack(a) => pack::run(out, a).await,
+        Command::Push(a) => push::run(g, out, a).await,
+        Command::Pull(a) => pull::run(g, out, a).await,
+        Command::Copy(a) => copy::run(g, out, a).await,
+        Command::Mirror(a) => mirror::run(g, out, a).await,
+        Command::Save(a) => save::run(g, out, a).await,
+        Command::Load(a) => load::run(g, out, a).await,
+        Command::Login(a) => login::run(g, out, a).await,
+        Command::Logout(a) => login::logout(out, a).await,
+        Command::ListTags(a) => tags::run(g, out, a).await,
+        Command::GenerateKeyPair(a) => keys::generate(out, a).await,
+        Command::ImportKeyPair(a) => keys::import(out, a).await,
+        Command::Sign(a) => sign::run(g, out, a).await,
+        Command::Verify(a) => verify::run(g, out, a).await,
+        Command::Install(a) => install::run(g, out, a).await,
+        Command::Uninstall(a) => uninstall::run(out, a).await,
+        Command::List(a) => list::run(out, a).await,
+        Command::Rollback(a) => rollback::run(out, a).await,
+        Command::Doctor(a) => doctor::run(out, a).await,
+        Command::K8s(a) => k8s::run(g, out, a).await,
+    }
 }
 
 fn init_logging(g: &Global) {

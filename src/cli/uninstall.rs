@@ -24,11 +24,24 @@ pub async fn run(out: &Printer, a: UninstallArgs) -> anyhow::Result<()> {
     for l in &r.left_in_place {
         eprintln!("left in place (not installed by kplug): {l}");
     }
+    if let Some(p) = &r.restored_original {
+        crate::progress::note(format!(
+            "put back the original files kplug had adopted into {}",
+            p.display()
+        ));
+    }
+    if let Some(p) = &r.original_kept_in {
+        eprintln!(
+            "the original files kplug had adopted are kept in {}: files kplug did not install are in {}; move one or the other by hand",
+            p.display(),
+            r.dir.display()
+        );
+    }
     if r.disabled {
         crate::progress::note(format!(
             "disabled {} in {}",
             r.name,
-            a.node.kong_conf.display()
+            a.node.options().kong_conf_path().display()
         ));
     } else if r.still_enabled {
         eprintln!(

@@ -556,6 +556,7 @@ mod tests {
             verified_at: None,
             installed_at: state::now_rfc3339(),
             files: vec![],
+            ..Default::default()
         };
         install_dir(&prefix, &t.path().join(name), r, None).unwrap();
     }

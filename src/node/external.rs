@@ -311,6 +311,8 @@ pub fn install(
     Ok((
         Outcome::Installed {
             previous: previous.map(|r| r.digest),
+            previous_differs: Vec::new(),
+            adopted: None,
         },
         infos,
     ))

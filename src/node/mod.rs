@@ -7,6 +7,7 @@ pub mod external;
 pub mod gate;
 pub mod kongconf;
 pub mod limits;
+pub mod lock;
 pub mod lua;
 pub mod names;
 pub mod plugin;

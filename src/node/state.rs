@@ -2,25 +2,37 @@
 //!
 //! Under a Lua prefix `<root>`, Kong loads `<root>/kong/plugins/<name>/`. kplug keeps its
 //! state in `<root>/kong/plugins/.kplug/`: `<name>.json` receipts, `backup/<name>` and
-//! `backup/<name>.json` (the previous version), `.staging-*` dirs, `lock`, and during a
-//! swap `.journal` + `.incoming`. Plugin names never contain `.`, so none of these
-//! collide with a plugin or its receipt.
+//! `backup/<name>.json` (the previous version), `adopted/<name>` (the original files of
+//! a directory kplug took over with `--adopt`, put back by uninstall), `.staging-*` dirs,
+//! `lock` (holding the pid of its holder), and during a swap `.journal` + `.incoming`.
+//! Plugin names never contain `.`, so none of these collide with a plugin or its receipt.
+//!
+//! kplug only replaces or deletes what it installed: a plugin directory without a receipt
+//! is refused unless adopted, and every receipt path stays inside its plugin directory
+//! (checked when a receipt is read and when it is written).
 //!
 //! Swap protocol (the lock is held): move the staged tree to `.incoming`, drop the old
 //! backup, write `.journal`, move `<name>` to `backup/<name>`, move `.incoming` to
 //! `<name>`, then swap the receipts and delete the journal. [`recover`] reads a leftover
 //! journal: while `.incoming` exists the new tree is not in place, so the old one is put
 //! back; once it is gone the new tree is in place and only the receipts are finished.
+//! An adopted original whose plugin has neither receipt nor directory (a crash between
+//! adopting and swapping, or during uninstall) is put back too.
 
+use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::ErrorKind;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::error::Kind;
+use crate::error::{fail, Kind};
+use crate::progress::escape;
 use crate::tree::{hash_tree, write_atomic, FileEntry};
+
+pub use super::lock::Staging;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Prefix {
@@ -40,14 +52,19 @@ impl Prefix {
     pub fn plugin_dir(&self, name: &str) -> PathBuf {
         self.plugins_dir().join(name)
     }
+    /// Where the original files of an adopted plugin directory are kept.
+    pub fn adopted_dir(&self, name: &str) -> PathBuf {
+        self.state_dir().join("adopted").join(name)
+    }
+    /// The swap journal; present only while a swap is under way or was interrupted.
+    pub fn journal_path(&self) -> PathBuf {
+        self.state_dir().join(".journal")
+    }
     fn receipt_path(&self, name: &str) -> PathBuf {
         self.state_dir().join(format!("{name}.json"))
     }
     fn backup_dir(&self) -> PathBuf {
         self.state_dir().join("backup")
-    }
-    fn journal_path(&self) -> PathBuf {
-        self.state_dir().join(".journal")
     }
     fn incoming(&self) -> PathBuf {
         self.state_dir().join(".incoming")
@@ -55,7 +72,7 @@ impl Prefix {
 }
 
 /// What kplug installed, kept next to the plugin for `list`, `uninstall` and `rollback`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Receipt {
     pub name: String,
     pub version: Option<String>,
@@ -69,6 +86,53 @@ pub struct Receipt {
     /// RFC 3339.
     pub installed_at: String,
     pub files: Vec<FileEntry>,
+    /// What the verification established beyond the signer; `None` for receipts written
+    /// before kplug recorded it, and for unverified installs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trusted: Option<Trusted>,
+    /// kplug took over a directory it had not created (`install --adopt`); its original
+    /// files are in `.kplug/adopted/<name>` until uninstall puts them back.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub adopted: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// The policy facts a verification established, so that a re-run skips verifying only
+/// when what it asks for is no stronger than what was checked.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Trusted {
+    /// Claims the signature carried (`-a k=v` can only be satisfied by these).
+    #[serde(default)]
+    pub claims: BTreeMap<String, String>,
+    /// A transparency-log entry (Rekor SET) was verified.
+    #[serde(default)]
+    pub tlog: bool,
+    /// The signed `docker-reference` named the repository installed from.
+    #[serde(default)]
+    pub identity: bool,
+}
+
+impl Receipt {
+    /// The first path that could leave the plugin directory, if any.
+    fn unsafe_path(&self) -> Option<&str> {
+        self.files
+            .iter()
+            .map(|f| f.path.as_str())
+            .find(|p| !safe_rel_path(p))
+    }
+}
+
+/// A path relative to a plugin directory that cannot leave it: `/`-separated plain names
+/// (no empty, `.` or `..` part, no leading `/`), no backslash, no control character.
+pub fn safe_rel_path(p: &str) -> bool {
+    !p.is_empty()
+        && p.len() <= 4096
+        && !p.contains('\\')
+        && !p.chars().any(char::is_control)
+        && p.split('/').all(|c| !c.is_empty() && c != "." && c != "..")
 }
 
 /// The current time in RFC 3339 (UTC, seconds), for receipt timestamps.
@@ -88,37 +152,43 @@ pub struct LockGuard {
     _file: File,
 }
 
-/// Take the prefix lock (blocking), then [`recover`] any interrupted swap.
+/// Take the prefix lock (waiting as long as it takes), then [`recover`].
 pub fn lock(prefix: &Prefix) -> Result<LockGuard> {
+    lock_wait(prefix, None)
+}
+
+/// Take the prefix lock, waiting at most `timeout` and saying which pid holds it, then
+/// [`recover`] any interrupted swap and remove what dead runs left.
+pub fn lock_wait(prefix: &Prefix, timeout: Option<Duration>) -> Result<LockGuard> {
     let dir = prefix.state_dir();
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let path = dir.join("lock");
-    let file = File::options()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("opening {}", path.display()))?;
-    file.lock()
-        .with_context(|| format!("locking {}", path.display()))?;
+    let file = super::lock::acquire(&dir.join("lock"), timeout)?;
     recover(prefix)?;
     Ok(LockGuard { _file: file })
 }
 
-/// A fresh directory to extract into, on the same filesystem as the plugins.
-pub fn staging_dir(prefix: &Prefix) -> Result<tempfile::TempDir> {
-    let dir = prefix.state_dir();
-    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    tempfile::Builder::new()
-        .prefix(".staging-")
-        .tempdir_in(&dir)
-        .with_context(|| format!("creating a staging directory in {}", dir.display()))
+/// A fresh directory to extract into, on the same filesystem as the plugins; locked while
+/// it lives, so that the next run's [`recover`] removes it only once its run is gone.
+pub fn staging_dir(prefix: &Prefix) -> Result<Staging> {
+    Staging::create(&prefix.state_dir())
 }
 
 pub fn read_receipt(prefix: &Prefix, name: &str) -> Result<Option<Receipt>> {
     check_name(name)?;
-    read_receipt_at(&prefix.receipt_path(name))
+    let path = prefix.receipt_path(name);
+    let r = read_receipt_at(&path)?;
+    if let Some(r) = &r {
+        if r.name != name {
+            crate::bail_kind!(
+                Kind::Integrity,
+                "receipt {} is for plugin \"{}\", not {name}; it was altered: check {} by hand, then delete the receipt",
+                path.display(),
+                escape(&r.name),
+                prefix.plugin_dir(name).display()
+            );
+        }
+    }
+    Ok(r)
 }
 
 fn read_receipt_at(path: &Path) -> Result<Option<Receipt>> {
@@ -127,16 +197,35 @@ fn read_receipt_at(path: &Path) -> Result<Option<Receipt>> {
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     };
-    serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-        crate::error::fail(
+    let r: Receipt = serde_json::from_slice(&bytes).map_err(|e| {
+        fail(
             Kind::Integrity,
             format!("receipt {} is corrupt: {e}", path.display()),
         )
-    })
+    })?;
+    if let Some(p) = r.unsafe_path() {
+        crate::bail_kind!(
+            Kind::Integrity,
+            "receipt {} lists the path \"{}\", which leaves the plugin directory; kplug never writes \
+             such a receipt, so it was altered: nothing was read or removed. Check the plugin \
+             directory by hand, then delete the receipt",
+            path.display(),
+            escape(p)
+        );
+    }
+    Ok(Some(r))
 }
 
 fn write_receipt(path: &Path, r: &Receipt) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
+    if let Some(p) = r.unsafe_path() {
+        crate::bail_kind!(
+            Kind::Unsafe,
+            "refusing to record the path \"{}\" for plugin {}: it could leave the plugin directory",
+            escape(p),
+            r.name
+        );
+    }
     let mut json = serde_json::to_vec_pretty(r)?;
     json.push(b'\n');
     write_atomic(path, &json)?;
@@ -144,13 +233,42 @@ fn write_receipt(path: &Path, r: &Receipt) -> Result<()> {
     Ok(())
 }
 
+/// `dir/rel`, if every directory on the way is a real directory (not a symlink), so that
+/// nothing reached through it lies outside `dir`.
+fn inside(dir: &Path, rel: &str) -> Option<PathBuf> {
+    if !safe_rel_path(rel) || !fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir()) {
+        return None;
+    }
+    let mut p = dir.to_path_buf();
+    let parts: Vec<&str> = rel.split('/').collect();
+    for part in &parts[..parts.len() - 1] {
+        p.push(part);
+        match fs::symlink_metadata(&p) {
+            Ok(m) if m.is_dir() => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            _ => return None,
+        }
+    }
+    p.push(parts[parts.len() - 1]);
+    Some(p)
+}
+
 /// Compare the files under `dir` with `files`: (modified, missing) relative paths.
-/// A changed mode counts as modified.
+/// A changed mode counts as modified; so does a path that would be reached through a
+/// symlink or leave `dir` (it is never opened).
 pub fn verify_files(dir: &Path, files: &[FileEntry]) -> (Vec<String>, Vec<String>) {
     use std::os::unix::fs::PermissionsExt;
     let (mut modified, mut missing) = (Vec::new(), Vec::new());
     for f in files {
-        let p = dir.join(&f.path);
+        let Some(p) = inside(dir, &f.path) else {
+            match fs::symlink_metadata(dir) {
+                Err(e) if e.kind() == ErrorKind::NotFound && safe_rel_path(&f.path) => {
+                    missing.push(f.path.clone())
+                }
+                _ => modified.push(f.path.clone()),
+            }
+            continue;
+        };
         match fs::symlink_metadata(&p) {
             Err(e) if e.kind() == ErrorKind::NotFound => missing.push(f.path.clone()),
             Ok(m)
@@ -163,48 +281,259 @@ pub fn verify_files(dir: &Path, files: &[FileEntry]) -> (Vec<String>, Vec<String
     (modified, missing)
 }
 
+/// How the tree in `dir` differs from `files`, one entry per path: "handler.lua
+/// (modified)", "x.lua (missing)", "extra.lua (not in the receipt)". Empty when it matches.
+pub fn differences(dir: &Path, files: &[FileEntry]) -> Vec<String> {
+    let (modified, missing) = verify_files(dir, files);
+    let mut out: Vec<String> = modified
+        .iter()
+        .map(|p| format!("{} (modified)", escape(p)))
+        .chain(missing.iter().map(|p| format!("{} (missing)", escape(p))))
+        .collect();
+    let listed: std::collections::HashSet<&str> = files.iter().map(|f| f.path.as_str()).collect();
+    for p in tree_paths(dir) {
+        if !listed.contains(p.as_str()) {
+            out.push(format!("{} (not in the receipt)", escape(&p)));
+        }
+    }
+    out
+}
+
+/// Every non-directory under `dir` (symlinks not followed), relative, `/`-separated.
+fn tree_paths(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let Ok(rd) = fs::read_dir(dir.join(&rel)) else {
+            continue;
+        };
+        for ent in rd.flatten() {
+            let r = rel.join(ent.file_name());
+            match fs::symlink_metadata(ent.path()) {
+                Ok(m) if m.is_dir() => stack.push(r),
+                _ => out.push(r.to_string_lossy().into_owned()),
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// `previous` is the digest of the receipt replaced, if any.
-    Installed { previous: Option<String> },
+    Installed {
+        /// The digest of the receipt replaced, if any.
+        previous: Option<String>,
+        /// How the replaced tree differed from its receipt (it is kept as the backup,
+        /// but `rollback` refuses it without `--force`).
+        previous_differs: Vec<String>,
+        /// Where the original files of a directory kplug took over (`--adopt`) are kept.
+        adopted: Option<PathBuf>,
+    },
     /// Same digest already installed and intact: nothing done.
     Unchanged,
+}
+
+/// What an install may do beyond replacing its own earlier install.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct InstallOptions {
+    /// Owner (uid, gid) of the installed files.
+    pub owner: Option<(u32, u32)>,
+    /// Take over `plugins/<name>` although kplug did not install it, keeping its files
+    /// for uninstall to put back.
+    pub adopt: bool,
+    /// Install under the name of one of Kong's bundled plugins.
+    pub allow_bundled_name: bool,
+    /// Install an older semver than the receipt's.
+    pub allow_downgrade: bool,
+}
+
+/// [`install_with`] with only an owner.
+pub fn install_dir(
+    prefix: &Prefix,
+    staged: &Path,
+    receipt: Receipt,
+    owner: Option<(u32, u32)>,
+) -> Result<Outcome> {
+    let o = InstallOptions {
+        owner,
+        ..Default::default()
+    };
+    install_with(prefix, staged, receipt, &o)
 }
 
 /// Install the plugin tree `staged` (a directory inside a [`staging_dir`]) as
 /// `receipt.name`. The caller holds the [`lock`].
 ///
-/// Modes are normalised to 0644/0755 and the files chowned to `owner` (uid, gid) when
-/// given; `receipt.files` is replaced by the hashes of what is installed.
-pub fn install_dir(
+/// Modes are normalised to 0644/0755 and the files chowned to `o.owner` when given;
+/// `receipt.files` is replaced by the hashes of what is installed. A directory kplug did
+/// not install, a bundled plugin name and a downgrade are refused unless `o` allows them.
+pub fn install_with(
     prefix: &Prefix,
     staged: &Path,
     mut receipt: Receipt,
-    owner: Option<(u32, u32)>,
+    o: &InstallOptions,
 ) -> Result<Outcome> {
     let name = receipt.name.clone();
     check_name(&name)?;
     let previous = read_receipt(prefix, &name)?;
+    let target = prefix.plugin_dir(&name);
+    check_takeover(prefix, &name, previous.is_some(), o)?;
     if let Some(old) = &previous {
-        let target = prefix.plugin_dir(&name);
         if old.digest == receipt.digest
-            && target.is_dir()
+            && fs::symlink_metadata(&target).is_ok_and(|m| m.is_dir())
             && verify_files(&target, &old.files) == (vec![], vec![])
         {
+            record_verification(prefix, old, &receipt)?;
             return Ok(Outcome::Unchanged);
         }
+        check_downgrade(old, &receipt, o.allow_downgrade)?;
+        receipt.adopted |= old.adopted;
     }
-    prepare_tree(staged, owner)?;
+    prepare_tree(staged, o.owner)?;
     receipt.files = hash_tree(staged)?;
+    if let Some(p) = receipt.unsafe_path() {
+        crate::bail_kind!(
+            Kind::Unsafe,
+            "the plugin holds a file named \"{}\", which kplug cannot record safely; nothing was installed",
+            escape(p)
+        );
+    }
+    let previous_differs = match (&previous, exists(&target)) {
+        (Some(old), true) => differences(&target, &old.files),
+        _ => Vec::new(),
+    };
+    let adopted = match previous.is_none() && exists(&target) {
+        true => Some(adopt(prefix, &name)?),
+        false => None,
+    };
+    receipt.adopted |= adopted.is_some();
     swap(prefix, &name, staged, Some(receipt))?;
     Ok(Outcome::Installed {
         previous: previous.map(|r| r.digest),
+        previous_differs,
+        adopted,
     })
 }
 
+/// A re-run of an installed digest verified again (its policy asked for more than the
+/// receipt recorded): keep what it established, so that the next such run can skip.
+fn record_verification(prefix: &Prefix, old: &Receipt, new: &Receipt) -> Result<()> {
+    let Some(t) = &new.trusted else {
+        return Ok(());
+    };
+    let trusted = match (&old.trusted, old.signer == new.signer) {
+        (Some(o), true) => {
+            let mut m = o.clone();
+            m.claims.extend(t.claims.clone());
+            m.tlog |= t.tlog;
+            m.identity |= t.identity;
+            m
+        }
+        _ => t.clone(),
+    };
+    if old.trusted.as_ref() == Some(&trusted) && old.signer == new.signer {
+        return Ok(());
+    }
+    let updated = Receipt {
+        signer: new.signer.clone(),
+        verified_at: new.verified_at.clone(),
+        trusted: Some(trusted),
+        ..old.clone()
+    };
+    write_receipt(&prefix.receipt_path(&old.name), &updated)
+}
+
+/// Refuse what kplug must not take over on its own: a bundled plugin's name, a
+/// directory it did not create.
+fn check_takeover(
+    prefix: &Prefix,
+    name: &str,
+    has_receipt: bool,
+    o: &InstallOptions,
+) -> Result<()> {
+    if has_receipt {
+        return Ok(());
+    }
+    if super::bundled::is_bundled(name) && !(o.adopt || o.allow_bundled_name) {
+        crate::bail_kind!(
+            Kind::Usage,
+            "refusing to install {name}: {}; or pass --allow-bundled-name to install it anyway",
+            super::bundled::clash_message(name)
+        );
+    }
+    let target = prefix.plugin_dir(name);
+    if !exists(&target) {
+        return Ok(());
+    }
+    let adopted = prefix.adopted_dir(name);
+    if !o.adopt {
+        crate::bail_kind!(
+            Kind::Usage,
+            "{} exists and kplug did not install it (no receipt in {}); kplug never replaces a \
+             directory it did not create. Move it away, or pass --adopt: its files are then kept \
+             in {} and `kplug uninstall {name}` puts them back",
+            target.display(),
+            prefix.state_dir().display(),
+            adopted.display()
+        );
+    }
+    if exists(&adopted) {
+        crate::bail_kind!(
+            Kind::Usage,
+            "cannot adopt {}: the original files of an earlier adoption are still kept in {}; \
+             move them back or away first",
+            target.display(),
+            adopted.display()
+        );
+    }
+    Ok(())
+}
+
+/// Move `plugins/<name>` (not kplug's) to `adopted/<name>`. A crash before the swap
+/// completes is undone by [`recover`] (no receipt, no directory: the original goes back).
+fn adopt(prefix: &Prefix, name: &str) -> Result<PathBuf> {
+    let (target, adopted) = (prefix.plugin_dir(name), prefix.adopted_dir(name));
+    let parent = crate::tree::parent_dir(&adopted);
+    fs::create_dir_all(parent)?;
+    fs::rename(&target, &adopted).with_context(|| {
+        format!(
+            "moving {} to {} (--adopt)",
+            target.display(),
+            adopted.display()
+        )
+    })?;
+    sync_dir(parent)?;
+    sync_dir(&prefix.plugins_dir())?;
+    Ok(adopted)
+}
+
+/// An older semver than the installed one needs `--allow-downgrade`; versions that are
+/// not semver are not compared.
+fn check_downgrade(old: &Receipt, new: &Receipt, allow: bool) -> Result<()> {
+    let parse = |v: &Option<String>| {
+        v.as_deref()
+            .and_then(|v| semver::Version::parse(v.trim_start_matches('v')).ok())
+    };
+    let (Some(o), Some(n)) = (parse(&old.version), parse(&new.version)) else {
+        return Ok(());
+    };
+    if n < o && !allow {
+        crate::bail_kind!(
+            Kind::Usage,
+            "refusing to downgrade {} from {o} to {n}; pass --allow-downgrade to install the older \
+             version, or run `kplug rollback {}` to return to the previous one",
+            new.name,
+            new.name
+        );
+    }
+    Ok(())
+}
+
 /// Put the backup of `name` (tree and receipt) back in place; the current version
-/// becomes the backup. The caller holds the [`lock`].
-pub fn rollback(prefix: &Prefix, name: &str) -> Result<()> {
+/// becomes the backup. A backup that differs from its receipt is refused, naming each
+/// difference, unless `force`. The caller holds the [`lock`].
+pub fn rollback(prefix: &Prefix, name: &str, force: bool) -> Result<()> {
     use std::os::unix::fs::MetadataExt;
     check_name(name)?;
     if crate::node::external::read_server(prefix, name)?.is_some() {
@@ -220,6 +549,19 @@ pub fn rollback(prefix: &Prefix, name: &str) -> Result<()> {
         ),
     };
     let receipt = read_receipt_at(&prefix.backup_dir().join(format!("{name}.json")))?;
+    let differs = match &receipt {
+        Some(r) => differences(&backup, &r.files),
+        None => vec!["no receipt describes it".to_string()],
+    };
+    if !differs.is_empty() && !force {
+        crate::bail_kind!(
+            Kind::Integrity,
+            "the previous version of {name} kept in {} no longer matches what kplug installed: {}. \
+             `kplug rollback --force {name}` puts it back as it is; or install the version you want",
+            backup.display(),
+            differs.join(", ")
+        );
+    }
     // Copy rather than move, so the ordinary swap (and its crash recovery) applies.
     let staging = staging_dir(prefix)?;
     let staged = staging.path().join(name);
@@ -228,10 +570,28 @@ pub fn rollback(prefix: &Prefix, name: &str) -> Result<()> {
     swap(prefix, name, &staged, receipt)
 }
 
+/// What uninstall did with an adopted plugin's original files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Original {
+    /// Back at `plugins/<name>`.
+    Restored(PathBuf),
+    /// Still here: files not installed by kplug were left at `plugins/<name>`.
+    Kept(PathBuf),
+}
+
+/// What uninstall removed and left.
+#[derive(Debug, Clone, Default)]
+pub struct Uninstalled {
+    /// Paths left behind because kplug did not install them.
+    pub leftovers: Vec<String>,
+    pub original: Option<Original>,
+}
+
 /// Remove the files the receipt lists, directories left empty, the receipt and the
-/// backup. Returns the paths left behind because kplug did not install them.
+/// backup; put an adopted directory's original files back. A receipt that lists a path
+/// outside the plugin directory is refused before anything is removed.
 /// The caller holds the [`lock`].
-pub fn uninstall(prefix: &Prefix, name: &str) -> Result<Vec<String>> {
+pub fn uninstall(prefix: &Prefix, name: &str) -> Result<Uninstalled> {
     let Some(receipt) = read_receipt(prefix, name)? else {
         crate::bail_kind!(
             Kind::NotFound,
@@ -240,29 +600,43 @@ pub fn uninstall(prefix: &Prefix, name: &str) -> Result<Vec<String>> {
         );
     };
     if crate::node::external::read_server(prefix, name)?.is_some() {
-        let left = crate::node::external::uninstall(prefix, name)?;
+        let leftovers = crate::node::external::uninstall(prefix, name)?;
         fs::remove_file(prefix.receipt_path(name))?;
-        return Ok(left);
+        return Ok(Uninstalled {
+            leftovers,
+            original: None,
+        });
     }
     let dir = prefix.plugin_dir(name);
-    for f in &receipt.files {
-        let rel = Path::new(&f.path);
-        if !rel.components().all(|c| matches!(c, Component::Normal(_))) {
-            crate::bail_kind!(
-                Kind::Integrity,
-                "receipt of {name} lists an unsafe path {:?}",
-                f.path
-            );
-        }
-        match fs::remove_file(dir.join(rel)) {
-            Err(e) if e.kind() != ErrorKind::NotFound => {
-                return Err(e).with_context(|| format!("removing {}", dir.join(rel).display()))
-            }
-            _ => {}
-        }
+    if fs::symlink_metadata(&dir).is_ok_and(|m| !m.is_dir()) {
+        crate::bail_kind!(
+            Kind::Unsafe,
+            "{} is not a directory (a symbolic link?); kplug did not make it so: nothing was removed, check it by hand",
+            dir.display()
+        );
+    }
+    let paths: Vec<PathBuf> = receipt
+        .files
+        .iter()
+        .map(|f| {
+            inside(&dir, &f.path).ok_or_else(|| {
+                fail(
+                    Kind::Unsafe,
+                    format!(
+                        "{}/{} is reached through a symbolic link; nothing was removed, check {} by hand",
+                        dir.display(),
+                        escape(&f.path),
+                        dir.display()
+                    ),
+                )
+            })
+        })
+        .collect::<Result<_>>()?;
+    for p in paths {
+        remove_if_exists(&p)?;
     }
     let mut leftovers = Vec::new();
-    if dir.is_dir() {
+    if fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir()) {
         remove_empty_dirs(&dir, &mut leftovers)?;
     }
     let receipt_path = prefix.receipt_path(name);
@@ -270,10 +644,34 @@ pub fn uninstall(prefix: &Prefix, name: &str) -> Result<Vec<String>> {
         .with_context(|| format!("removing {}", receipt_path.display()))?;
     discard(prefix, &prefix.backup_dir().join(name))?;
     remove_if_exists(&prefix.backup_dir().join(format!("{name}.json")))?;
-    sync_dir(&prefix.plugins_dir())?;
     sync_dir(&prefix.state_dir())?;
+    let original = restore_adopted(prefix, name)?;
+    sync_dir(&prefix.plugins_dir())?;
     leftovers.sort();
-    Ok(leftovers)
+    Ok(Uninstalled {
+        leftovers,
+        original,
+    })
+}
+
+/// Put `adopted/<name>` back at `plugins/<name>` unless something is there.
+fn restore_adopted(prefix: &Prefix, name: &str) -> Result<Option<Original>> {
+    let (adopted, target) = (prefix.adopted_dir(name), prefix.plugin_dir(name));
+    if !exists(&adopted) {
+        return Ok(None);
+    }
+    if exists(&target) {
+        return Ok(Some(Original::Kept(adopted)));
+    }
+    fs::rename(&adopted, &target).with_context(|| {
+        format!(
+            "putting the original files back from {} to {}",
+            adopted.display(),
+            target.display()
+        )
+    })?;
+    sync_dir(&prefix.plugins_dir())?;
+    Ok(Some(Original::Restored(target)))
 }
 
 /// Remove empty directories bottom-up under and including `dir`, collecting what is left.
@@ -283,7 +681,7 @@ fn remove_empty_dirs(dir: &Path, leftovers: &mut Vec<String>) -> Result<()> {
         if fs::symlink_metadata(&p)?.is_dir() {
             remove_empty_dirs(&p, leftovers)?;
         } else {
-            leftovers.push(p.display().to_string());
+            leftovers.push(escape(&p.display().to_string()));
         }
     }
     if fs::read_dir(dir)?.next().is_none() {
@@ -300,15 +698,33 @@ pub struct Listed {
     pub missing: Vec<String>,
 }
 
-/// Every plugin with a receipt under `prefix`, sorted by name.
+/// A receipt that cannot be trusted (corrupt, or listing a path outside its directory).
+#[derive(Debug, Clone)]
+pub struct Broken {
+    pub name: String,
+    pub error: String,
+}
+
+/// Every plugin with a receipt under `prefix`, sorted by name; an error for the first
+/// receipt that cannot be read.
 pub fn list(prefix: &Prefix) -> Result<Vec<Listed>> {
+    let (listed, broken) = list_checked(prefix)?;
+    if let Some(b) = broken.first() {
+        return Err(fail(Kind::Integrity, b.error.clone()));
+    }
+    Ok(listed)
+}
+
+/// Every plugin with a receipt under `prefix`, sorted by name, and the receipts that
+/// cannot be trusted (never followed outside their plugin directory).
+pub fn list_checked(prefix: &Prefix) -> Result<(Vec<Listed>, Vec<Broken>)> {
     let dir = prefix.state_dir();
     let entries = match fs::read_dir(&dir) {
         Ok(e) => e,
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(vec![]),
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok((vec![], vec![])),
         Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
     };
-    let mut out = Vec::new();
+    let (mut out, mut broken) = (Vec::new(), Vec::new());
     for ent in entries {
         let file_name = ent?.file_name();
         let Some(name) = file_name.to_str().and_then(|f| f.strip_suffix(".json")) else {
@@ -317,20 +733,36 @@ pub fn list(prefix: &Prefix) -> Result<Vec<Listed>> {
         if check_name(name).is_err() {
             continue;
         }
-        if let Some(receipt) = read_receipt(prefix, name)? {
-            let (modified, missing) = match crate::node::external::read_server(prefix, name)? {
-                Some(server) => crate::node::external::verify(&server),
-                None => verify_files(&prefix.plugin_dir(name), &receipt.files),
-            };
-            out.push(Listed {
-                receipt,
-                modified,
-                missing,
-            });
+        match read_receipt(prefix, name) {
+            Ok(Some(receipt)) => {
+                let (modified, missing) = match crate::node::external::read_server(prefix, name)? {
+                    Some(server) => crate::node::external::verify(&server),
+                    None => verify_files(&prefix.plugin_dir(name), &receipt.files),
+                };
+                out.push(Listed {
+                    receipt,
+                    modified,
+                    missing,
+                });
+            }
+            Ok(None) => {}
+            Err(e) => broken.push(Broken {
+                name: name.to_string(),
+                error: format!("{e:#}"),
+            }),
         }
     }
     out.sort_by(|a, b| a.receipt.name.cmp(&b.receipt.name));
-    Ok(out)
+    broken.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok((out, broken))
+}
+
+/// The plugin whose swap was interrupted (its journal is still there), if any. Until a
+/// command takes the lock and finishes it, `plugins/<name>` may be absent.
+pub fn pending_swap(prefix: &Prefix) -> Option<String> {
+    let bytes = fs::read(prefix.journal_path()).ok()?;
+    let j: Journal = serde_json::from_slice(&bytes).ok()?;
+    Some(j.name)
 }
 
 /// Written before the first rename of a swap; see the module docs.
@@ -343,77 +775,83 @@ struct Journal {
     receipt: Option<Receipt>,
 }
 
-/// Finish or undo a swap interrupted by a crash, and delete leftovers. Called by
+/// Finish or undo a swap interrupted by a crash, put back adopted originals left without
+/// a plugin, and delete what dead runs left (staging dirs, temp files). Called by
 /// [`lock`]; only safe with the lock held.
 pub fn recover(prefix: &Prefix) -> Result<()> {
-    let incoming = prefix.incoming();
-    let jpath = prefix.journal_path();
-    match fs::read(&jpath) {
-        Ok(bytes) => {
-            let j: Journal = serde_json::from_slice(&bytes).map_err(|e| {
-                crate::error::fail(
-                    Kind::Integrity,
-                    format!(
-                        "swap journal {} is corrupt ({e}); check {} by hand and delete the journal",
-                        jpath.display(),
-                        prefix.plugins_dir().display()
-                    ),
-                )
-            })?;
-            check_name(&j.name)?;
-            if exists(&incoming) {
-                // The new tree never reached its place: put the old one back.
-                let target = prefix.plugin_dir(&j.name);
-                if j.had_old && !exists(&target) {
-                    let backup = prefix.backup_dir().join(&j.name);
-                    fs::rename(&backup, &target).with_context(|| {
-                        format!("restoring {} from {}", target.display(), backup.display())
-                    })?;
-                    sync_dir(&prefix.plugins_dir())?;
-                }
-                remove_if_exists(&jpath)?;
-            } else {
-                finish_receipts(prefix, &j)?;
-            }
-            sync_dir(&prefix.state_dir())?;
-        }
-        Err(e) if e.kind() == ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("reading {}", jpath.display())),
-    }
-    discard(prefix, &incoming)?;
+    replay_journal(prefix)?;
+    discard(prefix, &prefix.incoming())?;
     remove_all(&prefix.state_dir().join(".trash"))?;
-    remove_stale_staging(prefix)
+    restore_orphaned_adoptions(prefix)?;
+    super::lock::remove_leftovers(&prefix.state_dir())
 }
 
-/// Staging dirs of runs that died while extracting. Only old ones: another process
-/// may be extracting before it takes the lock.
-fn remove_stale_staging(prefix: &Prefix) -> Result<()> {
-    let day = std::time::Duration::from_secs(24 * 3600);
-    for ent in fs::read_dir(prefix.state_dir())? {
-        let ent = ent?;
-        let stale = ent.file_name().to_string_lossy().starts_with(".staging-")
-            && ent
-                .metadata()?
-                .modified()?
-                .elapsed()
-                .is_ok_and(|age| age > day);
-        if stale {
-            remove_all(&ent.path())?;
+fn replay_journal(prefix: &Prefix) -> Result<()> {
+    let jpath = prefix.journal_path();
+    let bytes = match fs::read(&jpath) {
+        Ok(b) => b,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", jpath.display())),
+    };
+    let j: Journal = serde_json::from_slice(&bytes).map_err(|e| {
+        fail(
+            Kind::Integrity,
+            format!(
+                "swap journal {} is corrupt ({e}); check {} by hand and delete the journal",
+                jpath.display(),
+                prefix.plugins_dir().display()
+            ),
+        )
+    })?;
+    check_name(&j.name)?;
+    if exists(&prefix.incoming()) {
+        // The new tree never reached its place: put the old one back.
+        let target = prefix.plugin_dir(&j.name);
+        if j.had_old && !exists(&target) {
+            let backup = prefix.backup_dir().join(&j.name);
+            fs::rename(&backup, &target).with_context(|| {
+                format!("restoring {} from {}", target.display(), backup.display())
+            })?;
+            sync_dir(&prefix.plugins_dir())?;
+        }
+        remove_if_exists(&jpath)?;
+    } else {
+        finish_receipts(prefix, &j)?;
+    }
+    sync_dir(&prefix.state_dir())
+}
+
+/// An adopted original whose plugin has neither receipt nor directory goes back.
+fn restore_orphaned_adoptions(prefix: &Prefix) -> Result<()> {
+    let dir = crate::tree::parent_dir(&prefix.adopted_dir("x")).to_path_buf();
+    let Ok(entries) = fs::read_dir(&dir) else {
+        return Ok(());
+    };
+    for ent in entries {
+        let file_name = ent?.file_name();
+        let Some(name) = file_name.to_str() else {
+            continue;
+        };
+        if check_name(name).is_ok() && !exists(&prefix.receipt_path(name)) {
+            restore_adopted(prefix, name)?;
         }
     }
     Ok(())
 }
 
 /// Marks where a test asked the swap to stop as if the process had crashed.
+#[cfg(debug_assertions)]
 #[derive(Debug)]
 struct SimulatedCrash(&'static str);
 
+#[cfg(debug_assertions)]
 impl std::fmt::Display for SimulatedCrash {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "simulated crash at {} (KPLUG_TEST_FAIL_AT)", self.0)
     }
 }
 
+#[cfg(debug_assertions)]
 impl std::error::Error for SimulatedCrash {}
 
 #[cfg(test)]
@@ -421,11 +859,13 @@ thread_local! {
     static FAIL_AT: std::cell::Cell<Option<&'static str>> = const { std::cell::Cell::new(None) };
 }
 
-/// Test-only crash injection, not a user feature: with `KPLUG_TEST_FAIL_AT=before-swap`
-/// (or `mid-swap`) the swap stops after writing its journal, right before the installed
-/// tree is moved (or right after the old tree was moved away), without any clean-up, as
-/// a crash would. Unit tests set a
-/// thread-local instead, so parallel tests do not see each other's setting.
+/// Crash injection for tests, compiled only into debug builds (what `cargo test` and
+/// `cargo nextest` run; release builds have neither the variable nor the code): with
+/// `KPLUG_TEST_FAIL_AT=before-swap` (or `mid-swap`) the swap stops after writing its
+/// journal, right before the installed tree is moved (or right after the old tree was
+/// moved away), without any clean-up, as a crash would. Unit tests set a thread-local
+/// instead, so parallel tests do not see each other's setting.
+#[cfg(debug_assertions)]
 fn failpoint(at: &'static str) -> Result<()> {
     let set = std::env::var("KPLUG_TEST_FAIL_AT").ok();
     #[cfg(test)]
@@ -436,13 +876,28 @@ fn failpoint(at: &'static str) -> Result<()> {
     Ok(())
 }
 
+#[cfg(not(debug_assertions))]
+fn failpoint(_: &'static str) -> Result<()> {
+    Ok(())
+}
+
+fn simulated(e: &anyhow::Error) -> bool {
+    #[cfg(debug_assertions)]
+    return e.is::<SimulatedCrash>();
+    #[cfg(not(debug_assertions))]
+    {
+        let _ = e;
+        false
+    }
+}
+
 /// Replace `plugins/<name>` with `staged`, keeping the old tree and receipt as backup.
 /// On a real error the swap is undone or finished in process; on a simulated crash it
 /// is left for [`recover`].
 fn swap(prefix: &Prefix, name: &str, staged: &Path, receipt: Option<Receipt>) -> Result<()> {
     let r = swap_steps(prefix, name, staged, receipt);
     if let Err(e) = &r {
-        if !e.is::<SimulatedCrash>() {
+        if !simulated(e) {
             if let Err(re) = recover(prefix) {
                 return Err(re.context(format!("recovering from: {e:#}")));
             }
@@ -450,7 +905,6 @@ fn swap(prefix: &Prefix, name: &str, staged: &Path, receipt: Option<Receipt>) ->
     }
     r
 }
-
 fn swap_steps(prefix: &Prefix, name: &str, staged: &Path, receipt: Option<Receipt>) -> Result<()> {
     let (state, plugins, backups) = (
         prefix.state_dir(),
@@ -496,12 +950,17 @@ fn swap_steps(prefix: &Prefix, name: &str, staged: &Path, receipt: Option<Receip
 fn finish_receipts(prefix: &Prefix, j: &Journal) -> Result<()> {
     let path = prefix.receipt_path(&j.name);
     let current = read_receipt_at(&path).ok().flatten();
+    let backup = prefix.backup_dir().join(format!("{}.json", j.name));
     if exists(&path) && current.as_ref() != j.receipt.as_ref() {
         if j.had_old {
-            fs::rename(&path, prefix.backup_dir().join(format!("{}.json", j.name)))?;
+            fs::rename(&path, &backup)?;
         } else {
             fs::remove_file(&path)?;
         }
+    } else if let (Some(c), true, false) = (&current, j.had_old, exists(&backup)) {
+        // The same receipt again (a repair within the same second): the backup tree
+        // still needs its receipt.
+        write_receipt(&backup, c)?;
     }
     match &j.receipt {
         Some(r) => write_receipt(&path, r)?,
@@ -620,15 +1079,12 @@ mod tests {
             verified_at: Some(now_rfc3339()),
             installed_at: now_rfc3339(),
             files: vec![],
+            ..Default::default()
         }
     }
 
     /// A staging dir holding `<name>/` with `files` (path, content, mode).
-    fn stage(
-        prefix: &Prefix,
-        name: &str,
-        files: &[(&str, &str, u32)],
-    ) -> (tempfile::TempDir, PathBuf) {
+    fn stage(prefix: &Prefix, name: &str, files: &[(&str, &str, u32)]) -> (Staging, PathBuf) {
         let t = staging_dir(prefix).unwrap();
         let dir = t.path().join(name);
         for (p, content, mode) in files {
@@ -638,6 +1094,14 @@ mod tests {
             fs::set_permissions(&p, fs::Permissions::from_mode(*mode)).unwrap();
         }
         (t, dir)
+    }
+
+    fn installed(previous: Option<&str>, differs: &[&str]) -> Outcome {
+        Outcome::Installed {
+            previous: previous.map(String::from),
+            previous_differs: differs.iter().map(|d| d.to_string()).collect(),
+            adopted: None,
+        }
     }
 
     fn install(prefix: &Prefix, version: &str, files: &[(&str, &str, u32)]) -> Result<Outcome> {
@@ -684,10 +1148,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let prefix = Prefix::new(d.path());
         let _l = lock(&prefix).unwrap();
-        assert_eq!(
-            install(&prefix, "1", &v1()).unwrap(),
-            Outcome::Installed { previous: None }
-        );
+        assert_eq!(install(&prefix, "1", &v1()).unwrap(), installed(None, &[]));
         let dir = prefix.plugin_dir("hello");
         let mode = |p: &str| fs::metadata(dir.join(p)).unwrap().permissions().mode() & 0o7777;
         assert_eq!(
@@ -723,15 +1184,16 @@ mod tests {
         let d1 = crate::digest::sha256(b"1");
         assert_eq!(
             install(&prefix, "1", &v1()).unwrap(),
-            Outcome::Installed {
-                previous: Some(d1.clone())
-            }
+            installed(Some(&d1), &["handler.lua (modified)"])
         );
         assert_eq!(read(&prefix, "handler.lua"), HANDLER);
+        // Even when the new receipt equals the old one, the backup keeps a receipt.
+        let e = rollback(&prefix, "hello", false).unwrap_err();
+        assert!(format!("{e}").contains("handler.lua (modified)"), "{e}");
 
         assert_eq!(
             install(&prefix, "2", &v2()).unwrap(),
-            Outcome::Installed { previous: Some(d1) }
+            installed(Some(&d1), &[])
         );
         assert_intact(&prefix, "2");
         assert!(
@@ -740,14 +1202,14 @@ mod tests {
         );
         assert!(prefix.backup_dir().join("hello/bin/tool").exists());
 
-        rollback(&prefix, "hello").unwrap();
+        rollback(&prefix, "hello", false).unwrap();
         assert_intact(&prefix, "1");
         assert_eq!(read(&prefix, "handler.lua"), HANDLER);
         // The version rolled back from is now the backup: rolling back again returns to it.
-        rollback(&prefix, "hello").unwrap();
+        rollback(&prefix, "hello", false).unwrap();
         assert_intact(&prefix, "2");
 
-        let e = rollback(&prefix, "other").unwrap_err();
+        let e = rollback(&prefix, "other", false).unwrap_err();
         assert_eq!(crate::error::kind_of(&e), Kind::NotFound);
         assert!(e.to_string().contains("no previous version"), "{e}");
     }
@@ -773,6 +1235,37 @@ mod tests {
             // And the next install goes through.
             install(&prefix, "2", &v2()).unwrap();
             assert_intact(&prefix, "2");
+        }
+    }
+
+    #[test]
+    fn a_crash_while_adopting_puts_the_original_back() {
+        for at in ["before-swap", "mid-swap"] {
+            let d = tempfile::tempdir().unwrap();
+            let prefix = Prefix::new(d.path());
+            let dir = prefix.plugin_dir("hello");
+            fs::create_dir_all(&dir).unwrap();
+            fs::write(dir.join("handler.lua"), "-- mine\n").unwrap();
+            {
+                let _l = lock(&prefix).unwrap();
+                let (_t, staged) = stage(&prefix, "hello", &v1());
+                let o = InstallOptions {
+                    adopt: true,
+                    ..Default::default()
+                };
+                FAIL_AT.with(|f| f.set(Some(at)));
+                let e = install_with(&prefix, &staged, receipt("hello", "1"), &o).unwrap_err();
+                FAIL_AT.with(|f| f.set(None));
+                assert!(e.is::<SimulatedCrash>(), "{e}");
+                assert!(!dir.exists() && prefix.adopted_dir("hello").exists());
+            }
+            let _l = lock(&prefix).unwrap();
+            assert_eq!(
+                fs::read_to_string(dir.join("handler.lua")).unwrap(),
+                "-- mine\n"
+            );
+            assert!(!prefix.adopted_dir("hello").exists());
+            assert!(read_receipt(&prefix, "hello").unwrap().is_none());
         }
     }
 
@@ -868,7 +1361,7 @@ mod tests {
         assert_eq!(listed[0].missing, ["schema.lua"]);
         assert!(listed[0].modified.is_empty() && listed[1].missing.is_empty());
 
-        let left = uninstall(&prefix, "hello").unwrap();
+        let left = uninstall(&prefix, "hello").unwrap().leftovers;
         assert_eq!(left, [dir.join("extra/local.lua").display().to_string()]);
         assert!(!dir.join("handler.lua").exists());
         assert!(read_receipt(&prefix, "hello").unwrap().is_none());
@@ -877,7 +1370,7 @@ mod tests {
         let e = uninstall(&prefix, "hello").unwrap_err();
         assert_eq!(crate::error::kind_of(&e), Kind::NotFound);
         fs::remove_dir_all(&dir).unwrap();
-        assert!(uninstall(&prefix, "other").unwrap().is_empty());
+        assert!(uninstall(&prefix, "other").unwrap().leftovers.is_empty());
         assert!(!prefix.plugin_dir("other").exists());
         assert!(
             check_name("../x").is_err()

@@ -1,21 +1,29 @@
 //! `install`: resolve once, verify before anything is written, unpack under the
 //! hostile-archive rules, swap atomically into `kong/plugins/<name>`, record a receipt,
 //! and optionally enable the plugin in kong.conf.
+//!
+//! Every trust flag applies on every path or the run refuses it: a detached signature
+//! cannot satisfy `-a`, `--require-tlog` or `--strict-identity`, and the "already
+//! installed" shortcut applies only when the receipt records that the policy asked for
+//! now was satisfied.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::Context;
 use base64::Engine as _;
 
 use super::node::{Enabled, NodeOptions};
 use crate::error::{fail, kind_of, Kind};
-use crate::node::state::{self, Outcome, Prefix, Receipt};
-use crate::node::unpack::Limits;
+use crate::node::state::{self, InstallOptions, Outcome, Prefix, Receipt, Staging, Trusted};
+use crate::node::unpack::{ExtractedPlugin, Limits};
 use crate::oci::artifact;
+use crate::oci::reference::Location;
 use crate::oci::store::{self, ReadStore};
 use crate::trust::{Policy, Verified};
 
 /// What `install` asks for.
+#[derive(Default)]
 pub struct InstallRequest {
     /// Artifact reference, or a plugin .tar.gz file.
     pub reference: String,
@@ -31,6 +39,16 @@ pub struct InstallRequest {
     pub owner: Option<(u32, u32)>,
     pub limits: Limits,
     pub store: store::Options,
+    /// Take over a plugin directory kplug did not install (its files are kept for
+    /// uninstall to put back).
+    pub adopt: bool,
+    /// Install under the name of a plugin Kong ships.
+    pub allow_bundled_name: bool,
+    /// Install an older semver than the one installed.
+    pub allow_downgrade: bool,
+    /// Refuse a signature whose `docker-reference` names another repository (default:
+    /// warn), as containers/image's `signedIdentity` does.
+    pub strict_identity: bool,
 }
 
 /// What `install` did.
@@ -47,22 +65,31 @@ pub struct InstallReport {
     pub enabled: Option<Enabled>,
     /// Which mirror (or the primary) served the plugin layer, when mirrors are configured.
     pub source: Option<String>,
+    /// Things the operator should know (a signature made for another repository).
+    pub warnings: Vec<String>,
 }
 
 /// What fetching produced: the digest is already installed intact under this name, or the
 /// artifact is staged, with what verified it.
 enum Fetched {
     AlreadyInstalled(String),
-    Ready(Vec<Verified>),
+    Ready(Checked),
 }
 
-/// The mirror (or primary) that served the last registry download of this run.
-static SOURCE: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+/// What verification established, for the receipt.
+#[derive(Default)]
+struct Checked {
+    verified: Vec<Verified>,
+    trusted: Option<Trusted>,
+    warnings: Vec<String>,
+    /// The mirror (or primary) that served the plugin layer, when mirrors are configured.
+    source: Option<String>,
+}
 
 pub async fn install(r: &InstallRequest) -> anyhow::Result<InstallReport> {
     let policy = match &r.trust {
         None => {
-            eprintln!("WARNING: --insecure-skip-verify: installing {} WITHOUT verifying its signature. Anyone able to alter it can run code in your gateway.", r.reference);
+            eprintln!("WARNING: --insecure-skip-verify: installing {} WITHOUT verifying its signature. Anyone able to alter it can run code in your gateway.", crate::progress::escape(&r.reference));
             None
         }
         Some(t) => Some(t.policy().map_err(|e| {
@@ -74,9 +101,7 @@ pub async fn install(r: &InstallRequest) -> anyhow::Result<InstallReport> {
     };
     let conf = r.node.conf()?;
     let prefix = r.node.prefix(&conf)?;
-    std::fs::create_dir_all(prefix.state_dir())
-        .with_context(|| format!("creating {}", prefix.state_dir().display()))?;
-    let staging = state::staging_dir(&prefix)?;
+    let staging = Arc::new(state::staging_dir(&prefix)?);
     let blob = staging.path().join("blob");
 
     let plain_file = Path::new(&r.reference);
@@ -88,16 +113,15 @@ pub async fn install(r: &InstallRequest) -> anyhow::Result<InstallReport> {
     } else {
         fetch_verified(r, policy.as_ref(), &prefix, &blob).await?
     };
-    let (outcome, receipt, verified) = match fetched {
+    let (outcome, receipt, checked) = match fetched {
         Fetched::AlreadyInstalled(name) => {
             let receipt = state::read_receipt(&prefix, &name)?.expect("checked by fetch_verified");
-            (Outcome::Unchanged, receipt, Vec::new())
+            (Outcome::Unchanged, receipt, Checked::default())
         }
-        Fetched::Ready(verified) => {
-            let signed = verified.first();
+        Fetched::Ready(checked) => {
             let (outcome, receipt) =
-                unpack_and_swap(r, &prefix, &staging, &blob, &reference, &digest, signed).await?;
-            (outcome, receipt, verified)
+                unpack_and_swap(r, &prefix, &staging, &reference, &digest, &checked).await?;
+            (outcome, receipt, checked)
         }
     };
     let enabled = match r.enable {
@@ -109,9 +133,10 @@ pub async fn install(r: &InstallRequest) -> anyhow::Result<InstallReport> {
         outcome,
         path: prefix.plugin_dir(&receipt.name),
         receipt,
-        verified,
+        verified: checked.verified,
         enabled,
-        source: SOURCE.lock().expect("source lock").take(),
+        source: checked.source,
+        warnings: checked.warnings,
     })
 }
 
@@ -119,14 +144,13 @@ pub async fn install(r: &InstallRequest) -> anyhow::Result<InstallReport> {
 async fn unpack_and_swap(
     r: &InstallRequest,
     prefix: &Prefix,
-    staging: &tempfile::TempDir,
-    blob: &Path,
+    staging: &Arc<Staging>,
     reference: &str,
     digest: &str,
-    signed: Option<&Verified>,
+    checked: &Checked,
 ) -> anyhow::Result<(Outcome, Receipt)> {
     let hint = r.name.clone().or_else(|| artifact::name_hint(reference));
-    let ex = super::pull::extract_blob(blob, staging.path(), r.limits, hint).await?;
+    let ex = extract(staging, r.limits, hint).await?;
     if let Some(n) = &r.name {
         if n != &ex.name {
             crate::bail_kind!(
@@ -136,6 +160,7 @@ async fn unpack_and_swap(
             );
         }
     }
+    let signed = checked.verified.first();
     let receipt = Receipt {
         name: ex.name.clone(),
         version: ex.version.clone(),
@@ -145,13 +170,53 @@ async fn unpack_and_swap(
         verified_at: signed.map(|_| state::now_rfc3339()),
         installed_at: state::now_rfc3339(),
         files: ex.files.clone(),
+        trusted: checked.trusted.clone(),
+        adopted: false,
+    };
+    let o = InstallOptions {
+        owner: r.owner,
+        adopt: r.adopt,
+        allow_bundled_name: r.allow_bundled_name,
+        allow_downgrade: r.allow_downgrade,
     };
     let outcome = {
-        let _lock = state::lock(prefix)?;
-        state::install_dir(prefix, &ex.dir, receipt, r.owner)?
+        let _lock = r.node.lock(prefix)?;
+        state::install_with(prefix, &ex.dir, receipt, &o)?
     };
     let receipt = state::read_receipt(prefix, &ex.name)?.expect("receipt written by install_dir");
     Ok((outcome, receipt))
+}
+
+/// Unpack `staging/blob` off the runtime. The blocking task holds the staging dir, so an
+/// install cancelled by Ctrl-C removes it only after the unpack stopped writing into it.
+async fn extract(
+    staging: &Arc<Staging>,
+    limits: Limits,
+    hint: Option<String>,
+) -> anyhow::Result<ExtractedPlugin> {
+    let keep = Arc::clone(staging);
+    tokio::task::spawn_blocking(move || {
+        let dir = keep.path().to_path_buf();
+        let h = tokio::runtime::Handle::current();
+        h.block_on(super::pull::extract_blob(
+            &dir.join("blob"),
+            &dir,
+            limits,
+            hint,
+        ))
+    })
+    .await?
+}
+
+/// The most bytes a compressed plugin archive within `l` can take: its content, a header
+/// and padding per entry (tar 512-byte blocks; zip local and central records with the
+/// name twice), gzip's few bytes per block, and the trailer. A layer declaring more is
+/// refused before its download starts, and the download stops at its declared size.
+pub fn download_cap(l: &Limits) -> u64 {
+    l.max_total_bytes
+        .saturating_add(l.max_files.saturating_mul(1536))
+        .saturating_add(l.max_total_bytes / 1000)
+        .saturating_add(1 << 20)
 }
 
 /// A plain plugin .tar.gz: verify its detached signature (cosign sign-blob form), copy it in.
@@ -161,13 +226,52 @@ fn verify_plain_file(
     policy: Option<&Policy>,
     blob: &Path,
 ) -> anyhow::Result<Fetched> {
+    if let Some(p) = policy {
+        check_detached_policy(file, p, r.strict_identity)?;
+    }
+    let size = std::fs::metadata(file)
+        .with_context(|| format!("reading {}", file.display()))?
+        .len();
+    let cap = download_cap(&r.limits);
+    if size > cap {
+        crate::bail_kind!(
+            Kind::Unsafe,
+            "{} is {size} bytes, more than the {cap} bytes a plugin archive within the install limits (--max-bytes {}) can take",
+            file.display(),
+            r.limits.max_total_bytes
+        );
+    }
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
     let verified = match policy {
         None => Vec::new(),
         Some(p) => vec![verify_detached(file, &bytes, r.signature.as_deref(), p)?],
     };
     std::fs::write(blob, &bytes)?;
-    Ok(Fetched::Ready(verified))
+    Ok(Fetched::Ready(Checked {
+        verified,
+        ..Default::default()
+    }))
+}
+
+/// A detached signature (`cosign sign-blob`) signs the file's bytes and nothing else: it
+/// carries no claims, no transparency-log entry and no repository, so flags that ask for
+/// those are refused rather than ignored.
+fn check_detached_policy(file: &Path, p: &Policy, strict_identity: bool) -> anyhow::Result<()> {
+    let why = if !p.annotations.is_empty() {
+        "-a/--annotations: a detached signature (cosign sign-blob) signs the file alone and carries no claims to check"
+    } else if p.require_tlog {
+        "--require-tlog: a detached signature given with --signature has no transparency-log entry to check"
+    } else if strict_identity {
+        "--strict-identity: a detached signature names no repository"
+    } else {
+        return Ok(());
+    };
+    crate::bail_kind!(
+        Kind::Usage,
+        "{why}; nothing was installed. Push {} and sign it with `kplug sign` (whose signatures carry claims and \
+         Rekor bundles), or leave the flag out",
+        file.display()
+    );
 }
 
 fn verify_detached(
@@ -246,19 +350,32 @@ async fn fetch_verified(
         .clone()
         .or_else(|| artifact::name_hint(&loc.repo_name()));
     if let Some(name) = name {
-        if already_installed(prefix, &name, &digest, policy)? {
+        if already_installed(prefix, &name, &digest, policy, r.strict_identity)? {
             return Ok((pinned, digest, Fetched::AlreadyInstalled(name)));
         }
     }
+    let cap = download_cap(&r.limits);
     let download = async {
         let (bytes, desc) = match &resolved {
             Some((b, d)) => (b.clone(), d.clone()),
             None => st.fetch_manifest(&digest).await?,
         };
         let p = artifact::resolve_plugin(st.as_ref(), &bytes, &desc, &pinned).await?;
+        if p.layer.size > cap {
+            crate::bail_kind!(
+                Kind::Unsafe,
+                "its plugin layer {} declares {} bytes, more than the {cap} bytes a plugin within the install limits \
+                 (--max-bytes {}, --max-files {}) can take; nothing of it was downloaded. Raise --max-bytes if the plugin \
+                 is legitimately that large",
+                p.layer.digest,
+                p.layer.size,
+                r.limits.max_total_bytes,
+                r.limits.max_files
+            );
+        }
+        // `copy_hashed` stops reading as soon as more than the declared size arrives.
         store::fetch_blob_to_file(st.as_ref(), &p.layer, blob).await?;
-        *SOURCE.lock().expect("source lock") = st.served_from(&p.layer.digest);
-        anyhow::Ok(())
+        anyhow::Ok(st.served_from(&p.layer.digest))
     };
     let verification = async {
         match policy {
@@ -266,23 +383,50 @@ async fn fetch_verified(
             Some(p) => super::verify::verify_digest(sigs, &digest, p).await,
         }
     };
-    let (fetched, verified) = tokio::join!(download, verification);
-    // Verification decides first: an unsigned artifact is refused as such even if its
-    // download also failed.
-    let verified =
-        verified.with_context(|| format!("verifying {pinned}; nothing was installed"))?;
-    fetched.with_context(|| format!("fetching {pinned}; nothing was installed"))?;
-    Ok((pinned, digest, Fetched::Ready(verified)))
+    let (source, verified) = race(download, verification, &pinned).await?;
+    let checked = check_identity(&loc, verified, policy, r.strict_identity)?;
+    Ok((
+        pinned,
+        digest,
+        Fetched::Ready(Checked { source, ..checked }),
+    ))
 }
 
-/// The shortcut for re-runs: same digest, files intact, and signed by one of the keys
-/// trusted now (a receipt from another key, or from --insecure-skip-verify, gets the full
-/// verification again).
+/// Run the download beside the verification; the verification decides first (an
+/// unsigned artifact is refused as such even if its download also failed), and its
+/// failure drops the download at once, which removes the partial file.
+/// Returns what the download returned (the source that served it) and what verified.
+async fn race<T>(
+    download: impl std::future::Future<Output = anyhow::Result<T>>,
+    verification: impl std::future::Future<Output = anyhow::Result<Vec<Verified>>>,
+    pinned: &str,
+) -> anyhow::Result<(T, Vec<Verified>)> {
+    let checked = |v: anyhow::Result<Vec<Verified>>| {
+        v.with_context(|| format!("verifying {pinned}; nothing was installed"))
+    };
+    tokio::pin!(download, verification);
+    let (fetched, verified) = tokio::select! {
+        biased;
+        v = &mut verification => {
+            let v = checked(v)?;
+            (download.await, v)
+        }
+        f = &mut download => (f, checked(verification.await)?),
+    };
+    let fetched = fetched.with_context(|| format!("fetching {pinned}; nothing was installed"))?;
+    Ok((fetched, verified))
+}
+
+/// The shortcut for re-runs: same digest, files intact, signed by one of the keys trusted
+/// now, and the receipt records that everything the policy asks for now was satisfied
+/// (claims, a transparency-log entry, the signed identity). Anything less gets the full
+/// verification again.
 fn already_installed(
     prefix: &Prefix,
     name: &str,
     digest: &str,
     policy: Option<&Policy>,
+    strict_identity: bool,
 ) -> anyhow::Result<bool> {
     if !crate::node::plugin::valid_plugin_name(name) {
         return Ok(false);
@@ -294,14 +438,209 @@ fn already_installed(
         return Ok(false);
     }
     if let Some(p) = policy {
-        let trusted = rec
-            .signer
-            .as_ref()
-            .is_some_and(|s| p.keys.iter().any(|k| &k.fingerprint() == s));
-        if !trusted || !p.annotations.is_empty() {
+        if !receipt_satisfies(&rec, p, strict_identity) {
             return Ok(false);
         }
     }
     let (modified, missing) = state::verify_files(&prefix.plugin_dir(name), &rec.files);
     Ok(modified.is_empty() && missing.is_empty())
+}
+
+fn receipt_satisfies(rec: &Receipt, p: &Policy, strict_identity: bool) -> bool {
+    let trusted_signer = rec
+        .signer
+        .as_ref()
+        .is_some_and(|s| p.keys.iter().any(|k| &k.fingerprint() == s));
+    let t = rec.trusted.clone().unwrap_or_default();
+    let claims = p
+        .annotations
+        .iter()
+        .all(|(k, v)| t.claims.get(k) == Some(v));
+    trusted_signer && claims && (t.tlog || !p.require_tlog) && (t.identity || !strict_identity)
+}
+
+/// The repositories a signature may name for an artifact installed from `loc`: `loc`'s
+/// own, and those a registries.conf mirror stands in for (as containers/image's
+/// `remapIdentity` would), so that installing from a mirror by its own name passes
+/// `--strict-identity`.
+fn accepted_repositories(loc: &Location) -> Vec<String> {
+    let Location::Registry(r) = loc else {
+        return Vec::new();
+    };
+    let own = normalize_repository(&r.repo_name());
+    let mut out = vec![own.clone()];
+    for (source, mirror) in mirror_mappings() {
+        let rest = match own.strip_prefix(&normalize_repository(&mirror)) {
+            Some(rest) if rest.is_empty() || rest.starts_with('/') => rest,
+            _ => continue,
+        };
+        let name = normalize_repository(&format!("{source}{rest}"));
+        if !out.contains(&name) {
+            out.push(name);
+        }
+    }
+    out
+}
+
+/// `(source prefix or location, mirror location)` for every `[[registry.mirror]]` in
+/// registries.conf (wildcard prefixes aside). A configuration that cannot be read maps
+/// nothing: a mismatch then stays a mismatch.
+fn mirror_mappings() -> Vec<(String, String)> {
+    use crate::oci::registries_conf::{ConfSources, RegistriesConf};
+    let Ok(conf) = RegistriesConf::load(&ConfSources::from_env(None)) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for e in conf
+        .registries()
+        .iter()
+        .filter(|e| !e.prefix.starts_with("*."))
+    {
+        for m in &e.mirrors {
+            out.push((e.prefix.clone(), m.location.clone()));
+            if !e.location.is_empty() && e.location != e.prefix {
+                out.push((e.location.clone(), m.location.clone()));
+            }
+        }
+    }
+    out
+}
+
+/// `registry/repository` the way cosign writes `docker-reference`, without tag or digest;
+/// Docker Hub's aliases folded to `docker.io` and its official images under `library/`.
+fn normalize_repository(s: &str) -> String {
+    let s = s.split('@').next().unwrap_or(s);
+    let s = match s.rfind(':') {
+        Some(i) if !s[i..].contains('/') => &s[..i],
+        _ => s,
+    };
+    let (host, repo) = s.split_once('/').unwrap_or(("docker.io", s));
+    let host = match host {
+        "index.docker.io" | "registry-1.docker.io" => "docker.io",
+        h => h,
+    };
+    match (host, repo.contains('/')) {
+        ("docker.io", false) => format!("docker.io/library/{repo}"),
+        _ => format!("{host}/{repo}"),
+    }
+}
+
+/// The `critical.identity.docker-reference` of a cosign simple-signing payload.
+fn signed_repository(payload: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(payload).ok()?;
+    let r = v.pointer("/critical/identity/docker-reference")?.as_str()?;
+    Some(normalize_repository(r))
+}
+
+/// Compare the repository the signatures name with where the artifact came from: a
+/// mismatch is a warning, or under `strict` a refusal (cosign 12). Also gathers the
+/// policy facts the receipt records.
+fn check_identity(
+    loc: &Location,
+    verified: Vec<Verified>,
+    policy: Option<&Policy>,
+    strict: bool,
+) -> anyhow::Result<Checked> {
+    let Some(p) = policy else {
+        return Ok(Checked::default());
+    };
+    let accepted = accepted_repositories(loc);
+    let named: Vec<String> = verified
+        .iter()
+        .filter_map(|v| signed_repository(&v.payload))
+        .collect();
+    let matches = named.iter().any(|n| accepted.contains(n));
+    let mut warnings = Vec::new();
+    if !matches {
+        let what = match (named.first(), accepted.first()) {
+            (Some(n), Some(a)) => format!(
+                "the signature was made for {} (its docker-reference), not for {a}, where it was installed from",
+                crate::progress::escape(n)
+            ),
+            (None, _) => "the signature names no repository (no docker-reference)".to_string(),
+            (Some(_), None) => format!(
+                "{} is not a registry repository, so the repository the signature names cannot be compared",
+                loc.repo_name()
+            ),
+        };
+        if strict {
+            crate::bail_kind!(
+                Kind::NoMatchingSignature,
+                "--strict-identity: {what}; nothing was installed"
+            );
+        }
+        if !named.is_empty() && !accepted.is_empty() {
+            warnings.push(format!(
+                "{what}; anyone who can push to one repository can replay a signature from another this way. \
+                 Pass --strict-identity to refuse such signatures"
+            ));
+        }
+    }
+    let first = verified.first();
+    let mut claims = p.annotations.clone();
+    if let Some(v) = first {
+        claims.extend(payload_claims(&v.payload));
+    }
+    let trusted = first.map(|v| Trusted {
+        claims,
+        tlog: v.integrated_time.is_some(),
+        identity: matches,
+    });
+    Ok(Checked {
+        verified,
+        trusted,
+        warnings,
+        source: None,
+    })
+}
+
+/// The string claims (`optional`) of a simple-signing payload.
+fn payload_claims(payload: &[u8]) -> Vec<(String, String)> {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(payload) else {
+        return Vec::new();
+    };
+    let Some(o) = v.get("optional").and_then(|o| o.as_object()) else {
+        return Vec::new();
+    };
+    o.iter()
+        .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repositories_normalise_like_cosign_writes_them() {
+        for (a, b) in [
+            (
+                "127.0.0.1:5000/plugins/hello",
+                "127.0.0.1:5000/plugins/hello",
+            ),
+            (
+                "127.0.0.1:5000/plugins/hello:1.0",
+                "127.0.0.1:5000/plugins/hello",
+            ),
+            ("reg.example/a/b@sha256:00", "reg.example/a/b"),
+            (
+                "index.docker.io/library/busybox",
+                "docker.io/library/busybox",
+            ),
+            ("docker.io/busybox", "docker.io/library/busybox"),
+            ("busybox", "docker.io/library/busybox"),
+        ] {
+            assert_eq!(normalize_repository(a), b, "{a}");
+        }
+    }
+
+    #[test]
+    fn download_cap_covers_the_limits() {
+        let l = Limits::default();
+        let cap = download_cap(&l);
+        assert!(
+            cap > l.max_total_bytes && cap < l.max_total_bytes + (32 << 20),
+            "{cap}"
+        );
+    }
 }

@@ -2,11 +2,12 @@
 //! they share with install — where the Lua tree is, which kong.conf, enabling a plugin.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::error::Kind;
-use crate::node::doctor::{self, Finding};
+use crate::node::doctor::{self, Finding, Severity};
 use crate::node::kongconf::{self, KongConf};
-use crate::node::state::{self, Listed, Prefix};
+use crate::node::state::{self, Broken, Listed, Original, Prefix};
 
 /// Kong's default Lua tree, where `luarocks` installs plugins.
 pub const DEFAULT_PREFIX: &str = "/usr/local/share/lua/5.1";
@@ -17,18 +18,45 @@ pub fn env(k: &str) -> Option<String> {
 }
 
 /// Where a node's plugins live and which kong.conf describes it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct NodeOptions {
     /// Lua tree the plugin goes into (`<prefix>/kong/plugins/<name>/`).
     pub prefix: Option<PathBuf>,
-    pub kong_conf: PathBuf,
+    /// kong.conf given explicitly (it must exist); `None`: Kong's default paths.
+    pub kong_conf: Option<PathBuf>,
     /// Use the first writable directory of the Lua package path as prefix.
     pub use_package_path: bool,
+    /// Longest wait for another kplug command's prefix lock; `None`: no limit.
+    pub lock_timeout: Option<Duration>,
 }
 
 impl NodeOptions {
+    /// The kong.conf path in use: the one given, else the first of Kong's default paths
+    /// that exists, else the first default (absent).
+    pub fn kong_conf_path(&self) -> PathBuf {
+        if let Some(p) = &self.kong_conf {
+            return p.clone();
+        }
+        let defaults = kongconf::DEFAULT_PATHS;
+        let found = defaults.iter().find(|d| Path::new(d).is_file());
+        PathBuf::from(found.unwrap_or(&defaults[0]))
+    }
+
+    /// The kong.conf to read and edit. One given explicitly must exist: a typo must not
+    /// turn into "no kong.conf, here is an export line".
     pub fn conf(&self) -> anyhow::Result<KongConf> {
-        KongConf::load(&self.kong_conf)
+        if let Some(p) = &self.kong_conf {
+            if !p.is_file() {
+                crate::bail_kind!(
+                    Kind::Usage,
+                    "{}: no such Kong configuration file (given with --kong-conf); give the path of Kong's \
+                     configuration, or leave the flag out to use {}",
+                    p.display(),
+                    kongconf::DEFAULT_PATHS.join(" or ")
+                );
+            }
+        }
+        KongConf::load(&self.kong_conf_path())
     }
 
     pub fn prefix(&self, conf: &KongConf) -> anyhow::Result<Prefix> {
@@ -51,6 +79,11 @@ impl NodeOptions {
                 .join(", ")
         );
     }
+
+    /// The prefix lock, waiting at most `--lock-timeout`.
+    pub fn lock(&self, prefix: &Prefix) -> anyhow::Result<state::LockGuard> {
+        state::lock_wait(prefix, self.lock_timeout)
+    }
 }
 
 fn writable(d: &Path) -> bool {
@@ -62,15 +95,24 @@ fn writable(d: &Path) -> bool {
 #[serde(rename_all = "camelCase", tag = "how")]
 pub enum Enabled {
     /// `plugins =` in kong.conf now lists it (`changed: false`: it already did).
-    KongConf { path: PathBuf, changed: bool },
+    /// `env_line`: KONG_PLUGINS is set, overrides kong.conf and lacks the plugin; this
+    /// is the line Kong's environment needs.
+    KongConf {
+        path: PathBuf,
+        changed: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        env_line: Option<String>,
+    },
     /// No kong.conf: this line goes into Kong's environment.
     Environment { line: String },
 }
 
-/// Add `name` to kong.conf's `plugins`, or say which KONG_PLUGINS line to export.
+/// Add `name` to kong.conf's `plugins`, or say which KONG_PLUGINS line to export; with
+/// KONG_PLUGINS set (it overrides kong.conf) also the exact line that enables it there.
 pub fn enable(conf: &KongConf, name: &str) -> anyhow::Result<Enabled> {
+    let current = env("KONG_PLUGINS");
     if !conf.exists() {
-        let line = kongconf::kong_plugins_env_line(env("KONG_PLUGINS").as_deref(), name);
+        let line = kongconf::kong_plugins_env_line(current.as_deref(), name);
         return Ok(Enabled::Environment { line });
     }
     let mut c = conf.clone();
@@ -78,24 +120,28 @@ pub fn enable(conf: &KongConf, name: &str) -> anyhow::Result<Enabled> {
     if changed {
         c.save()?;
     }
+    let env_line = current
+        .filter(|_| !conf.plugins(&env).iter().any(|p| p == name))
+        .map(|cur| kongconf::kong_plugins_env_line(Some(&cur), name));
     Ok(Enabled::KongConf {
         path: c.path().map(Path::to_path_buf).unwrap_or_default(),
         changed,
+        env_line,
     })
 }
 
-/// Installed plugins, with their integrity. Taking the lock also finishes or undoes a
-/// swap an earlier run left half done.
-pub fn list(node: &NodeOptions) -> anyhow::Result<(Prefix, Vec<Listed>)> {
+/// Installed plugins with their integrity, and receipts that cannot be trusted. Taking
+/// the lock also finishes or undoes a swap an earlier run left half done.
+pub fn list(node: &NodeOptions) -> anyhow::Result<(Prefix, Vec<Listed>, Vec<Broken>)> {
     let prefix = node.prefix(&node.conf()?)?;
     if !prefix.state_dir().is_dir() {
-        return Ok((prefix, Vec::new()));
+        return Ok((prefix, Vec::new(), Vec::new()));
     }
-    let items = {
-        let _lock = state::lock(&prefix)?;
-        state::list(&prefix)?
+    let (items, broken) = {
+        let _lock = node.lock(&prefix)?;
+        state::list_checked(&prefix)?
     };
-    Ok((prefix, items))
+    Ok((prefix, items, broken))
 }
 
 /// What `uninstall` did.
@@ -106,6 +152,13 @@ pub struct UninstallReport {
     pub dir: PathBuf,
     /// Files left in place because kplug did not install them.
     pub left_in_place: Vec<String>,
+    /// The original files of an adopted directory, put back at `dir`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restored_original: Option<PathBuf>,
+    /// The original files of an adopted directory, still kept here because files kplug
+    /// did not install are at `dir`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub original_kept_in: Option<PathBuf>,
     /// Taken out of `plugins =` (with `--disable`).
     pub disabled: bool,
     /// Still enabled in kong.conf or KONG_PLUGINS: Kong will not start.
@@ -115,23 +168,32 @@ pub struct UninstallReport {
 pub fn uninstall(node: &NodeOptions, name: &str, disable: bool) -> anyhow::Result<UninstallReport> {
     let conf = node.conf()?;
     let prefix = node.prefix(&conf)?;
-    let left_in_place = {
-        let _lock = state::lock(&prefix)?;
+    let done = {
+        let _lock = node.lock(&prefix)?;
         state::uninstall(&prefix, name)?
     };
     let mut disabled = false;
-    if disable && conf.exists() {
+    let restored = matches!(done.original, Some(Original::Restored(_)));
+    if disable && conf.exists() && !restored {
         let mut c = conf.clone();
         if c.disable(name) {
             c.save()?;
             disabled = true;
         }
     }
-    let still_enabled = !disabled && conf.plugins(&env).iter().any(|p| p == name);
+    let still_enabled = !disabled && !restored && conf.plugins(&env).iter().any(|p| p == name);
     Ok(UninstallReport {
         name: name.to_string(),
         dir: prefix.plugin_dir(name),
-        left_in_place,
+        left_in_place: done.leftovers,
+        restored_original: match &done.original {
+            Some(Original::Restored(p)) => Some(p.clone()),
+            _ => None,
+        },
+        original_kept_in: match done.original {
+            Some(Original::Kept(p)) => Some(p),
+            _ => None,
+        },
         disabled,
         still_enabled,
     })
@@ -147,11 +209,12 @@ pub struct RollbackReport {
     pub version: Option<String>,
 }
 
-pub fn rollback(node: &NodeOptions, name: &str) -> anyhow::Result<RollbackReport> {
+/// Put the previous version back; one that no longer matches its receipt only with `force`.
+pub fn rollback(node: &NodeOptions, name: &str, force: bool) -> anyhow::Result<RollbackReport> {
     let prefix = node.prefix(&node.conf()?)?;
     {
-        let _lock = state::lock(&prefix)?;
-        state::rollback(&prefix, name)?;
+        let _lock = node.lock(&prefix)?;
+        state::rollback(&prefix, name, force)?;
     }
     let r = state::read_receipt(&prefix, name)?;
     Ok(RollbackReport {
@@ -161,14 +224,78 @@ pub fn rollback(node: &NodeOptions, name: &str) -> anyhow::Result<RollbackReport
     })
 }
 
-/// Kong's start-up checks against this node.
+/// Kong's start-up checks against this node. An install interrupted mid-swap is
+/// finished first (it would otherwise show as "enabled but not installed"); receipts
+/// under a bundled plugin's name are flagged.
 pub fn doctor(node: &NodeOptions) -> anyhow::Result<Vec<Finding>> {
-    // A path other than the default was given on purpose: it must exist.
-    let explicit =
-        (node.kong_conf != Path::new(kongconf::DEFAULT_PATHS[0])).then_some(&*node.kong_conf);
-    let (conf, looked) = kongconf::locate(explicit, kongconf::DEFAULT_PATHS)?;
+    let (conf, looked) = kongconf::locate(node.kong_conf.as_deref(), kongconf::DEFAULT_PATHS)?;
     let extra: Vec<PathBuf> = node.prefix.iter().cloned().collect();
-    let mut findings: Vec<Finding> = looked.iter().map(|l| doctor::no_conf_finding(l)).collect();
+    let mut prefixes = conf.package_path_dirs(&env);
+    for p in &extra {
+        if !prefixes.contains(p) {
+            prefixes.push(p.clone());
+        }
+    }
+    let mut findings: Vec<Finding> = prefixes
+        .iter()
+        .filter_map(|p| finish_pending(node, &Prefix::new(p)))
+        .collect();
+    findings.extend(looked.iter().map(|l| doctor::no_conf_finding(l)));
     findings.extend(doctor::check(&conf, &env, &extra));
+    for p in &prefixes {
+        findings.extend(bundled_findings(&Prefix::new(p)));
+    }
     Ok(findings)
+}
+
+/// Replay an interrupted swap under `prefix` (what any command taking the lock does), or
+/// say why it could not be.
+fn finish_pending(node: &NodeOptions, prefix: &Prefix) -> Option<Finding> {
+    let name = state::pending_swap(prefix)?;
+    let timeout = node.lock_timeout.or(Some(Duration::from_secs(5)));
+    let r = state::lock_wait(prefix, timeout);
+    let (severity, message) = match r {
+        Ok(_) => (
+            Severity::Ok,
+            format!(
+                "finished an install of {name} that was interrupted mid-swap in {}",
+                prefix.plugins_dir().display()
+            ),
+        ),
+        Err(e) => (
+            Severity::Error,
+            format!(
+                "an install of {name} was interrupted mid-swap ({} is still there), so kong/plugins/{name} \
+                 may be missing; run any kplug command on this prefix (e.g. `kplug list --prefix {}`) as a \
+                 user who can write it to finish it: {e:#}",
+                prefix.journal_path().display(),
+                prefix.root.display()
+            ),
+        ),
+    };
+    Some(Finding {
+        plugin: name,
+        severity,
+        message,
+    })
+}
+
+/// Receipts of plugins named like one Kong ships.
+fn bundled_findings(prefix: &Prefix) -> Vec<Finding> {
+    let Ok((listed, _)) = state::list_checked(prefix) else {
+        return Vec::new();
+    };
+    listed
+        .iter()
+        .filter(|l| crate::node::bundled::is_bundled(&l.receipt.name))
+        .map(|l| Finding {
+            plugin: l.receipt.name.clone(),
+            severity: Severity::Warning,
+            message: format!(
+                "installed by kplug in {}: {}",
+                prefix.plugin_dir(&l.receipt.name).display(),
+                crate::node::bundled::clash_message(&l.receipt.name)
+            ),
+        })
+        .collect()
 }

@@ -12,6 +12,12 @@ use crate::trust::{self, Policy, Verified};
 /// Reasons shown when nothing verifies; the rest are counted, so that a signature tag
 /// stuffed with junk layers cannot flood the terminal.
 const MAX_REASONS: usize = 5;
+/// Lines kept of one reason (a `.sig` manifest's own report lists each layer).
+const MAX_REASON_LINES: usize = 6;
+/// Signature layers examined per `.sig` manifest: bounded work (fetches, ECDSA checks)
+/// whatever an attacker with push access appends. cosign appends new signatures, so the
+/// first ones are the oldest; a manifest over the cap is reported.
+pub const MAX_SIG_LAYERS: usize = 100;
 
 /// What a signature must satisfy, as given on the command line.
 #[derive(Debug, Clone, Default)]
@@ -107,18 +113,12 @@ pub async fn verify_digest(
     let mut reasons = Vec::new();
     let mut any = false;
     if let Some((_, m)) = &classic {
-        let (blobs, problems) = signatures::fetch_layers(sigs, m).await;
-        let lookup = |d: &Descriptor| blobs.get(&d.digest).cloned();
-        match trust::verify_signature_layers(digest, m, &lookup, policy) {
+        match verify_classic(sigs, digest, m, policy, &mut reasons).await {
             Ok(v) => return Ok(v),
-            Err(e) => {
-                any = !m.layers.is_empty();
-                reasons.extend(problems);
-                reasons.push(format!("{e:#}"));
-                if !matches!(kind_of(&e), Kind::NoSignatures | Kind::NoMatchingSignature) {
-                    return Err(e);
-                }
+            Err(e) if !matches!(kind_of(&e), Kind::NoSignatures | Kind::NoMatchingSignature) => {
+                return Err(e)
             }
+            Err(_) => any = !m.layers.is_empty(),
         }
     }
     let mut verified = Vec::new();
@@ -161,12 +161,53 @@ pub async fn verify_digest(
     )
 }
 
-/// At most [`MAX_REASONS`] reasons, each one line, then how many more there were.
+/// The layers of a `.sig` manifest that verify: at most [`MAX_SIG_LAYERS`] examined,
+/// each blob fetched once however many layers name it; what went wrong goes to `reasons`.
+async fn verify_classic(
+    sigs: &dyn ReadStore,
+    digest: &str,
+    m: &crate::oci::Manifest,
+    policy: &Policy,
+    reasons: &mut Vec<String>,
+) -> anyhow::Result<Vec<Verified>> {
+    let mut m = m.clone();
+    if m.layers.len() > MAX_SIG_LAYERS {
+        reasons.push(format!(
+            "the signature manifest has {} layers; the {} after the first {MAX_SIG_LAYERS} were not examined",
+            m.layers.len(),
+            m.layers.len() - MAX_SIG_LAYERS
+        ));
+        m.layers.truncate(MAX_SIG_LAYERS);
+    }
+    let mut unique = m.clone();
+    let mut seen = std::collections::HashSet::new();
+    unique.layers.retain(|l| seen.insert(l.digest.clone()));
+    let (blobs, problems) = signatures::fetch_layers(sigs, &unique).await;
+    let lookup = |d: &Descriptor| blobs.get(&d.digest).cloned();
+    trust::verify_signature_layers(digest, &m, &lookup, policy).inspect_err(|e| {
+        reasons.extend(problems);
+        reasons.push(format!("{e:#}"));
+    })
+}
+
+/// At most [`MAX_REASONS`] reasons of at most [`MAX_REASON_LINES`] lines (escaped), then
+/// how many more there were.
 fn summarize(reasons: &[String]) -> String {
     let mut s: Vec<String> = reasons
         .iter()
         .take(MAX_REASONS)
-        .map(|r| crate::progress::escape(r))
+        .map(|r| {
+            let lines: Vec<&str> = r.lines().collect();
+            let mut kept: Vec<String> = lines
+                .iter()
+                .take(MAX_REASON_LINES)
+                .map(|l| crate::progress::escape(l))
+                .collect();
+            if lines.len() > MAX_REASON_LINES {
+                kept.push(format!("  … {} more", lines.len() - MAX_REASON_LINES));
+            }
+            kept.join("\n")
+        })
         .collect();
     if reasons.len() > MAX_REASONS {
         s.push(format!("and {} more", reasons.len() - MAX_REASONS));
