@@ -177,10 +177,12 @@ fn corrupt_or_short_blobs_are_integrity_failures() {
         "a temp file was left"
     );
     let prefix = work.path().join("prefix");
+    let conf = home.path().join("kong.conf");
+    std::fs::write(&conf, "").unwrap();
     run_fail(
         home.kplug()
             .args(["install", &pinned, "--insecure-skip-verify", "--kong-conf"])
-            .arg(work.path().join("kong.conf"))
+            .arg(&conf)
             .arg("--prefix")
             .arg(&prefix),
         5,
