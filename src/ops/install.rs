@@ -51,7 +51,8 @@ pub struct InstallReport {
 /// artifact is staged, with what verified it.
 enum Fetched {
     AlreadyInstalled(String),
-    Ready(Vec<Verified>),
+    /// What verified it, and the version its manifest declares.
+    Ready(Vec<Verified>, Option<String>),
 }
 
 pub async fn install(r: &InstallRequest) -> anyhow::Result<InstallReport> {
@@ -88,10 +89,15 @@ pub async fn install(r: &InstallRequest) -> anyhow::Result<InstallReport> {
             let receipt = state::read_receipt(&prefix, &name)?.expect("checked by fetch_verified");
             (Outcome::Unchanged, receipt, Vec::new())
         }
-        Fetched::Ready(verified) => {
+        Fetched::Ready(verified, declared) => {
             let signed = verified.first();
-            let (outcome, receipt) =
-                unpack_and_swap(r, &prefix, &staging, &blob, &reference, &digest, signed).await?;
+            let art = Staged {
+                blob: &blob,
+                reference: &reference,
+                digest: &digest,
+                declared,
+            };
+            let (outcome, receipt) = unpack_and_swap(r, &prefix, &staging, &art, signed).await?;
             (outcome, receipt, verified)
         }
     };
@@ -109,16 +115,24 @@ pub async fn install(r: &InstallRequest) -> anyhow::Result<InstallReport> {
     })
 }
 
+/// A verified artifact in staging: the blob, where it came from, and the version its
+/// manifest declares (which wins over the archive's own).
+struct Staged<'a> {
+    blob: &'a Path,
+    reference: &'a str,
+    digest: &'a str,
+    declared: Option<String>,
+}
+
 /// Unpack the verified blob, check the name, and swap it in under the prefix lock.
 async fn unpack_and_swap(
     r: &InstallRequest,
     prefix: &Prefix,
     staging: &tempfile::TempDir,
-    blob: &Path,
-    reference: &str,
-    digest: &str,
+    art: &Staged<'_>,
     signed: Option<&Verified>,
 ) -> anyhow::Result<(Outcome, Receipt)> {
+    let (blob, reference, digest) = (art.blob, art.reference, art.digest);
     let hint = r.name.clone().or_else(|| artifact::name_hint(reference));
     let ex = super::pull::extract_blob(blob, staging.path(), r.limits, hint).await?;
     if let Some(n) = &r.name {
@@ -132,7 +146,7 @@ async fn unpack_and_swap(
     }
     let receipt = Receipt {
         name: ex.name.clone(),
-        version: ex.version.clone(),
+        version: art.declared.clone().or_else(|| ex.version.clone()),
         reference: reference.to_string(),
         digest: digest.to_string(),
         signer: signed.map(|v| v.signer.clone()),
@@ -161,7 +175,7 @@ fn verify_plain_file(
         Some(p) => vec![verify_detached(file, &bytes, r.signature.as_deref(), p)?],
     };
     std::fs::write(blob, &bytes)?;
-    Ok(Fetched::Ready(verified))
+    Ok(Fetched::Ready(verified, None))
 }
 
 fn verify_detached(
@@ -180,8 +194,8 @@ fn verify_detached(
             ),
         )
     })?;
-    let sig_b64 = std::fs::read_to_string(sig_path)
-        .with_context(|| format!("reading {}", sig_path.display()))?;
+    let sig_b64 =
+        String::from_utf8_lossy(&crate::error::read_input("--signature", sig_path)?).into_owned();
     let der = base64::engine::general_purpose::STANDARD
         .decode(sig_b64.trim())
         .map_err(|e| {
@@ -250,7 +264,8 @@ async fn fetch_verified(
             None => st.fetch_manifest(&digest).await?,
         };
         let p = artifact::resolve_plugin(st.as_ref(), &bytes, &desc, &pinned).await?;
-        store::fetch_blob_to_file(st.as_ref(), &p.layer, blob).await
+        super::pull::fetch_plugin(st.as_ref(), &p.content, blob, &r.limits).await?;
+        anyhow::Ok(super::pull::declared_version(&p))
     };
     let verification = async {
         match policy {
@@ -263,8 +278,8 @@ async fn fetch_verified(
     // download also failed.
     let verified =
         verified.with_context(|| format!("verifying {pinned}; nothing was installed"))?;
-    fetched.with_context(|| format!("fetching {pinned}; nothing was installed"))?;
-    Ok((pinned, digest, Fetched::Ready(verified)))
+    let declared = fetched.with_context(|| format!("fetching {pinned}; nothing was installed"))?;
+    Ok((pinned, digest, Fetched::Ready(verified, declared)))
 }
 
 /// The shortcut for re-runs: same digest, files intact, and signed by one of the keys
