@@ -406,7 +406,7 @@ fn written_files_modes_and_messages_without_temp_names() {
         "{all}"
     );
     run_ok(
-        umask_022(&mut env.home.kplug().env("COSIGN_PASSWORD", PASSWORD))
+        umask_022(env.home.kplug().env("COSIGN_PASSWORD", PASSWORD))
             .args(["sign-blob", "--key"])
             .arg(&env.key.key)
             .arg("--output-signature")

@@ -177,7 +177,8 @@ pub struct NodeArgs {
         env = "KPLUG_PREFIX"
     )]
     pub prefix: Option<PathBuf>,
-    /// Kong configuration file to read (and edit with --enable/--disable).
+    /// Kong's configuration file: read for `plugins` and `lua_package_path`; changed only by
+    /// `install --enable` and `uninstall --disable`.
     #[arg(long, value_name = "FILE", default_value = "/etc/kong/kong.conf")]
     pub kong_conf: PathBuf,
     /// Use the first writable directory of KONG_LUA_PACKAGE_PATH / lua_package_path as the
@@ -198,5 +199,23 @@ impl NodeArgs {
             kong_conf: self.kong_conf.clone(),
             use_package_path: self.use_package_path,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 11.16: advice about lua_package_path must hold from Kong's working directory,
+    /// so a relative --prefix is made absolute before anything prints it.
+    #[test]
+    fn prefix_is_absolute() {
+        let a = NodeArgs {
+            prefix: Some(PathBuf::from("rel/lua")),
+            kong_conf: PathBuf::from("/etc/kong/kong.conf"),
+            use_package_path: false,
+        };
+        let p = a.options().prefix.unwrap();
+        assert!(p.is_absolute() && p.ends_with("rel/lua"), "{}", p.display());
     }
 }

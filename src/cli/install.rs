@@ -11,7 +11,16 @@ use crate::ops::install::{self, InstallReport, InstallRequest};
 use crate::ops::node::Enabled;
 
 #[derive(Args, Debug)]
-#[command(after_help = super::output::EXIT_CODES)]
+#[command(after_help = super::output::with_exit_codes("\
+What it does: resolves a tag once, verifies the signature with --key before anything is
+written (and before the download is used), unpacks under the --max-* limits into
+<prefix>/kong/plugins/<name>/ in one atomic swap, keeps the version it replaces for
+`kplug rollback`, and records a receipt that `kplug list` shows. Installing the same digest
+again changes nothing.
+
+Kong loads the plugin once it is listed in `plugins =` (--enable does that, in --kong-conf)
+and you run `kong prepare && kong reload` (or restart Kong). `kplug doctor` checks the
+node first."))]
 pub struct InstallArgs {
     /// Artifact: REGISTRY/REPO@DIGEST (or :TAG, resolved once), oci:DIR[:REF],
     /// oci-archive:FILE[:REF], docker-archive:FILE (crane pull), or a plugin .tar.gz file.

@@ -40,8 +40,11 @@ pub async fn run(g: &Global, out: &Printer, a: PullArgs) -> anyhow::Result<()> {
     out.result(&r, |t| match r.files.is_empty() {
         true => t.line(r.path.display().to_string()),
         false => {
+            // File names come from the archive: escaped, they cannot drive the terminal.
             for f in &r.files {
-                t.line(r.path.join(&f.path).display().to_string());
+                t.line(crate::progress::escape(
+                    &r.path.join(&f.path).display().to_string(),
+                ));
             }
         }
     })

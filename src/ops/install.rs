@@ -188,7 +188,7 @@ fn verify_detached(
         fail(
             Kind::SigTagNotFound,
             format!(
-                "{} is a plain file: give its detached signature with --signature FILE (from `cosign sign-blob --key cosign.key {}`)",
+                "{} is a plain file: give its detached signature with --signature FILE (from `kplug sign-blob --key cosign.key {} --output-signature FILE`, or `cosign sign-blob`)",
                 file.display(),
                 file.display()
             ),

@@ -205,7 +205,16 @@ async fn pull_into(
         .map_err(|e| anyhow::anyhow!("cannot write into {}: {}", dir.display(), e.kind()))?;
     let blob = staging.path().join("blob");
     fetch_plugin(st, content, &blob, limits).await?;
-    let mut ex = extract_blob(&blob, staging.path(), *limits, hint).await?;
+    let mut ex = extract_blob(&blob, staging.path(), *limits, hint)
+        .await
+        .map_err(|e| {
+            // Messages name the directory asked for, never the staging one inside it.
+            let msg = format!("{e:#}").replace(
+                &staging.path().display().to_string(),
+                &dir.display().to_string(),
+            );
+            crate::error::fail(crate::error::kind_of(&e), msg)
+        })?;
     let target = dir.join("kong/plugins").join(&ex.name);
     if target.exists() {
         crate::bail_kind!(
