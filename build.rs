@@ -28,7 +28,9 @@ fn main() {
     // Re-run when HEAD moves (not on every edit: the date is the day of that build).
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed=SOURCE_DATE_EPOCH");
-    for rel in ["HEAD", "logs/HEAD"] {
+    let mut watched = vec!["HEAD".to_string(), "logs/HEAD".to_string()];
+    watched.extend(git(&["symbolic-ref", "-q", "HEAD"]));
+    for rel in &watched {
         if let Some(p) = git(&["rev-parse", "--git-path", rel]) {
             if PathBuf::from(&p).exists() {
                 println!("cargo:rerun-if-changed={p}");
