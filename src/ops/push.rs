@@ -78,7 +78,9 @@ pub async fn push(o: &PushOptions) -> anyhow::Result<PushReport> {
     if loc.digest().is_some() {
         crate::bail_kind!(Kind::Usage, "push to a tag, not a digest: {}", o.reference);
     }
-    let packed_dir = tempfile::tempdir()?;
+    // tempfile's own error names the temp directory; the kind alone is what helps.
+    let packed_dir = tempfile::tempdir()
+        .map_err(|e| anyhow::anyhow!("creating a scratch directory: {}", e.kind()))?;
     // Checked before the destination is opened: nothing is sent for a refused file.
     let src = source_file(o, &loc, packed_dir.path())?;
     let dst = store::open_writable(&loc, &o.store).await?;
