@@ -57,6 +57,13 @@ if ! python3 -c 'import kong_pdk' 2>/dev/null; then
     python3 -m pip install -q --break-system-packages kong-pdk
 fi
 
+# tests/ux.rs drives ORAS' Python client (oras-py) as a peer: oras push/pull.
+if ! python3 -c 'import oras' 2>/dev/null; then
+  echo "installing: oras (PyPI)" >&2
+  python3 -m pip install -q oras 2>/dev/null ||
+    python3 -m pip install -q --break-system-packages oras
+fi
+
 if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install --locked cargo-nextest
 fi

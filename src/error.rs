@@ -72,6 +72,26 @@ pub fn fail(kind: Kind, msg: impl Into<String>) -> anyhow::Error {
     })
 }
 
+/// The error for a local input file named on the command line (a plugin, key, signature,
+/// mirror manifest, list file) that cannot be read: always [`Kind::Usage`] (exit 2), the
+/// one rule for "the file you gave is not there". Content missing from a store is
+/// [`Kind::NotFound`] (exit 3).
+pub fn input_error(what: &str, path: &std::path::Path, e: &std::io::Error) -> anyhow::Error {
+    let why = match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file".to_string(),
+        k => k.to_string(),
+    };
+    fail(
+        Kind::Usage,
+        format!("cannot read {what} {}: {why}", path.display()),
+    )
+}
+
+/// Read a local input file, see [`input_error`].
+pub fn read_input(what: &str, path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| input_error(what, path, &e))
+}
+
 /// `bail!` with a kind: `bail_kind!(Kind::NotFound, "tag {t} not found")`.
 #[macro_export]
 macro_rules! bail_kind {

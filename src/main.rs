@@ -1,11 +1,14 @@
-use clap::Parser;
-
 fn main() {
-    let cli = kplug::cli::Cli::parse();
+    let cli = kplug::cli::parse();
     let code = match kplug::cli::run(cli) {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("Error: {e:#}");
+            // Escaped: an error may quote untrusted bytes (an archive entry, a registry's
+            // message); the terminal must not interpret them.
+            eprintln!(
+                "Error: {}",
+                kplug::progress::escape_lines(&format!("{e:#}"))
+            );
             kplug::error::kind_of(&e).exit_code()
         }
     };

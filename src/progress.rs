@@ -105,3 +105,9 @@ pub fn escape(s: &str) -> String {
         })
         .collect()
 }
+
+/// [`escape`] line by line: the line breaks of a multi-line message stay, every other
+/// control character is escaped.
+pub fn escape_lines(s: &str) -> String {
+    s.split('\n').map(escape).collect::<Vec<_>>().join("\n")
+}

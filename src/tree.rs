@@ -60,6 +60,34 @@ pub fn parent_dir(path: &Path) -> &Path {
         .unwrap_or(Path::new("."))
 }
 
+/// Refuse, naming it, a directory that is missing or is not one, before anything is
+/// written into it: `pull -o missing/dir/f.tar.gz` says which directory does not exist.
+pub fn check_parent_dir(path: &Path) -> anyhow::Result<()> {
+    let dir = parent_dir(path);
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => crate::bail_kind!(
+            crate::error::Kind::Usage,
+            "cannot write {}: {} is not a directory",
+            path.display(),
+            dir.display()
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => crate::bail_kind!(
+            crate::error::Kind::Usage,
+            "cannot write {}: directory {} does not exist (create it first)",
+            path.display(),
+            dir.display()
+        ),
+        Err(e) => crate::bail_kind!(
+            crate::error::Kind::Usage,
+            "cannot write {}: {}: {}",
+            path.display(),
+            dir.display(),
+            e.kind()
+        ),
+    }
+}
+
 /// Mode of files kplug writes for the user (pack output, pull `-o`, bundles): 0644 before
 /// the umask, like any tool's output. Key files use [`SECRET_MODE`].
 pub const USER_MODE: u32 = 0o644;
@@ -78,19 +106,16 @@ impl AtomicFile {
     /// Start writing `path` with permission bits `mode` (before the umask).
     pub fn create(path: &Path, mode: u32) -> anyhow::Result<AtomicFile> {
         use std::os::unix::fs::PermissionsExt;
-        let dir = parent_dir(path);
+        check_parent_dir(path)?;
         let tmp = tempfile::Builder::new()
             .prefix(".kplug-tmp")
             .permissions(std::fs::Permissions::from_mode(mode))
-            .tempfile_in(dir)
+            .tempfile_in(parent_dir(path))
+            // The io error alone: tempfile's own message names the temp file.
             .map_err(|e| {
                 crate::error::fail(
-                    if e.kind() == std::io::ErrorKind::NotFound {
-                        crate::error::Kind::Usage
-                    } else {
-                        crate::error::Kind::Other
-                    },
-                    format!("cannot write {}: {e}", path.display()),
+                    crate::error::Kind::Other,
+                    format!("cannot write {}: {}", path.display(), e.kind()),
                 )
             })?;
         Ok(AtomicFile {

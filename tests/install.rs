@@ -444,10 +444,29 @@ fn write_targz(path: &Path, entries: &[Entry]) {
     b.into_inner().unwrap().finish().unwrap();
 }
 
-/// Pushes the archive at `file` to `REG/plugins/hello:<tag>`, signs it, installs it with
-/// `extra` flags: exit 6, `why` in the message, nothing written.
+/// Pushes the archive at `file` to `REG/plugins/hello:<tag>` (which `push` refuses without
+/// --force when the node's default limits refuse it: no node would install it), signs it,
+/// installs it with `extra` flags: exit 6, `why` in the message, nothing written.
 fn assert_hostile_refused(env: &Env, file: &Path, tag: &str, extra: &[&str], why: &str) {
-    let pinned = push(&env.home, file, &format!("{}:{tag}", env.repo()));
+    let reference = format!("{}:{tag}", env.repo());
+    if extra.is_empty() {
+        let out = run(env.home.kplug().arg("push").arg(file).arg(&reference));
+        assert_eq!(
+            out.status.code(),
+            Some(6),
+            "push published it: {}",
+            stderr(&out)
+        );
+        assert!(stderr(&out).contains(why), "{}", stderr(&out));
+    }
+    let out = run_ok(
+        env.home
+            .kplug()
+            .args(["push", "--force"])
+            .arg(file)
+            .arg(&reference),
+    );
+    let pinned = stdout(&out).trim().to_string();
     sign(&env.home, &env.key, &pinned);
     let out = run_fail(&mut env.install_cmd(&pinned, extra), 6);
     assert!(

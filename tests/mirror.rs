@@ -241,7 +241,7 @@ fn save_then_load_across_the_gap() {
             .arg(format!("{}/airgap", b.host())),
     ));
     assert_eq!(v["totals"]["skipped"], 2, "{v}");
-    assert_eq!(v["totals"]["bytes_copied"], 0, "{v}");
+    assert_eq!(v["totals"]["bytesCopied"], 0, "{v}");
 }
 
 /// cosign v3's real bundle (a referrer found through the `sha256-<hex>` fallback index)
@@ -421,7 +421,7 @@ fn mirror_resumes_after_the_destination_dies() {
         &["--json", "--manifest", &m],
     )));
     assert_eq!(third["totals"]["skipped"], 20, "{third}");
-    assert_eq!(third["totals"]["bytes_copied"], 0, "{third}");
+    assert_eq!(third["totals"]["bytesCopied"], 0, "{third}");
 
     // Across the three runs no blob was uploaded twice.
     let uploads = completed_uploads(&mut b);
@@ -476,9 +476,9 @@ fn mirror_selects_tags_refuses_unsigned_and_mounts() {
             &format!("oci:{}", dry.display()),
         ],
     )));
-    assert_eq!(v["totals"]["would_copy"], 2, "{v}");
+    assert_eq!(v["totals"]["wouldCopy"], 2, "{v}");
     assert_eq!(v["artifacts"][0]["status"], "would-copy");
-    assert!(v["totals"]["bytes_copied"].as_u64().unwrap() > 0);
+    assert!(v["totals"]["bytesCopied"].as_u64().unwrap() > 0);
     assert_eq!(index_json(&dry)["manifests"].as_array().unwrap().len(), 0);
 
     // --signed-only: 1.5.0 is unsigned, refused with cosign's exit code; nothing of it lands.
@@ -553,8 +553,8 @@ fn mirror_selects_tags_refuses_unsigned_and_mounts() {
             &format!("{}/copy", a.host()),
         ],
     )));
-    assert_eq!(v["totals"]["blobs_copied"], 0, "{v}");
-    assert_eq!(v["totals"]["blobs_mounted"], 4, "{v}");
+    assert_eq!(v["totals"]["blobsCopied"], 0, "{v}");
+    assert_eq!(v["totals"]["blobsMounted"], 4, "{v}");
     verify_ok(
         &home,
         &key,

@@ -68,10 +68,25 @@ pub struct TrustArgs {
         conflicts_with = "certificate_oidc_issuer"
     )]
     pub certificate_oidc_issuer_regexp: Option<String>,
+    /// Accepted as cosign spells it, and changes nothing: kplug requires transparency-log
+    /// entries only with --require-tlog (keyless: for the signing time).
+    #[arg(long)]
+    pub insecure_ignore_tlog: bool,
 }
 
 impl TrustArgs {
     pub fn options(&self) -> anyhow::Result<TrustOptions> {
+        if self.insecure_ignore_tlog {
+            if self.require_tlog {
+                crate::bail_kind!(
+                    Kind::Usage,
+                    "--insecure-ignore-tlog and --require-tlog contradict each other"
+                );
+            }
+            crate::progress::note(
+                "note: --insecure-ignore-tlog changes nothing here: kplug verifies offline, and needs a Rekor entry only with --require-tlog (or, keyless, for the signing time a certificate is checked at)",
+            );
+        }
         Ok(TrustOptions {
             keys: self.keys.clone(),
             annotations: parse_annotations(&self.annotations)?,
@@ -122,14 +137,20 @@ impl SignatureArgs {
     }
 }
 
+/// The limits a node unpacks a plugin under. `install` and `pull` apply them; `pack` and
+/// `push` refuse what they would refuse, so a published plugin installs everywhere with the
+/// defaults.
 #[derive(Args, Debug, Clone)]
 pub struct LimitArgs {
-    /// Most files an archive may unpack to.
-    #[arg(long, default_value_t = Limits::default().max_files)]
+    /// Most files and directories a plugin archive may hold.
+    #[arg(long, value_name = "N", default_value_t = Limits::default().max_files)]
     pub max_files: u64,
-    /// Most bytes an archive may unpack to.
-    #[arg(long, default_value_t = Limits::default().max_total_bytes)]
+    /// Most bytes a plugin may unpack to, all files together (256 MiB).
+    #[arg(long, value_name = "BYTES", default_value_t = Limits::default().max_total_bytes)]
     pub max_bytes: u64,
+    /// Most bytes one file of a plugin may have (64 MiB).
+    #[arg(long, value_name = "BYTES", default_value_t = Limits::default().max_file_bytes)]
+    pub max_file_bytes: u64,
 }
 
 impl LimitArgs {
@@ -137,6 +158,7 @@ impl LimitArgs {
         Limits {
             max_files: self.max_files,
             max_total_bytes: self.max_bytes,
+            max_file_bytes: self.max_file_bytes,
             ..Default::default()
         }
     }
@@ -145,14 +167,23 @@ impl LimitArgs {
 /// Options shared by every verb that touches a node.
 #[derive(Args, Debug, Clone)]
 pub struct NodeArgs {
-    /// Lua tree the plugin goes into (<prefix>/kong/plugins/<name>/).
-    #[arg(long, value_name = "DIR", env = "KPLUG_PREFIX")]
+    /// Lua tree plugins go into, as DIR/kong/plugins/<name>/: a directory on Kong's
+    /// lua_package_path (default /usr/local/share/lua/5.1, where luarocks installs). Not
+    /// Kong's own `prefix` (its working directory, /usr/local/kong).
+    #[arg(
+        long,
+        visible_alias = "lua-tree",
+        value_name = "DIR",
+        env = "KPLUG_PREFIX"
+    )]
     pub prefix: Option<PathBuf>,
-    /// Kong configuration file to read (and edit with --enable/--disable); given
-    /// explicitly it must exist [default: /etc/kong/kong.conf, if present].
+    /// Kong's configuration file: read for `plugins` and `lua_package_path`; changed only by
+    /// `install --enable` and `uninstall --disable`. Given explicitly it must exist
+    /// [default: /etc/kong/kong.conf, if present].
     #[arg(long, value_name = "FILE")]
     pub kong_conf: Option<PathBuf>,
-    /// Use the first writable directory of KONG_LUA_PACKAGE_PATH / lua_package_path as prefix.
+    /// Use the first writable directory of KONG_LUA_PACKAGE_PATH / lua_package_path as the
+    /// Lua tree.
     #[arg(long, conflicts_with = "prefix")]
     pub use_package_path: bool,
     /// Give up waiting after this long when another kplug command holds the prefix lock
@@ -164,7 +195,12 @@ pub struct NodeArgs {
 impl NodeArgs {
     pub fn options(&self) -> NodeOptions {
         NodeOptions {
-            prefix: self.prefix.clone(),
+            // Absolute, so that every path kplug prints (and the lua_package_path it
+            // advises) works from Kong's working directory too.
+            prefix: self
+                .prefix
+                .as_ref()
+                .map(|p| std::path::absolute(p).unwrap_or(p.clone())),
             kong_conf: self.kong_conf.clone(),
             use_package_path: self.use_package_path,
             lock_timeout: self.lock_timeout,
@@ -279,4 +315,23 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
         _ => return Err(format!("{s:?}: unit must be ms, s, m or h")),
     };
     std::time::Duration::try_from_secs_f64(secs).map_err(|e| format!("{s:?}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 11.16: advice about lua_package_path must hold from Kong's working directory,
+    /// so a relative --prefix is made absolute before anything prints it.
+    #[test]
+    fn prefix_is_absolute() {
+        let a = NodeArgs {
+            prefix: Some(PathBuf::from("rel/lua")),
+            kong_conf: None,
+            use_package_path: false,
+            lock_timeout: None,
+        };
+        let p = a.options().prefix.unwrap();
+        assert!(p.is_absolute() && p.ends_with("rel/lua"), "{}", p.display());
+    }
 }

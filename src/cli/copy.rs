@@ -5,10 +5,22 @@ use super::{Global, Printer};
 use crate::ops::transfer::{self, CopyOptions};
 
 #[derive(Args, Debug)]
+#[command(after_help = "\
+Local stores use skopeo's grammar: oci:DIR[:REF][@sha256:…], where REF is the entry's
+org.opencontainers.image.ref.name, either TAG or NAME:TAG (NAME may hold `/`).
+  oci:./store:kong/hello:0.2.0   the entry kong/hello:0.2.0
+  oci:./store:0.2.0              the entry 0.2.0 (or, reading, the one NAME:0.2.0)
+  oci:./store:kong/hello         NAME only: the tag comes from the source
+  oci:./store                    reading: its only artifact (else the one tagged latest);
+                                 writing: the source's REPOSITORY:TAG, as `save` stores it
+A single word is a tag: `copy REG/kong/hello:0.2.0 oci:./store:hello` stores the tag
+`hello`. stdout is the reference written, pinned to its digest.")]
 pub struct CopyArgs {
-    /// Source: REGISTRY/REPO[:TAG|@DIGEST], oci:DIR[:NAME:TAG], oci-archive:FILE[:TAG], docker-archive:FILE.
+    /// Source: REGISTRY/REPO[:TAG|@DIGEST], oci:DIR[:REF], oci-archive:FILE[:REF],
+    /// docker-archive:FILE.
     pub src: String,
-    /// Destination: REGISTRY/REPO[:TAG] or oci:DIR[:NAME[:TAG]]. Without a tag, the source's tag is used.
+    /// Destination: REGISTRY/REPO[:TAG] or oci:DIR[:REF]. What it leaves out comes from
+    /// the source (see below).
     pub dst: String,
     #[command(flatten)]
     pub sel: SignatureArgs,

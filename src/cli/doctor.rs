@@ -6,6 +6,10 @@ use crate::error::Kind;
 use crate::node::doctor::Severity;
 
 #[derive(Args, Debug)]
+#[command(after_help = "\
+Reads kong.conf (and KONG_* variables, which override it) the way Kong does at start-up:
+every plugin in `plugins =` must be found on lua_package_path, with handler.lua and
+schema.lua. Exit 1 when something would stop Kong from starting.")]
 pub struct DoctorArgs {
     #[command(flatten)]
     pub node: NodeArgs,

@@ -3,20 +3,32 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::args::{LimitArgs, NodeArgs, TrustArgs};
+use super::output::{ReceiptJson, RELOAD_HINT};
 use super::{Global, Printer};
 use crate::error::{fail, Kind};
-use crate::node::state::{Outcome, Receipt};
+use crate::node::state::Outcome;
 use crate::ops::install::{self, InstallReport, InstallRequest};
 use crate::ops::node::Enabled;
 
 #[derive(Args, Debug)]
+#[command(after_help = super::output::with_exit_codes("\
+What it does: resolves a tag once, verifies the signature with --key before anything is
+written (and before the download is used), unpacks under the --max-* limits into
+<prefix>/kong/plugins/<name>/ in one atomic swap, keeps the version it replaces for
+`kplug rollback`, and records a receipt that `kplug list` shows. Installing the same digest
+again changes nothing.
+
+Kong loads the plugin once it is listed in `plugins =` (--enable does that, in --kong-conf)
+and you run `kong prepare && kong reload` (or restart Kong). `kplug doctor` checks the
+node first."))]
 pub struct InstallArgs {
-    /// Artifact: REGISTRY/REPO@DIGEST (or :TAG, resolved once), oci:DIR:NAME:TAG,
-    /// oci-archive:FILE, docker-archive:FILE (crane pull), or a plugin .tar.gz file.
+    /// Artifact: REGISTRY/REPO@DIGEST (or :TAG, resolved once), oci:DIR[:REF],
+    /// oci-archive:FILE[:REF], docker-archive:FILE (crane pull), or a plugin .tar.gz file.
     pub reference: String,
     #[command(flatten)]
     pub trust: TrustArgs,
-    /// Detached signature (base64, as `cosign sign-blob` writes) for a plain .tar.gz file.
+    /// Detached signature of a plain .tar.gz file (base64, as `kplug sign-blob` and
+    /// `cosign sign-blob` write it).
     #[arg(long, value_name = "FILE")]
     pub signature: Option<PathBuf>,
     /// Install without verifying any signature. Dangerous: anyone who can write to the
@@ -28,7 +40,8 @@ pub struct InstallArgs {
     /// Add the plugin to `plugins =` in kong.conf (or print the KONG_PLUGINS line).
     #[arg(long)]
     pub enable: bool,
-    /// Plugin name for archives of bare files (default: the repository's last component).
+    /// Plugin name for archives of bare files (default: the repository's last component);
+    /// with any archive, checked against the plugin it holds.
     #[arg(long)]
     pub name: Option<String>,
     /// Owner of the installed files as UID:GID (default: the installing user).
@@ -69,11 +82,15 @@ fn parse_owner(s: &str) -> anyhow::Result<(u32, u32)> {
 }
 
 #[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 struct Installed<'a> {
     outcome: &'static str,
     path: &'a PathBuf,
     #[serde(flatten)]
-    receipt: &'a Receipt,
+    receipt: ReceiptJson<'a>,
+    files: &'a [crate::tree::FileEntry],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    enabled: Option<&'a Enabled>,
     #[serde(skip_serializing_if = "Option::is_none")]
     source: Option<&'a str>,
 }
@@ -105,7 +122,9 @@ pub async fn run(g: &Global, out: &Printer, a: InstallArgs) -> anyhow::Result<()
             Outcome::Installed { .. } => "installed",
         },
         path: &r.path,
-        receipt: &r.receipt,
+        receipt: ReceiptJson::of(&r.receipt),
+        files: &r.receipt.files,
+        enabled: r.enabled.as_ref(),
         source: r.source.as_deref(),
     };
     out.result(&json, |t| t.line(r.path.display().to_string()))?;
@@ -160,7 +179,7 @@ fn status(r: &InstallReport) {
             previous_differs,
             adopted,
         } => format!(
-            "installed {} {} ({}) into {}{}{}",
+            "installed {} {} ({}) into {}{}{}{}",
             rc.name,
             escape(rc.version.as_deref().unwrap_or("")),
             rc.digest,
@@ -169,7 +188,12 @@ fn status(r: &InstallReport) {
             adopted
                 .as_ref()
                 .map(|a| format!("; the files that were there are kept in {} and `kplug uninstall {}` puts them back", a.display(), rc.name))
-                .unwrap_or_default()
+                .unwrap_or_default(),
+            // With --enable, the note on enabling says it.
+            match r.enabled {
+                None => format!("\nonce it is listed in kong.conf `plugins =` (--enable does it), {RELOAD_HINT} to load it"),
+                Some(_) => String::new(),
+            }
         ),
     });
 }
@@ -183,7 +207,7 @@ fn enabled_note(e: &Enabled, name: &str) -> String {
         } => {
             let mut s = match changed {
                 true => format!(
-                    "enabled {name} in {}; run `kong prepare && kong reload` (or restart Kong) to load it",
+                    "enabled {name} in {}; {RELOAD_HINT} to load it",
                     path.display()
                 ),
                 false => format!("{name} is already enabled in {}", path.display()),

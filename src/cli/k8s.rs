@@ -106,6 +106,7 @@ pub enum Way {
 pub struct HelmArgs {
     #[command(flatten)]
     pub source: SourceArgs,
+    /// How the chart gets the plugin: ConfigMaps it mounts, or the verifying init container.
     #[arg(long, value_enum, default_value = "configmap")]
     pub way: Way,
     #[command(flatten)]

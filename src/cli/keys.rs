@@ -7,8 +7,8 @@ use crate::ops::keys::{self, KeyPairOptions, KeyPairReport};
 
 #[derive(Args, Debug)]
 pub struct GenerateArgs {
-    /// Write PREFIX.key and PREFIX.pub.
-    #[arg(long, default_value = "cosign")]
+    /// Write PREFIX.key (encrypted, mode 0600) and PREFIX.pub.
+    #[arg(long, value_name = "PREFIX", default_value = "cosign")]
     pub output_key_prefix: String,
     /// Overwrite existing key files.
     #[arg(long)]
@@ -22,12 +22,16 @@ pub struct GenerateArgs {
 #[derive(Args, Debug)]
 pub struct ImportArgs {
     /// Unencrypted EC P-256 private key (PEM: PKCS#8 `PRIVATE KEY` or SEC1 `EC PRIVATE KEY`).
-    #[arg(long)]
+    #[arg(long, value_name = "FILE")]
     pub key: PathBuf,
-    #[arg(long, default_value = "import-cosign")]
+    /// Write PREFIX.key (encrypted, mode 0600) and PREFIX.pub.
+    #[arg(long, value_name = "PREFIX", default_value = "import-cosign")]
     pub output_key_prefix: String,
+    /// Overwrite existing key files.
     #[arg(long)]
     pub force: bool,
+    /// Write the `ENCRYPTED COSIGN PRIVATE KEY` / scrypt N=32768 form that cosign <= 2.1
+    /// and containers/image <= 5.24 need.
     #[arg(long)]
     pub legacy_header: bool,
 }

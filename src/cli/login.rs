@@ -10,6 +10,7 @@ use crate::ops::login::{self, LoginOptions};
 pub struct LoginArgs {
     /// Registry host (e.g. ghcr.io, registry.example.com:5000).
     pub registry: String,
+    /// User name (for a token, what the registry expects, e.g. your user on ghcr.io).
     #[arg(short, long)]
     pub username: String,
     /// Read the password from stdin (the only way: it never appears in `ps` or history).
@@ -19,6 +20,7 @@ pub struct LoginArgs {
 
 #[derive(Args, Debug)]
 pub struct LogoutArgs {
+    /// Registry host whose credentials to remove, as given to `kplug login`.
     pub registry: String,
 }
 

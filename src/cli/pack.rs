@@ -2,6 +2,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
+use super::args::LimitArgs;
 use super::Printer;
 use crate::ops::pack::{self, PackOptions};
 
@@ -10,7 +11,7 @@ pub struct PackArgs {
     /// Plugin directory: bare (handler.lua, schema.lua …), kong/plugins/<name>/…, or a LuaRocks tree.
     pub dir: PathBuf,
     /// Output file (default <name>-<version>.tar.gz in the current directory).
-    #[arg(short, long)]
+    #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
     /// Plugin name when the layout does not say it.
     #[arg(long)]
@@ -18,6 +19,11 @@ pub struct PackArgs {
     /// Plugin version (else the rockspec's, else handler.lua's VERSION).
     #[arg(long = "version", value_name = "VERSION")]
     pub plugin_version: Option<String>,
+    /// Write the archive even if a node would refuse to install it (over the limits below).
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub limits: LimitArgs,
 }
 
 pub async fn run(out: &Printer, a: PackArgs) -> anyhow::Result<()> {
@@ -26,6 +32,7 @@ pub async fn run(out: &Printer, a: PackArgs) -> anyhow::Result<()> {
         output: a.output,
         name: a.name,
         version: a.plugin_version,
+        check: (!a.force).then(|| a.limits.limits()),
     })?;
     let json = serde_json::json!({
         "name": p.name, "version": p.version, "path": p.path, "digest": p.digest,

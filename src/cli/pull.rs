@@ -8,10 +8,12 @@ use crate::ops::pull::{self, PullOptions, PullTo};
 
 #[derive(Args, Debug)]
 pub struct PullArgs {
-    /// Source: REGISTRY/REPO[:TAG|@DIGEST], oci:DIR[:NAME:TAG], oci-archive:FILE[:TAG], docker-archive:FILE.
+    /// Source: REGISTRY/REPO[:TAG|@DIGEST], oci:DIR[:REF], oci-archive:FILE[:REF]
+    /// (REF = TAG or NAME:TAG), docker-archive:FILE.
     pub reference: String,
-    /// Write the plugin archive to this file (default: its title, or <repo>-<tag>.tar.gz).
-    #[arg(short, long, conflicts_with = "output_dir")]
+    /// Write the plugin archive to this file (default: its title, or <repo>-<tag>.tar.gz;
+    /// a plain .tar for plugins pushed one file per layer by ORAS).
+    #[arg(short, long, value_name = "FILE", conflicts_with = "output_dir")]
     pub output: Option<PathBuf>,
     /// Unpack the plugin into DIR/kong/plugins/<name>/ (hostile-archive rules apply).
     #[arg(long, value_name = "DIR")]
@@ -38,8 +40,11 @@ pub async fn run(g: &Global, out: &Printer, a: PullArgs) -> anyhow::Result<()> {
     out.result(&r, |t| match r.files.is_empty() {
         true => t.line(r.path.display().to_string()),
         false => {
+            // File names come from the archive: escaped, they cannot drive the terminal.
             for f in &r.files {
-                t.line(r.path.join(&f.path).display().to_string());
+                t.line(crate::progress::escape(
+                    &r.path.join(&f.path).display().to_string(),
+                ));
             }
         }
     })

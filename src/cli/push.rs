@@ -2,34 +2,51 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::args::parse_annotations;
+use super::args::{parse_annotations, LimitArgs};
 use super::{Global, Printer};
 use crate::error::Kind;
 use crate::ops::push::{self, PushOptions};
 
 #[derive(Args, Debug)]
+#[command(after_help = "\
+The artifact is what `cosign upload blob` writes (one layer, the plugin .tar.gz), with the
+plugin's name and version as the manifest's org.opencontainers.image.title / .version and
+the file name as the layer's title (so `oras pull` names the file).
+
+Before anything is sent, the archive is unpacked as `kplug install` would, under the same
+--max-* limits (install's defaults): what every node would refuse (not a plugin archive, no
+handler.lua/schema.lua, a key file, over a limit) is not pushed. --force pushes any file as
+an opaque blob.")]
 pub struct PushArgs {
     /// Plugin archive (.tar.gz) or plugin directory (packed first, as `kplug pack` does).
     pub path: PathBuf,
-    /// Destination: REGISTRY/REPO[:TAG] or oci:DIR[:NAME:TAG] (tag defaults to `latest`).
+    /// Destination: REGISTRY/REPO[:TAG] or oci:DIR[:REF] (tag defaults to `latest`).
     pub reference: String,
-    /// Manifest annotation KEY=VALUE (repeatable), as `cosign upload blob -a`.
+    /// Manifest annotation KEY=VALUE (repeatable), as `cosign upload blob -a`; wins over
+    /// the title and version kplug sets.
     #[arg(short = 'a', long = "annotation", value_name = "KEY=VALUE")]
     pub annotations: Vec<String>,
     /// Layer media type (cosign's --ct); default sniffed: application/x-gzip or application/octet-stream.
-    #[arg(long = "media-type", conflicts_with = "kpi")]
+    #[arg(long = "media-type", value_name = "TYPE", conflicts_with = "kpi")]
     pub media_type: Option<String>,
-    /// Plugin name when packing a directory whose layout does not say it.
+    /// Plugin name: for a directory whose layout does not say it; for an archive, checked
+    /// against what it holds.
     #[arg(long)]
     pub name: Option<String>,
-    /// Plugin version when packing a directory (else rockspec, else handler.lua VERSION).
+    /// Plugin version, declared in the manifest (and used to pack a directory); default
+    /// the rockspec's, else handler.lua's VERSION.
     #[arg(long = "version", value_name = "VERSION")]
     pub plugin_version: Option<String>,
+    /// Push even what no node would install, as an opaque file.
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub limits: LimitArgs,
     /// Sign the pushed digest right away (needs --key).
     #[arg(long, requires = "key")]
     pub sign: bool,
     /// cosign private key for --sign (password from COSIGN_PASSWORD or the terminal).
-    #[arg(long, value_name = "PEM")]
+    #[arg(long, value_name = "FILE")]
     pub key: Option<PathBuf>,
     /// With --sign: write a Sigstore bundle attached as an OCI 1.1 referrer (cosign v3's
     /// format) instead of a `.sig` layer. See `kplug sign --help`.
@@ -53,6 +70,7 @@ pub async fn run(g: &Global, out: &Printer, a: PushArgs) -> anyhow::Result<()> {
         media_type: a.media_type,
         name: a.name,
         version: a.plugin_version,
+        check: (!a.force).then(|| a.limits.limits()),
         sign_key: a.key,
         new_bundle_format: a.new_bundle_format,
         store: g.store_options(),

@@ -1,11 +1,15 @@
 use clap::Args;
 
 use super::args::NodeArgs;
+use super::output::RELOAD_HINT;
 use super::Printer;
 
 #[derive(Args, Debug)]
+#[command(after_help = "\
+Rollback is a toggle: each install keeps the version it replaced, and rollback swaps the two.
+Run it again to go forward to the newer version. There is one previous version, not a history.")]
 pub struct RollbackArgs {
-    /// Plugin name.
+    /// Plugin name (as `kplug list` shows it).
     pub name: String,
     #[command(flatten)]
     pub node: NodeArgs,
@@ -18,12 +22,11 @@ pub struct RollbackArgs {
 pub async fn run(out: &Printer, a: RollbackArgs) -> anyhow::Result<()> {
     let r = crate::ops::node::rollback(&a.node.options(), &a.name, a.force)?;
     crate::progress::note(format!(
-        "rolled {} back to {}; run `kong reload` to load it",
+        "swapped {} to {} {} (run `kplug rollback {}` again to swap back); {RELOAD_HINT} to load it",
         r.name,
-        r.digest.as_deref().unwrap_or_default()
+        r.version.as_deref().unwrap_or(""),
+        r.digest.as_deref().unwrap_or_default(),
+        r.name
     ));
-    if out.is_json() {
-        return out.json_value(&r);
-    }
-    Ok(())
+    out.result(&r, |_| {})
 }

@@ -8,6 +8,7 @@ use crate::ops::transfer::{self, SaveOptions};
 #[derive(Args, Debug)]
 pub struct SaveArgs {
     /// Artifacts to save, each with a tag: REGISTRY/REPO:TAG[@DIGEST] (or oci:DIR:NAME:TAG).
+    /// Each is stored as REPO:TAG (its repository path, without the registry host).
     #[arg(required = true)]
     pub refs: Vec<String>,
     /// A directory (OCI image layout; added to if it exists) or FILE.tar (oci-archive).

@@ -8,19 +8,20 @@ use crate::ops::sign::{self, SignOptions};
 
 #[derive(Args, Debug)]
 pub struct SignArgs {
-    /// Artifact to sign: REGISTRY/REPO@DIGEST (a tag is resolved once, with a warning) or oci:DIR:NAME:TAG.
+    /// Artifact to sign: REGISTRY/REPO@DIGEST (a tag is resolved once, with a warning) or
+    /// oci:DIR[:REF].
     pub reference: String,
     /// cosign private key (password from COSIGN_PASSWORD or the terminal).
-    #[arg(long)]
+    #[arg(long, value_name = "FILE")]
     pub key: PathBuf,
     /// Extra signed claim KEY=VALUE in the payload's `optional` (repeatable).
     #[arg(short = 'a', long = "annotations", value_name = "KEY=VALUE")]
     pub annotations: Vec<String>,
     /// Also write the base64 signature here.
-    #[arg(long)]
+    #[arg(long, value_name = "FILE")]
     pub output_signature: Option<PathBuf>,
     /// Also write the signed payload here.
-    #[arg(long)]
+    #[arg(long, value_name = "FILE")]
     pub output_payload: Option<PathBuf>,
     /// Write a Sigstore bundle v0.3 attached as an OCI 1.1 referrer (cosign v3's default)
     /// instead of a `.sig` layer; `.sig` stays kplug's default for now (docs/signatures.md).

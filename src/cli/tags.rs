@@ -4,7 +4,8 @@ use super::{Global, Printer};
 
 #[derive(Args, Debug)]
 pub struct TagsArgs {
-    /// Repository (REGISTRY/REPO) or oci:DIR[:NAME].
+    /// Repository (REGISTRY/REPO), oci:DIR or oci-archive:FILE (every REF in it), or
+    /// oci:DIR:NAME (the tags stored as NAME:TAG).
     pub repository: String,
 }
 

@@ -1,11 +1,12 @@
 use clap::Args;
 
 use super::args::NodeArgs;
+use super::output::RELOAD_HINT;
 use super::Printer;
 
 #[derive(Args, Debug)]
 pub struct UninstallArgs {
-    /// Plugin name.
+    /// Plugin name (as `kplug list` shows it).
     pub name: String,
     #[command(flatten)]
     pub node: NodeArgs,
@@ -39,7 +40,7 @@ pub async fn run(out: &Printer, a: UninstallArgs) -> anyhow::Result<()> {
     }
     if r.disabled {
         crate::progress::note(format!(
-            "disabled {} in {}",
+            "disabled {} in {}; {RELOAD_HINT} to apply it",
             r.name,
             a.node.options().kong_conf_path().display()
         ));

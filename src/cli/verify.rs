@@ -5,14 +5,33 @@ use super::{Global, Printer};
 use crate::ops::verify::{self, VerifyOptions};
 
 #[derive(Args, Debug)]
+#[command(after_help = super::output::with_exit_codes("\
+Output: stdout is cosign's: a JSON array of the verified payloads, with or without --json.
+With --json each element also carries kplug's summary under the key \"kplug\":
+{\"reference\", \"digest\", \"signer\" (sha256 of the public key, DER), \"kind\"
+(cosign-sig or sigstore-bundle), \"integratedTime\" (Rekor, Unix seconds)}.
+cosign's check list goes to stderr."))]
 pub struct VerifyArgs {
-    /// Artifact: REGISTRY/REPO[:TAG|@DIGEST], oci:DIR[:NAME:TAG], oci-archive:FILE[:TAG].
+    /// Artifact: REGISTRY/REPO[:TAG|@DIGEST], oci:DIR[:REF], oci-archive:FILE[:REF]
+    /// (REF = TAG or NAME:TAG), docker-archive:FILE.
     pub reference: String,
     #[command(flatten)]
     pub trust: TrustArgs,
 }
 
-pub async fn run(g: &Global, _out: &Printer, a: VerifyArgs) -> anyhow::Result<()> {
+/// kplug's summary of one verified signature, beside cosign's payload.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Summary<'a> {
+    reference: &'a str,
+    digest: &'a str,
+    signer: &'a str,
+    kind: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    integrated_time: Option<i64>,
+}
+
+pub async fn run(g: &Global, out: &Printer, a: VerifyArgs) -> anyhow::Result<()> {
     let o = VerifyOptions {
         reference: a.reference,
         trust: a.trust.options()?,
@@ -24,7 +43,20 @@ pub async fn run(g: &Global, _out: &Printer, a: VerifyArgs) -> anyhow::Result<()
     let payloads: Vec<serde_json::Value> = r
         .verified
         .iter()
-        .map(|v| serde_json::from_slice(&v.payload).unwrap_or(serde_json::Value::Null))
+        .map(|v| {
+            let mut p = serde_json::from_slice(&v.payload).unwrap_or(serde_json::Value::Null);
+            if let (true, serde_json::Value::Object(m)) = (out.is_json(), &mut p) {
+                let s = Summary {
+                    reference: &r.pinned,
+                    digest: &r.digest,
+                    signer: &v.signer,
+                    kind: v.kind,
+                    integrated_time: v.integrated_time,
+                };
+                m.insert("kplug".to_string(), serde_json::json!(s));
+            }
+            p
+        })
         .collect();
     println!("{}", serde_json::to_string(&payloads)?);
     Ok(())

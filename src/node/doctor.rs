@@ -20,6 +20,7 @@ pub enum Severity {
 
 /// One result; `plugin` is empty for findings about the whole node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Finding {
     pub plugin: String,
     pub severity: Severity,
@@ -211,7 +212,8 @@ fn find_installed(
                 Severity::Warning,
                 format!(
                     "installed in {} but {1} is not on the lua_package_path seen here; unless \
-                 Kong's own environment adds it, add {1}/?.lua;{1}/?/init.lua to lua_package_path",
+                 Kong's own environment adds it, set `lua_package_path = {1}/?.lua;{1}/?/init.lua;;` \
+                 in kong.conf (the final `;;` keeps Lua's default path)",
                     plugin_dir(p, name).display(),
                     p.display()
                 ),

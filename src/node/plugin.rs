@@ -744,6 +744,7 @@ fn write_reproducible(
     let out_dir = crate::tree::parent_dir(out);
     let tmp = tempfile::Builder::new()
         .prefix(".kplug-pack-")
+        .permissions(fs::Permissions::from_mode(crate::tree::USER_MODE))
         .tempfile_in(out_dir)
         .with_context(|| format!("creating a temp file in {}", out_dir.display()))?;
     entries.sort_by(|a, b| a.0.cmp(&b.0));

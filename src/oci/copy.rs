@@ -20,6 +20,7 @@ use crate::oci::store::{self, Found, ReadStore, WriteStore};
 use crate::oci::{self, Descriptor, Index, Manifest};
 
 #[derive(Debug, Default, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Stats {
     pub manifests_copied: u64,
     pub manifests_skipped: u64,
@@ -272,6 +273,7 @@ pub enum Status {
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Outcome {
     pub source: String,
     pub destination: String,
@@ -376,6 +378,7 @@ fn outcome(
 
 /// Totals over outcomes, for summaries.
 #[derive(Debug, Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Totals {
     pub artifacts: usize,
     pub copied: usize,

@@ -2,7 +2,11 @@
 //!
 //! Registry references follow the docker grammar (`registry/repo[:tag][@sha256:…]`, with
 //! Docker Hub normalisation); local stores follow skopeo's transports:
-//! `oci:DIR[:NAME[:TAG]][@sha256:…]`, `oci-archive:FILE[:TAG]`, `docker-archive:FILE`.
+//! `oci:DIR[:REF][@sha256:…]` and `oci-archive:FILE[:REF][@sha256:…]`, where DIR ends at the
+//! first `:` and REF is the entry's `org.opencontainers.image.ref.name`, either `TAG` or
+//! `NAME:TAG`; and `docker-archive:FILE`. A single word after DIR is a tag, as in skopeo,
+//! unless only a name can have its shape (`kong/hello`). Without a REF, a layout or archive
+//! holding one artifact means that one (see `store::choose_in_index`).
 
 use std::fmt;
 use std::path::PathBuf;
@@ -98,6 +102,27 @@ impl Location {
         self.digest().or(self.tag()).unwrap_or("latest")
     }
 
+    /// The name an artifact goes by in its store: `NAME:TAG` or `TAG` (a layout's
+    /// `ref.name`), a registry tag; `None` without a tag.
+    pub fn ref_name(&self) -> Option<String> {
+        match self {
+            Location::OciDir { name, tag, .. } | Location::OciArchive { name, tag, .. } => {
+                match (name, tag) {
+                    (Some(n), Some(t)) => Some(format!("{n}:{t}")),
+                    (None, Some(t)) => Some(t.clone()),
+                    _ => None,
+                }
+            }
+            _ => self.tag().map(str::to_string),
+        }
+    }
+
+    /// Is this a local store (a layout or an archive), where a missing tag means "the only
+    /// artifact" rather than `latest`?
+    pub fn is_local(&self) -> bool {
+        !matches!(self, Location::Registry(_))
+    }
+
     /// The repository-ish name used as `docker-reference` in signatures.
     pub fn repo_name(&self) -> String {
         match self {
@@ -179,7 +204,7 @@ fn bad(input: &str, why: &str) -> anyhow::Error {
         Kind::Usage,
         format!(
             "invalid reference {input:?}: {why}; expected REGISTRY/REPO[:TAG][@sha256:…], \
-             oci:DIR[:NAME:TAG], oci-archive:FILE[:TAG] or docker-archive:FILE"
+             oci:DIR[:REF], oci-archive:FILE[:REF] (REF = TAG or NAME:TAG) or docker-archive:FILE"
         ),
     )
 }

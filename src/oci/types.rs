@@ -29,6 +29,7 @@ pub const SIMPLESIGNING_V1: &str = "application/vnd.dev.cosign.simplesigning.v1+
 pub const SIGSTORE_BUNDLE_V03: &str = "application/vnd.dev.sigstore.bundle.v0.3+json";
 
 pub const ANN_TITLE: &str = "org.opencontainers.image.title";
+pub const ANN_VERSION: &str = "org.opencontainers.image.version";
 pub const ANN_REF_NAME: &str = "org.opencontainers.image.ref.name";
 pub const ANN_CREATED: &str = "org.opencontainers.image.created";
 pub const ANN_COSIGN_SIGNATURE: &str = "dev.cosignproject.cosign/signature";

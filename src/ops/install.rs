@@ -84,6 +84,8 @@ struct Checked {
     warnings: Vec<String>,
     /// The mirror (or primary) that served the plugin layer, when mirrors are configured.
     source: Option<String>,
+    /// The version the artifact's manifest declares (`org.opencontainers.image.version`).
+    declared: Option<String>,
 }
 
 pub async fn install(r: &InstallRequest) -> anyhow::Result<InstallReport> {
@@ -163,7 +165,7 @@ async fn unpack_and_swap(
     let signed = checked.verified.first();
     let receipt = Receipt {
         name: ex.name.clone(),
-        version: ex.version.clone(),
+        version: checked.declared.clone().or_else(|| ex.version.clone()),
         reference: reference.to_string(),
         digest: digest.to_string(),
         signer: signed.map(|v| v.signer.clone()),
@@ -284,14 +286,14 @@ fn verify_detached(
         fail(
             Kind::SigTagNotFound,
             format!(
-                "{} is a plain file: give its detached signature with --signature FILE (from `cosign sign-blob --key cosign.key {}`)",
+                "{} is a plain file: give its detached signature with --signature FILE (from `kplug sign-blob --key cosign.key {} --output-signature FILE`, or `cosign sign-blob`)",
                 file.display(),
                 file.display()
             ),
         )
     })?;
-    let sig_b64 = std::fs::read_to_string(sig_path)
-        .with_context(|| format!("reading {}", sig_path.display()))?;
+    let sig_b64 =
+        String::from_utf8_lossy(&crate::error::read_input("--signature", sig_path)?).into_owned();
     let der = base64::engine::general_purpose::STANDARD
         .decode(sig_b64.trim())
         .map_err(|e| {
@@ -361,21 +363,25 @@ async fn fetch_verified(
             None => st.fetch_manifest(&digest).await?,
         };
         let p = artifact::resolve_plugin(st.as_ref(), &bytes, &desc, &pinned).await?;
-        if p.layer.size > cap {
+        let layers = p.content.layers();
+        let size: u64 = layers.iter().map(|l| l.size).sum();
+        if size > cap {
             crate::bail_kind!(
                 Kind::Unsafe,
-                "its plugin layer {} declares {} bytes, more than the {cap} bytes a plugin within the install limits \
-                 (--max-bytes {}, --max-files {}) can take; nothing of it was downloaded. Raise --max-bytes if the plugin \
-                 is legitimately that large",
-                p.layer.digest,
-                p.layer.size,
+                "its plugin layer(s) ({}) declare {size} bytes, more than the {cap} bytes a plugin within the install \
+                 limits (--max-bytes {}, --max-files {}) can take; nothing of it was downloaded. Raise --max-bytes if \
+                 the plugin is legitimately that large",
+                layers[0].digest,
                 r.limits.max_total_bytes,
                 r.limits.max_files
             );
         }
         // `copy_hashed` stops reading as soon as more than the declared size arrives.
-        store::fetch_blob_to_file(st.as_ref(), &p.layer, blob).await?;
-        anyhow::Ok(st.served_from(&p.layer.digest))
+        super::pull::fetch_plugin(st.as_ref(), &p.content, blob, &r.limits).await?;
+        anyhow::Ok((
+            st.served_from(&layers[0].digest),
+            super::pull::declared_version(&p),
+        ))
     };
     let verification = async {
         match policy {
@@ -383,13 +389,14 @@ async fn fetch_verified(
             Some(p) => super::verify::verify_digest(sigs, &digest, p).await,
         }
     };
-    let (source, verified) = race(download, verification, &pinned).await?;
+    let ((source, declared), verified) = race(download, verification, &pinned).await?;
     let checked = check_identity(&loc, verified, policy, r.strict_identity)?;
-    Ok((
-        pinned,
-        digest,
-        Fetched::Ready(Checked { source, ..checked }),
-    ))
+    let checked = Checked {
+        source,
+        declared,
+        ..checked
+    };
+    Ok((pinned, digest, Fetched::Ready(checked)))
 }
 
 /// Run the download beside the verification; the verification decides first (an
@@ -590,7 +597,7 @@ fn check_identity(
         verified,
         trusted,
         warnings,
-        source: None,
+        ..Default::default()
     })
 }
 

@@ -6,8 +6,6 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::Context;
-
 use super::transfer::{Carry, Destinations};
 use crate::error::{fail, Kind};
 use crate::oci::copy::{self, Job, Outcome};
@@ -99,8 +97,8 @@ impl Spec {
     }
 
     pub fn from_yaml(path: &Path) -> anyhow::Result<Spec> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading mirror manifest {}", path.display()))?;
+        let text = String::from_utf8_lossy(&crate::error::read_input("mirror manifest", path)?)
+            .into_owned();
         serde_yaml_ng::from_str(&text).map_err(|e| {
             fail(
                 Kind::Usage,
@@ -114,8 +112,8 @@ impl Spec {
 
     /// A list file: one `SOURCE [DESTINATION-REPOSITORY]` per line, `#` comments.
     pub fn from_list(path: &Path) -> anyhow::Result<Spec> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading list file {}", path.display()))?;
+        let text =
+            String::from_utf8_lossy(&crate::error::read_input("list file", path)?).into_owned();
         let mut spec = Spec::default();
         for (n, line) in text.lines().enumerate() {
             let line = line.split('#').next().unwrap_or("").trim();

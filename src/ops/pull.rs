@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use crate::error::Kind;
+use crate::error::{fail, Kind};
 use crate::node::unpack::{self, ExtractedPlugin, Limits};
-use crate::oci::artifact;
+use crate::oci::artifact::{self, PluginContent};
 use crate::oci::store::{self, ReadStore};
 use crate::tree::FileEntry;
 
@@ -35,7 +35,8 @@ pub enum PullTo {
 pub struct PullReport {
     pub reference: String,
     pub digest: String,
-    pub layer: crate::oci::Descriptor,
+    /// The layers the plugin came from: one archive, or one file each.
+    pub layers: Vec<crate::oci::Descriptor>,
     /// The archive file (file pulls) or the plugin directory (unpacked pulls).
     pub path: PathBuf,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -50,6 +51,9 @@ pub struct PullReport {
 }
 
 pub async fn pull(o: &PullOptions) -> anyhow::Result<PullReport> {
+    if let PullTo::File(Some(out)) = &o.output {
+        crate::tree::check_parent_dir(out)?;
+    }
     let loc = crate::oci::reference::parse(&o.reference)?;
     let st = store::open(&loc, &o.store).await?;
     let (bytes, desc) = store::fetch_resolved(st.as_ref(), &loc).await?;
@@ -58,7 +62,7 @@ pub async fn pull(o: &PullOptions) -> anyhow::Result<PullReport> {
     let mut report = PullReport {
         reference: what,
         digest: desc.digest.clone(),
-        layer: r.layer.clone(),
+        layers: r.content.layers(),
         path: PathBuf::new(),
         name: None,
         version: None,
@@ -67,14 +71,10 @@ pub async fn pull(o: &PullOptions) -> anyhow::Result<PullReport> {
     };
     match &o.output {
         PullTo::File(out) => {
-            let out = out.clone().unwrap_or_else(|| {
-                PathBuf::from(artifact::default_file_name(
-                    &r.layer,
-                    &loc.repo_name(),
-                    loc.tag(),
-                ))
-            });
-            store::fetch_blob_to_file(st.as_ref(), &r.layer, &out).await?;
+            let out = out
+                .clone()
+                .unwrap_or_else(|| default_output(&r.content, &loc));
+            fetch_plugin(st.as_ref(), &r.content, &out, &o.limits).await?;
             report.path = out;
         }
         PullTo::Dir(dir) => {
@@ -82,22 +82,123 @@ pub async fn pull(o: &PullOptions) -> anyhow::Result<PullReport> {
                 .name
                 .clone()
                 .or_else(|| artifact::name_hint(&loc.repo_name()));
-            let ex = pull_into(st.as_ref(), &r.layer, dir, &o.limits, hint).await?;
+            let ex = pull_into(st.as_ref(), &r.content, dir, &o.limits, hint).await?;
             report.path = ex.dir;
             report.name = Some(ex.name);
-            report.version = ex.version;
+            report.version = declared_version(&r).or(ex.version);
             report.files = ex.files;
         }
     }
-    report.source = st.served_from(&r.layer.digest);
+    report.source = st.served_from(&r.content.layers()[0].digest);
     Ok(report)
 }
 
-/// Download `layer` into a staging dir inside `dir`, unpack it there, and move the plugin
-/// to `dir/kong/plugins/<name>` (which must not exist yet).
+/// The version the artifact's manifest declares (what `kplug push --version` sets), when
+/// it is one a plugin may have: it wins over what the archive's files say.
+pub fn declared_version(r: &artifact::Resolved) -> Option<String> {
+    r.declared_version()
+        .filter(|v| crate::node::plugin::valid_version(v))
+        .map(str::to_string)
+}
+
+/// `pull` without `-o`: the archive's title, or `<repo>-<tag>.tar.gz` (`.tar` for files
+/// gathered from one layer each).
+fn default_output(content: &PluginContent, loc: &crate::oci::reference::Location) -> PathBuf {
+    let tag = loc.tag();
+    PathBuf::from(match content {
+        PluginContent::Archive(layer) => artifact::default_file_name(layer, &loc.repo_name(), tag),
+        PluginContent::Files(f) => {
+            let untitled = crate::oci::Descriptor::new("", &f[0].1.digest, 0);
+            let n = artifact::default_file_name(&untitled, &loc.repo_name(), tag);
+            format!("{}.tar", n.trim_end_matches(".tar.gz"))
+        }
+    })
+}
+
+/// Write the plugin of an artifact to `dest` as one archive: its archive layer as it is,
+/// or a tar of its file layers (each fetched and checked against its digest, within
+/// `limits`, under its cleaned title). Nothing is left at `dest` on error.
+pub async fn fetch_plugin(
+    st: &dyn ReadStore,
+    content: &PluginContent,
+    dest: &Path,
+    limits: &Limits,
+) -> anyhow::Result<()> {
+    let files = match content {
+        PluginContent::Archive(layer) => return store::fetch_blob_to_file(st, layer, dest).await,
+        PluginContent::Files(files) => files,
+    };
+    check_file_layers(files, limits)?;
+    let parts = tempfile::Builder::new()
+        .prefix(".kplug-parts-")
+        .tempdir_in(crate::tree::parent_dir(dest))
+        .map_err(|e| anyhow::anyhow!("cannot write beside {}: {}", dest.display(), e.kind()))?;
+    let mut fetched = Vec::new();
+    for (i, (path, d)) in files.iter().enumerate() {
+        let p = parts.path().join(i.to_string());
+        store::fetch_blob_to_file(st, d, &p).await?;
+        fetched.push((path.clone(), p));
+    }
+    let dest = dest.to_path_buf();
+    tokio::task::spawn_blocking(move || write_tar(&fetched, &dest)).await?
+}
+
+/// File layers within the limits a node applies, judged by their descriptors before any
+/// download.
+fn check_file_layers(
+    files: &[(String, crate::oci::Descriptor)],
+    limits: &Limits,
+) -> anyhow::Result<()> {
+    let total: u64 = files.iter().map(|(_, d)| d.size).sum();
+    let over = |what: String| fail(Kind::Unsafe, format!("artifact refused: {what}"));
+    if files.len() as u64 > limits.max_files {
+        return Err(over(format!(
+            "{} files, more than the {} allowed",
+            files.len(),
+            limits.max_files
+        )));
+    }
+    if let Some((p, d)) = files.iter().find(|(_, d)| d.size > limits.max_file_bytes) {
+        return Err(over(format!(
+            "{p} is {} bytes, over the {} bytes limit per file",
+            d.size, limits.max_file_bytes
+        )));
+    }
+    if total > limits.max_total_bytes {
+        return Err(over(format!(
+            "{total} bytes in all, over the {} bytes limit",
+            limits.max_total_bytes
+        )));
+    }
+    Ok(())
+}
+
+/// A plain tar of `(path, file)` pairs: regular files, mode 0644, times and owners zeroed.
+fn write_tar(files: &[(String, PathBuf)], dest: &Path) -> anyhow::Result<()> {
+    let tmp = crate::tree::AtomicFile::create(dest, crate::tree::USER_MODE)?;
+    let mut b = tar::Builder::new(std::io::BufWriter::new(tmp.reopen()?));
+    for (path, file) in files {
+        let f = std::fs::File::open(file)?;
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_size(f.metadata()?.len());
+        h.set_mode(0o644);
+        h.set_mtime(0);
+        h.set_uid(0);
+        h.set_gid(0);
+        b.append_data(&mut h, path, f)
+            .with_context(|| format!("adding {path} to {}", dest.display()))?;
+    }
+    let w = b.into_inner()?;
+    w.into_inner().map_err(|e| e.into_error())?;
+    tmp.commit()
+}
+
+/// Download the plugin into a staging dir inside `dir`, unpack it there, and move it to
+/// `dir/kong/plugins/<name>` (which must not exist yet).
 async fn pull_into(
     st: &dyn ReadStore,
-    layer: &crate::oci::Descriptor,
+    content: &PluginContent,
     dir: &Path,
     limits: &Limits,
     hint: Option<String>,
@@ -105,10 +206,20 @@ async fn pull_into(
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let staging = tempfile::Builder::new()
         .prefix(".kplug-pull-")
-        .tempdir_in(dir)?;
+        .tempdir_in(dir)
+        .map_err(|e| anyhow::anyhow!("cannot write into {}: {}", dir.display(), e.kind()))?;
     let blob = staging.path().join("blob");
-    store::fetch_blob_to_file(st, layer, &blob).await?;
-    let mut ex = extract_blob(&blob, staging.path(), *limits, hint).await?;
+    fetch_plugin(st, content, &blob, limits).await?;
+    let mut ex = extract_blob(&blob, staging.path(), *limits, hint)
+        .await
+        .map_err(|e| {
+            // Messages name the directory asked for, never the staging one inside it.
+            let msg = format!("{e:#}").replace(
+                &staging.path().display().to_string(),
+                &dir.display().to_string(),
+            );
+            crate::error::fail(crate::error::kind_of(&e), msg)
+        })?;
     let target = dir.join("kong/plugins").join(&ex.name);
     if target.exists() {
         crate::bail_kind!(

@@ -7,6 +7,9 @@ use std::path::{Path, PathBuf};
 use tokio::io::AsyncReadExt;
 
 use crate::error::Kind;
+use crate::node::plugin;
+use crate::node::unpack::Limits;
+use crate::oci::artifact;
 use crate::oci::reference::Location;
 use crate::oci::store::{self, WriteStore};
 use crate::oci::{self, Descriptor};
@@ -15,15 +18,18 @@ use crate::oci::{self, Descriptor};
 pub struct PushOptions {
     /// Plugin archive (.tar.gz) or plugin directory.
     pub path: PathBuf,
-    /// Destination: REGISTRY/REPO[:TAG] or oci:DIR[:NAME:TAG] (tag defaults to `latest`).
+    /// Destination: REGISTRY/REPO[:TAG] or oci:DIR[:REF] (tag defaults to `latest`).
     pub reference: String,
-    /// Manifest annotations, as `cosign upload blob -a`.
+    /// Manifest annotations, as `cosign upload blob -a`; they win over kplug's own.
     pub annotations: BTreeMap<String, String>,
     /// Layer media type (cosign's `--ct`); default sniffed.
     pub media_type: Option<String>,
-    /// Plugin name and version when packing a directory.
+    /// Plugin name and version: used to pack a directory, and declared in the manifest.
     pub name: Option<String>,
     pub version: Option<String>,
+    /// The limits a node installs under: what they refuse is not pushed. `None`
+    /// (`--force`): push any file as an opaque blob.
+    pub check: Option<Limits>,
     /// Sign the pushed digest with this cosign key.
     pub sign_key: Option<PathBuf>,
     /// Sign in the Sigstore bundle format (see `SignOptions::new_bundle_format`).
@@ -40,10 +46,25 @@ pub struct PushReport {
     pub digest: String,
     pub size: u64,
     pub media_type: String,
+    /// The plugin pushed, as a node will see it (unknown with `--force`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    pub annotations: BTreeMap<String, String>,
     pub config: Descriptor,
     pub layers: Vec<Descriptor>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub signature: Option<super::sign::SignReport>,
+}
+
+/// The file to push and what it is.
+struct Source {
+    file: PathBuf,
+    /// The layer's title: the archive's file name.
+    title: String,
+    name: Option<String>,
+    version: Option<String>,
 }
 
 pub async fn push(o: &PushOptions) -> anyhow::Result<PushReport> {
@@ -57,10 +78,13 @@ pub async fn push(o: &PushOptions) -> anyhow::Result<PushReport> {
     if loc.digest().is_some() {
         crate::bail_kind!(Kind::Usage, "push to a tag, not a digest: {}", o.reference);
     }
+    // tempfile's own error names the temp directory; the kind alone is what helps.
+    let packed_dir = tempfile::tempdir()
+        .map_err(|e| anyhow::anyhow!("creating a scratch directory: {}", e.kind()))?;
+    // Checked before the destination is opened: nothing is sent for a refused file.
+    let src = source_file(o, &loc, packed_dir.path())?;
     let dst = store::open_writable(&loc, &o.store).await?;
-    let packed_dir = tempfile::tempdir()?;
-    let file = source_file(o, packed_dir.path())?;
-    let mut report = push_file(dst.as_ref(), &loc, &file, o).await?;
+    let mut report = push_file(dst.as_ref(), &loc, &src, o).await?;
     if let Some(key) = key {
         sign_pushed(o, &key, &loc, dst.as_ref(), &mut report).await?;
     }
@@ -94,8 +118,9 @@ pub(crate) async fn sign_pushed(
     Ok(())
 }
 
-/// The file to push: the archive given, or the directory packed into `tmp`.
-fn source_file(o: &PushOptions, tmp: &Path) -> anyhow::Result<PathBuf> {
+/// The file to push: the directory packed into `tmp`, or the archive given, checked as a
+/// node would check it (unless `--force`).
+fn source_file(o: &PushOptions, loc: &Location, tmp: &Path) -> anyhow::Result<Source> {
     if o.path.is_dir() {
         let p = super::pack::pack(
             &super::pack::PackOptions {
@@ -103,6 +128,7 @@ fn source_file(o: &PushOptions, tmp: &Path) -> anyhow::Result<PathBuf> {
                 output: None,
                 name: o.name.clone(),
                 version: o.version.clone(),
+                check: o.check,
             }
             .into_dir(tmp),
         )?;
@@ -113,24 +139,85 @@ fn source_file(o: &PushOptions, tmp: &Path) -> anyhow::Result<PathBuf> {
             p.files.len(),
             p.digest
         ));
-        return Ok(p.path);
+        return Ok(Source {
+            title: plugin::default_archive_name(&p.name, &p.version),
+            file: p.path,
+            name: Some(p.name),
+            version: Some(p.version),
+        });
     }
-    if o.path.is_file() {
-        return Ok(o.path.clone());
+    if !o.path.is_file() {
+        crate::bail_kind!(
+            Kind::Usage,
+            "{} does not exist: give a plugin .tar.gz or directory",
+            o.path.display()
+        );
     }
-    crate::bail_kind!(
-        Kind::NotFound,
-        "{} does not exist: give a plugin .tar.gz or directory",
-        o.path.display()
-    )
+    let title = o
+        .path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .filter(|t| crate::oci::artifact::clean_title(t).is_ok())
+        .unwrap_or_else(|| "plugin.tar.gz".to_string());
+    let (mut name, mut version) = (o.name.clone(), o.version.clone());
+    if let Some(limits) = &o.check {
+        let hint = artifact::name_hint(&loc.repo_name());
+        let c = super::pack::check_archive(
+            &o.path,
+            &o.path,
+            o.name.as_deref(),
+            hint.as_deref(),
+            limits,
+        )?;
+        for n in &c.notes {
+            crate::progress::note(n);
+        }
+        if let Some(n) = &o.name {
+            if !c.names.contains(n) {
+                crate::bail_kind!(
+                    Kind::Usage,
+                    "{} holds {}, not {n:?} (--name)",
+                    o.path.display(),
+                    c.names.join(", ")
+                );
+            }
+        }
+        // A rock may hold several plugins: then the manifest names none of them.
+        if let [one] = &c.names[..] {
+            name = Some(one.clone());
+        }
+        version = version.or(c.version);
+    }
+    Ok(Source {
+        file: o.path.clone(),
+        title,
+        name,
+        version,
+    })
+}
+
+/// The manifest's annotations: the plugin's name and version as OCI's title and version
+/// (so `list` shows what `--version` said, and ORAS and registries' UIs name it), then
+/// the user's `-a`, which win.
+fn manifest_annotations(src: &Source, o: &PushOptions) -> BTreeMap<String, String> {
+    let mut a = BTreeMap::new();
+    if let Some(n) = &src.name {
+        a.insert(oci::ANN_TITLE.to_string(), n.clone());
+    }
+    if let Some(v) = &src.version {
+        a.insert(oci::ANN_VERSION.to_string(), v.clone());
+    }
+    a.extend(o.annotations.clone());
+    a
 }
 
 async fn push_file(
     dst: &dyn WriteStore,
     loc: &Location,
-    file: &Path,
+    src: &Source,
     o: &PushOptions,
 ) -> anyhow::Result<PushReport> {
+    let file = &src.file;
     let (digest, size) = crate::digest::sha256_file(file)?;
     let media_type = match &o.media_type {
         Some(m) => m.clone(),
@@ -140,8 +227,12 @@ async fn push_file(
             crate::oci::artifact::sniff_media_type(&head[..n]).to_string()
         }
     };
-    let layer = Descriptor::new(&media_type, &digest, size);
-    let (manifest, config) = crate::oci::artifact::cosign_blob_manifest(&layer, &o.annotations);
+    let mut layer = Descriptor::new(&media_type, &digest, size);
+    layer
+        .annotations
+        .insert(oci::ANN_TITLE.to_string(), src.title.clone());
+    let annotations = manifest_annotations(src, o);
+    let (manifest, config) = crate::oci::artifact::cosign_blob_manifest(&layer, &annotations);
     let config_desc = store::push_bytes(dst, oci::CONFIG_V1, &config).await?;
     if dst.blob_exists(&digest).await? {
         crate::progress::note(format!("layer {digest} already present"));
@@ -162,6 +253,9 @@ async fn push_file(
         digest: mdigest,
         size: manifest.len() as u64,
         media_type: oci::MANIFEST_V1.to_string(),
+        name: src.name.clone(),
+        version: src.version.clone(),
+        annotations,
         config: config_desc,
         layers: vec![layer],
         signature: None,

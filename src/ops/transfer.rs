@@ -80,14 +80,15 @@ pub struct CopyReport {
 
 pub async fn copy_one(o: &CopyOptions) -> anyhow::Result<CopyReport> {
     let sloc = reference::parse(&o.src)?;
-    let dloc = reference::parse(&o.dst)?;
     let src = store::open(&sloc, &o.store).await?;
-    let dst = store::open_writable(&dloc, &o.store).await?;
     // Resolve once; everything after works on the digest.
-    let tag = dloc.tag().or(sloc.tag()).map(str::to_string);
+    let chosen = store::chosen(src.as_ref(), &sloc).await?;
+    let dloc = destination(&sloc, &chosen, reference::parse(&o.dst)?);
+    let dst = store::open_writable(&dloc, &o.store).await?;
+    let tag = dloc.tag().map(str::to_string);
     let job = Job {
         src: Arc::from(src),
-        reference: sloc.reference().to_string(),
+        reference: chosen.reference,
         dst: Arc::from(dst),
         tag,
         src_tags: None,
@@ -99,10 +100,53 @@ pub async fn copy_one(o: &CopyOptions) -> anyhow::Result<CopyReport> {
     let digest = digest.unwrap_or_default();
     Ok(CopyReport {
         source: sloc.to_string(),
-        destination: dloc.pinned(&digest),
+        destination: dloc.at_digest(&digest).to_string(),
         digest,
         stats: cx.stats,
     })
+}
+
+/// The destination with what it leaves out taken from the source: a registry repository
+/// keeps the source's tag; a layout given without a REF stores the artifact as
+/// `REPOSITORY:TAG` (the source's repository path and tag, as `save` and `mirror` do), and
+/// one given a NAME alone as `NAME:TAG`. A REF given in full is kept as written (skopeo's
+/// grammar: `oci:DIR:hello` is the tag `hello`).
+fn destination(sloc: &Location, chosen: &store::Chosen, mut dloc: Location) -> Location {
+    // The source's name and tag: from the reference, else from the entry chosen for it.
+    let (src_name, src_tag) = match (sloc, chosen.ref_name.as_deref()) {
+        (Location::Registry(r), _) => (Some(r.repository.clone()), r.tag.clone()),
+        (_, Some(rn)) => match rn.rsplit_once(':') {
+            Some((n, t)) => (Some(n.to_string()), Some(t.to_string())),
+            None => (None, Some(rn.to_string())),
+        },
+        (_, None) => (None, None),
+    };
+    match &mut dloc {
+        Location::Registry(r) if r.tag.is_none() && r.digest.is_none() => r.tag = src_tag,
+        Location::OciDir {
+            name, tag, digest, ..
+        } if tag.is_none() && digest.is_none() => {
+            if name.is_none() {
+                *name = src_name.filter(|_| src_tag.is_some());
+            }
+            *tag = src_tag;
+        }
+        Location::OciDir {
+            name: None,
+            tag: Some(t),
+            ..
+        } => {
+            if let (Some(n), Some(st)) = (&src_name, &src_tag) {
+                if n.rsplit('/').next() == Some(t.as_str()) && st != t {
+                    crate::progress::note(format!(
+                        "note: in oci:DIR:{t}, {t:?} is the tag (skopeo's grammar); to keep the name and the version, write oci:DIR:{t}:{st}"
+                    ));
+                }
+            }
+        }
+        _ => {}
+    }
+    dloc
 }
 
 /// What `save` asks for.
@@ -118,6 +162,7 @@ pub struct SaveOptions {
 
 pub async fn save(o: &SaveOptions) -> anyhow::Result<Vec<Outcome>> {
     let archive = bundle::is_archive_path(&o.output);
+    crate::tree::check_parent_dir(&o.output)?;
     // An oci-archive is written as a layout first and tarred at the end.
     let staging = match archive {
         true => Some(
@@ -131,7 +176,10 @@ pub async fn save(o: &SaveOptions) -> anyhow::Result<Vec<Outcome>> {
         .as_ref()
         .map(|t| t.path().to_path_buf())
         .unwrap_or_else(|| o.output.clone());
-    let root = LayoutStore::open(&dir, None, true)?;
+    let mut root = LayoutStore::open(&dir, None, true)?;
+    if archive {
+        root = root.shown_as(format!("oci-archive:{}", o.output.display()));
+    }
     let mut jobs = Vec::new();
     for r in &o.refs {
         let loc = reference::parse(r)?;

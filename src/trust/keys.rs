@@ -56,6 +56,21 @@ impl SigningKey {
     pub fn public_key(&self) -> PublicKey {
         self.public.clone()
     }
+
+    /// ASN.1 DER ECDSA signature over a SHA-256 digest the caller computed while streaming
+    /// (`sign-blob` of a file of any size): the same signature [`sign`](Self::sign) gives
+    /// for the bytes hashed.
+    pub fn sign_sha256(&self, digest: &[u8; 32]) -> Result<Vec<u8>> {
+        let der = self.signer.ecdsa_keys().private_key_to_der()?;
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &der)
+            .map_err(|e| anyhow::anyhow!("loading the signing key: {e}"))?;
+        let d = aws_lc_rs::digest::Digest::import_less_safe(digest, &aws_lc_rs::digest::SHA256)
+            .map_err(|_| anyhow::anyhow!("bad SHA-256 digest"))?;
+        let sig = pair
+            .sign_digest(&d)
+            .map_err(|_| anyhow::anyhow!("ECDSA signing failed"))?;
+        Ok(sig.as_ref().to_vec())
+    }
 }
 
 /// An ECDSA P-256 public key, kept as its PKIX (SubjectPublicKeyInfo) DER.
@@ -116,6 +131,19 @@ impl PublicKey {
     /// `sha256:<hex of sha256(PKIX DER)>`; its hex part is a Rekor log ID for Rekor keys.
     pub fn fingerprint(&self) -> String {
         crate::digest::sha256(&self.der)
+    }
+
+    /// Whether `der_sig` is an ECDSA signature by this key over a SHA-256 `digest` (of a
+    /// blob hashed while streaming; see [`SigningKey::sign_sha256`]).
+    pub fn verify_sha256(&self, digest: &[u8; 32], der_sig: &[u8]) -> bool {
+        use aws_lc_rs::signature::{UnparsedPublicKey, ECDSA_P256_SHA256_ASN1};
+        let Ok(d) = aws_lc_rs::digest::Digest::import_less_safe(digest, &aws_lc_rs::digest::SHA256)
+        else {
+            return false;
+        };
+        UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, &self.der)
+            .verify_digest(&d, der_sig)
+            .is_ok()
     }
 
     /// Whether `der_sig` is an ECDSA signature by this key over SHA-256 of `payload`.

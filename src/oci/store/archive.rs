@@ -326,7 +326,11 @@ impl ReadStore for ArchiveStore {
         match &self.flavor {
             Flavor::Oci { index, name } => super::find_in_index(index, name.as_deref(), tag)
                 .ok_or_else(|| {
-                    StoreError::NotFound(format!("tag {tag:?} not found in {}", self.describe()))
+                    let base = format!("oci-archive:{}", self.path.display());
+                    StoreError::NotFound(format!(
+                        "{tag:?} not found in {}; `kplug list-tags {base}` shows what is there",
+                        self.describe()
+                    ))
                 }),
             // One image, answering the tags it records; `latest`, what a reference without
             // a tag asks for, names the only image (as skopeo's `docker-archive:FILE`).
@@ -419,21 +423,25 @@ impl ReadStore for ArchiveStore {
     }
 
     async fn list_tags(&self) -> Result<Vec<String>> {
-        Ok(match &self.flavor {
-            Flavor::Docker { tags, .. } => tags.clone(),
+        match &self.flavor {
+            Flavor::Docker { tags, .. } => Ok(tags.clone()),
+            Flavor::Oci { index, name } => super::layout::list_refs(
+                index,
+                name.as_deref(),
+                &format!("oci-archive:{}", self.path.display()),
+            ),
+        }
+    }
+
+    async fn choose_default(&self) -> Result<super::Chosen> {
+        match &self.flavor {
+            Flavor::Docker { manifest, tags } => Ok(super::Chosen {
+                reference: crate::digest::sha256(manifest),
+                ref_name: tags.first().cloned(),
+            }),
             Flavor::Oci { index, name } => {
-                let mut v: Vec<String> = index
-                    .manifests
-                    .iter()
-                    .filter_map(|m| m.annotations.get(oci::ANN_REF_NAME))
-                    .filter_map(|rn| match name {
-                        Some(n) => rn.strip_prefix(&format!("{n}:")).map(str::to_string),
-                        None => Some(rn.clone()),
-                    })
-                    .collect();
-                v.sort();
-                v
+                super::choose_in_index(index, name.as_deref(), &self.describe())
             }
-        })
+        }
     }
 }

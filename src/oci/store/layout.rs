@@ -3,6 +3,7 @@
 //! Tags are `org.opencontainers.image.ref.name` annotations on `index.json` entries. A
 //! layout may hold several plugins: with a name, tags are stored as `NAME:TAG`
 //! (`oci:./store:hello:0.1.0`), without one as plain `TAG` (skopeo's `oci:DIR:TAG`).
+//! Without a name, `list_tags` lists every REF (`NAME:TAG` and `TAG` alike).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -20,6 +21,9 @@ const LAYOUT_FILE: &str = r#"{"imageLayoutVersion":"1.0.0"}"#;
 pub struct LayoutStore {
     root: PathBuf,
     name: Option<String>,
+    /// What messages call this layout when it is a staging copy of something else (an
+    /// oci-archive `save` is writing): users never see the temp directory's name.
+    shown_as: Option<String>,
     /// Serialises read-modify-write of index.json within this process.
     index_lock: Arc<tokio::sync::Mutex<()>>,
 }
@@ -44,8 +48,22 @@ impl LayoutStore {
         Ok(LayoutStore {
             root: root.to_path_buf(),
             name,
+            shown_as: None,
             index_lock: Arc::new(tokio::sync::Mutex::new(())),
         })
+    }
+
+    /// The same layout, named `shown` (e.g. `oci-archive:out.tar`) in every message.
+    pub fn shown_as(mut self, shown: String) -> LayoutStore {
+        self.shown_as = Some(shown);
+        self
+    }
+
+    /// `oci:DIR`, or what it is shown as.
+    fn base_name(&self) -> String {
+        self.shown_as
+            .clone()
+            .unwrap_or_else(|| format!("oci:{}", self.root.display()))
     }
 
     fn blob_path(&self, digest: &str) -> anyhow::Result<PathBuf> {
@@ -65,6 +83,7 @@ impl LayoutStore {
         LayoutStore {
             root: self.root.clone(),
             name,
+            shown_as: self.shown_as.clone(),
             index_lock: self.index_lock.clone(),
         }
     }
@@ -118,19 +137,24 @@ impl LayoutStore {
 impl ReadStore for LayoutStore {
     fn describe(&self) -> String {
         match &self.name {
-            Some(n) => format!("oci:{}:{n}", self.root.display()),
-            None => format!("oci:{}", self.root.display()),
+            Some(n) => format!("{}:{n}", self.base_name()),
+            None => self.base_name(),
         }
     }
 
     async fn resolve(&self, tag: &str) -> Result<Descriptor> {
         super::find_in_index(&self.read_index()?, self.name.as_deref(), tag).ok_or_else(|| {
             StoreError::NotFound(format!(
-                "tag {:?} not found in {}; `kplug list-tags` shows what is there",
+                "{:?} not found in {}; `kplug list-tags {}` shows what is there",
                 self.ref_name(tag),
-                self.root.display()
+                self.base_name(),
+                self.base_name()
             ))
         })
+    }
+
+    async fn choose_default(&self) -> Result<super::Chosen> {
+        super::choose_in_index(&self.read_index()?, self.name.as_deref(), &self.describe())
     }
 
     async fn fetch_manifest(&self, reference: &str) -> Result<(Vec<u8>, Descriptor)> {
@@ -195,21 +219,32 @@ impl ReadStore for LayoutStore {
     }
 
     async fn list_tags(&self) -> Result<Vec<String>> {
-        let idx = self.read_index()?;
-        let mut tags: Vec<String> = idx
-            .manifests
-            .iter()
-            .filter_map(|m| m.annotations.get(oci::ANN_REF_NAME))
-            .filter_map(|rn| match &self.name {
-                Some(n) => rn.strip_prefix(&format!("{n}:")).map(str::to_string),
-                None if !rn.contains(':') => Some(rn.clone()),
-                None => None,
-            })
-            .collect();
-        tags.sort();
-        tags.dedup();
-        Ok(tags)
+        list_refs(&self.read_index()?, self.name.as_deref(), &self.base_name())
     }
+}
+
+/// The tags under `name` (signature tags included, as a registry lists them), or every REF
+/// of the layout's artifacts without a name. A name nothing is stored under is not found,
+/// as an unknown repository is in a registry.
+pub(super) fn list_refs(idx: &Index, name: Option<&str>, base: &str) -> Result<Vec<String>> {
+    let Some(n) = name else {
+        return Ok(super::ref_names(idx, None));
+    };
+    let mut tags: Vec<String> = idx
+        .manifests
+        .iter()
+        .filter_map(|m| m.annotations.get(oci::ANN_REF_NAME))
+        .filter_map(|rn| rn.strip_prefix(&format!("{n}:")).map(str::to_string))
+        .collect();
+    tags.sort();
+    tags.dedup();
+    if tags.is_empty() {
+        return Err(StoreError::NotFound(format!(
+            "nothing named {:?} in {base}; `kplug list-tags {base}` lists what is there",
+            crate::progress::escape(n)
+        )));
+    }
+    Ok(tags)
 }
 
 #[async_trait]

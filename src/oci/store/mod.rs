@@ -107,6 +107,16 @@ pub trait ReadStore: Send + Sync {
 
     async fn list_tags(&self) -> Result<Vec<String>>;
 
+    /// What a reference naming neither tag nor digest means here: `latest` in a registry
+    /// (docker's rule); in a layout or archive, its only image (skopeo's rule), else the
+    /// one tagged `latest`, else an error listing what is there.
+    async fn choose_default(&self) -> Result<Chosen> {
+        Ok(Chosen {
+            reference: "latest".to_string(),
+            ref_name: Some("latest".to_string()),
+        })
+    }
+
     /// For same-registry mounts: `Some((host, repository))` for remote stores.
     fn registry_repo(&self) -> Option<(String, String)> {
         None
@@ -254,6 +264,16 @@ pub trait WriteStore: ReadStore {
     }
 }
 
+/// The image a reference without tag or digest stands for (see
+/// [`ReadStore::choose_default`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chosen {
+    /// What to fetch: a tag or a digest.
+    pub reference: String,
+    /// Its `ref.name` in a layout (`NAME:TAG` or `TAG`), or its tag; `None` when untagged.
+    pub ref_name: Option<String>,
+}
+
 /// "Absent" as a value: `store.fetch_manifest(tag).await.found()?` is `None` when the
 /// store says [`StoreError::NotFound`], and any other error stays an error.
 pub trait Found<T> {
@@ -374,14 +394,31 @@ async fn open_writable_inner(
     })
 }
 
-/// Resolve what a location points at: its digest when it names one, else its tag
-/// (`latest` when it names neither, as docker does).
+/// Resolve what a location points at: its digest when it names one, else its tag, else
+/// the store's default ([`ReadStore::choose_default`]).
 pub async fn resolve(store: &dyn ReadStore, loc: &Location) -> Result<Descriptor> {
-    if let Some(d) = loc.digest() {
-        let (_, desc) = store.fetch_manifest(d).await?;
+    let c = chosen(store, loc).await?;
+    if c.reference.starts_with("sha256:") {
+        let (_, desc) = store.fetch_manifest(&c.reference).await?;
         return Ok(desc);
     }
-    store.resolve(loc.reference()).await
+    store.resolve(&c.reference).await
+}
+
+/// What to ask `store` for to get what `loc` names: its digest, its tag, or the store's
+/// default, with the `ref.name` it goes by (`None` for a digest).
+pub async fn chosen(store: &dyn ReadStore, loc: &Location) -> Result<Chosen> {
+    match (loc.digest(), loc.tag()) {
+        (Some(d), _) => Ok(Chosen {
+            reference: d.to_string(),
+            ref_name: None,
+        }),
+        (None, Some(t)) => Ok(Chosen {
+            reference: t.to_string(),
+            ref_name: Some(loc.ref_name().unwrap_or_else(|| t.to_string())),
+        }),
+        (None, None) => store.choose_default().await,
+    }
 }
 
 /// Fetch what a location points at, resolving a tag once: one request by tag or digest
@@ -390,7 +427,104 @@ pub async fn fetch_resolved(
     store: &dyn ReadStore,
     loc: &Location,
 ) -> Result<(Vec<u8>, Descriptor)> {
-    store.fetch_manifest(loc.reference()).await
+    let c = chosen(store, loc).await?;
+    store.fetch_manifest(&c.reference).await
+}
+
+/// Is this `index.json` entry a signature, attestation or referrers index rather than an
+/// artifact? (By its cosign `kind`, or its tag.)
+fn is_signature_entry(d: &Descriptor) -> bool {
+    use crate::oci::tagscheme::{tag_role, TagRole};
+    if matches!(
+        d.annotations.get(oci::ANN_KIND).map(String::as_str),
+        Some(oci::KIND_SIGS | oci::KIND_ATTS)
+    ) {
+        return true;
+    }
+    d.annotations.get(oci::ANN_REF_NAME).is_some_and(|rn| {
+        let tag = rn.rsplit_once(':').map(|(_, t)| t).unwrap_or(rn);
+        !matches!(tag_role(tag), TagRole::Artifact)
+    })
+}
+
+/// The `ref.name`s of an index's artifacts (signatures left out), sorted: under `NAME:`
+/// when a name is given, else all of them (`NAME:TAG` and bare `TAG` alike).
+pub fn ref_names(idx: &oci::Index, name: Option<&str>) -> Vec<String> {
+    let mut v: Vec<String> = idx
+        .manifests
+        .iter()
+        .filter(|m| !is_signature_entry(m))
+        .filter_map(|m| m.annotations.get(oci::ANN_REF_NAME))
+        .filter(|rn| name.is_none_or(|n| rn.strip_prefix(n).is_some_and(|r| r.starts_with(':'))))
+        .cloned()
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// [`ReadStore::choose_default`] for a layout's or archive's index: the only artifact
+/// (under `NAME:` when a name is given; untagged entries count when nothing is tagged, as
+/// skopeo writes them), else the one tagged `latest`, else an error listing the choices.
+pub fn choose_in_index(idx: &oci::Index, name: Option<&str>, describe: &str) -> Result<Chosen> {
+    let tagged = ref_names(idx, name);
+    let digests: std::collections::BTreeSet<&str> = idx
+        .manifests
+        .iter()
+        .filter(|m| {
+            m.annotations
+                .get(oci::ANN_REF_NAME)
+                .is_some_and(|rn| tagged.contains(rn))
+        })
+        .map(|m| m.digest.as_str())
+        .collect();
+    if digests.len() == 1 {
+        let d = digests.into_iter().next().unwrap_or_default();
+        return Ok(Chosen {
+            reference: d.to_string(),
+            // Several tags of one image: the first, for copies that keep a tag.
+            ref_name: tagged.first().cloned(),
+        });
+    }
+    if tagged.is_empty() && name.is_none() {
+        let untagged: Vec<&Descriptor> = idx
+            .manifests
+            .iter()
+            .filter(|m| !m.annotations.contains_key(oci::ANN_REF_NAME) && !is_signature_entry(m))
+            .collect();
+        if let [one] = untagged[..] {
+            return Ok(Chosen {
+                reference: one.digest.clone(),
+                ref_name: None,
+            });
+        }
+    }
+    let latest = match name {
+        Some(n) => format!("{n}:latest"),
+        None => "latest".to_string(),
+    };
+    if tagged.contains(&latest) {
+        return Ok(Chosen {
+            reference: "latest".to_string(),
+            ref_name: Some(latest),
+        });
+    }
+    if tagged.is_empty() {
+        return Err(StoreError::NotFound(format!(
+            "{describe} holds no tagged artifact{}",
+            name.map(|n| format!(" named {n}")).unwrap_or_default()
+        )));
+    }
+    const SHOWN: usize = 20;
+    let mut list: Vec<String> = tagged.iter().take(SHOWN).cloned().collect();
+    if tagged.len() > SHOWN {
+        list.push(format!("and {} more", tagged.len() - SHOWN));
+    }
+    Err(StoreError::Unsupported(format!(
+        "{describe} holds {} artifacts: say which, as {describe}:REF with REF one of {}",
+        tagged.len(),
+        crate::progress::escape(&list.join(", "))
+    )))
 }
 
 /// Media type declared inside a manifest, or what its shape says it is.

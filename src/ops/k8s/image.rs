@@ -69,7 +69,7 @@ pub async fn push_kpi(o: &PushOptions) -> anyhow::Result<PushReport> {
     }
     if !o.path.exists() {
         crate::bail_kind!(
-            Kind::NotFound,
+            Kind::Usage,
             "{} does not exist: give a plugin .tar.gz or directory",
             o.path.display()
         );
@@ -106,6 +106,9 @@ pub async fn push_kpi(o: &PushOptions) -> anyhow::Result<PushReport> {
         digest,
         size: img.manifest.len() as u64,
         media_type: oci::MANIFEST_V1.to_string(),
+        name: Some(p.name.clone()),
+        version: p.version.clone(),
+        annotations: serde_json::from_slice::<oci::Manifest>(&img.manifest)?.annotations,
         config,
         layers: vec![layer],
         signature: None,

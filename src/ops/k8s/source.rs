@@ -208,13 +208,16 @@ async fn fetch_verified(
     };
     let r = crate::oci::artifact::resolve_plugin(st.as_ref(), &bytes, &desc, &pinned).await?;
     let layer_file = work.join("layer");
-    store::fetch_blob_to_file(st.as_ref(), &r.layer, &layer_file).await?;
+    crate::ops::pull::fetch_plugin(st.as_ref(), &r.content, &layer_file, &o.limits).await?;
+    // One file per layer (ORAS) is gathered into one tar; its first layer stands for it
+    // (no KPI image has that shape, which check_kpi_image then says).
+    let layer = r.content.layers().swap_remove(0);
     Ok(Fetched {
         pinned,
         repo_name: loc.repo_name(),
         signer,
         manifest: r.manifest,
         layer_file,
-        layer: r.layer,
+        layer,
     })
 }
