@@ -1,7 +1,10 @@
 //! The three kinds of Kong plugin with real parts: a Python plugin server on PyPI's
 //! `kong-pdk`, a go-pdk-shaped server, rocks built by Debian's `luarocks`, LuaJIT loading
 //! what was installed, and `doctor` against fixture kong.conf + declarative files.
-//! The verbs are not wired to these yet: the tests drive `kplug::node` directly.
+//! The library tests drive `kplug::node` directly; `every_kind_through_the_verbs` runs the
+//! same three kinds through `kplug` against a real registry.
+
+mod common;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -334,12 +337,10 @@ fn external_plugin_servers() {
     assert_eq!(conf.text(), original);
 }
 
-/// `luarocks make` + `luarocks pack` build a real .all.rock; kplug reads it without
-/// `unzip`, checks rock_manifest, installs the plugin, and LuaJIT loads it.
-#[test]
-fn rocks_built_by_luarocks() {
-    let t = tempfile::tempdir().unwrap();
-    let src = t.path().join("kong-plugin-rocky");
+/// The source tree of `rocky`, a plugin whose rockspec maps `src/` and carries a
+/// `resty.*` module besides.
+fn rocky_source(dir: &Path) -> PathBuf {
+    let src = dir.join("kong-plugin-rocky");
     write(
         &src.join("kong-plugin-rocky-0.1.0-1.rockspec"),
         "local plugin_name = \"rocky\"\npackage = \"kong-plugin-\" .. plugin_name\nversion = \"0.1.0-1\"\n\
@@ -355,6 +356,31 @@ fn rocks_built_by_luarocks() {
     );
     write(&src.join("src/schema.lua"), "return { name = \"rocky\", fields = { { config = { type = \"record\", fields = {} } } } }\n");
     write(&src.join("lib/util.lua"), "return { util = true }\n");
+    src
+}
+
+/// `luarocks make` + `luarocks pack` of `src` (the rocky tree): the .all.rock.
+fn luarocks_pack(dir: &Path, src: &Path) -> PathBuf {
+    let tree = dir.join("tree");
+    run(Command::new("luarocks")
+        .current_dir(src)
+        .args(["make", "--deps-mode=none", "--tree"])
+        .arg(&tree)
+        .arg("kong-plugin-rocky-0.1.0-1.rockspec"));
+    run(Command::new("luarocks")
+        .current_dir(dir)
+        .args(["pack", "--tree"])
+        .arg(&tree)
+        .arg("kong-plugin-rocky"));
+    dir.join("kong-plugin-rocky-0.1.0-1.all.rock")
+}
+
+/// `luarocks make` + `luarocks pack` build a real .all.rock; kplug reads it without
+/// `unzip`, checks rock_manifest, installs the plugin, and LuaJIT loads it.
+#[test]
+fn rocks_built_by_luarocks() {
+    let t = tempfile::tempdir().unwrap();
+    let src = rocky_source(t.path());
 
     // The rockspec is the map: packed as rocky (not "src"), laid out as luarocks would.
     let s = kplug::node::plugin::locate(&src, None, None).unwrap();
@@ -363,18 +389,7 @@ fn rocks_built_by_luarocks() {
     let paths: Vec<&str> = packed.files.iter().map(|f| f.path.as_str()).collect();
     assert_eq!(paths, ["handler.lua", "schema.lua"]);
 
-    let tree = t.path().join("tree");
-    run(Command::new("luarocks")
-        .current_dir(&src)
-        .args(["make", "--deps-mode=none", "--tree"])
-        .arg(&tree)
-        .arg("kong-plugin-rocky-0.1.0-1.rockspec"));
-    run(Command::new("luarocks")
-        .current_dir(t.path())
-        .args(["pack", "--tree"])
-        .arg(&tree)
-        .arg("kong-plugin-rocky"));
-    let rock = t.path().join("kong-plugin-rocky-0.1.0-1.all.rock");
+    let rock = luarocks_pack(t.path(), &src);
 
     let lua = t.path().join("lua");
     let prefix = Prefix::new(&lua);
@@ -764,4 +779,148 @@ fn doctor_matrix() {
         "{}",
         f.message
     );
+}
+
+/// Issue 13's "done when": each kind (Lua tree, rock, plugin server) goes pack → push →
+/// sign → install → enable → doctor ok with one command each, and uninstall takes the
+/// server's kong.conf lines out again.
+#[test]
+fn every_kind_through_the_verbs() {
+    use common::fixtures::{hello_example, Env, PASSWORD};
+    use common::{run_ok, stdout};
+    let env = Env::new();
+    let t = env.dir();
+    let conf = t.join("kong.conf");
+    let original = "# ops\nplugins = bundled\n";
+    fs::write(&conf, original).unwrap();
+    let (lua, bin, lib) = (t.join("lua"), t.join("bin"), t.join("lib"));
+    let target = |n: &str| format!("{}/plugins/{n}:0.1.0", env.reg.host());
+    let push = |src: &Path, n: &str, extra: &[&str]| {
+        run_ok(
+            env.home
+                .kplug()
+                .env("COSIGN_PASSWORD", PASSWORD)
+                .arg("push")
+                .arg(src)
+                .arg(target(n))
+                .args(extra)
+                .arg("--sign")
+                .arg("--key")
+                .arg(&env.key.key),
+        );
+    };
+    let install = |n: &str| -> serde_json::Value {
+        let out = run_ok(
+            env.home
+                .kplug()
+                .args(["install", "--json", "--enable"])
+                .arg(target(n))
+                .arg("--key")
+                .arg(&env.key.public)
+                .arg("--prefix")
+                .arg(&lua)
+                .arg("--kong-conf")
+                .arg(&conf)
+                .arg("--bin-dir")
+                .arg(&bin)
+                .arg("--lib-dir")
+                .arg(&lib),
+        );
+        serde_json::from_str(&stdout(&out)).unwrap()
+    };
+
+    // A Lua tree, a rock from luarocks (checked by `pack`), a kong-pdk plugin server.
+    push(&hello_example(), "hello", &[]);
+    let rock = luarocks_pack(t, &rocky_source(t));
+    let packed = t.join("packed");
+    fs::create_dir(&packed).unwrap();
+    run_ok(
+        env.home
+            .kplug()
+            .arg("pack")
+            .arg(&rock)
+            .arg("-o")
+            .arg(&packed),
+    );
+    push(&packed.join(rock.file_name().unwrap()), "rocky", &[]);
+    let py = t.join("py-hello");
+    py_server(&py, &python_with_pdk(), "0.1.0");
+    push(
+        &py,
+        "py-hello",
+        &[
+            "--runtime",
+            "python",
+            "--name",
+            "py-hello",
+            "--version",
+            "0.1.0",
+        ],
+    );
+
+    assert_eq!(install("hello")["name"], "hello");
+    let r = install("rocky");
+    assert_eq!(r["name"], "rocky");
+    assert!(
+        r["notes"][0].as_str().unwrap().contains("resty.rocky-util"),
+        "{r}"
+    );
+    let r = install("py-hello");
+    let start = bin.join("py-hello").display().to_string();
+    assert_eq!(r["server"]["startCmd"], start.as_str(), "{r}");
+    assert_eq!(r["server"]["plugins"][0]["name"], "py-hello", "{r}");
+    assert_eq!(r["server"]["plugins"][0]["version"], "0.1.0", "{r}");
+
+    let c = KongConf::load(&conf).unwrap();
+    assert_eq!(
+        c.plugins(&no_env),
+        ["bundled", "hello", "rocky", "py-hello"]
+    );
+    assert_eq!(c.list("pluginserver_names", &no_env), ["py-hello"]);
+    assert_eq!(
+        c.get("pluginserver_py_hello_start_cmd"),
+        Some(start.clone())
+    );
+    assert_eq!(
+        c.get("pluginserver_py_hello_query_cmd"),
+        Some(format!("{start} --dump"))
+    );
+    let doctor = run_ok(
+        env.home
+            .kplug()
+            .arg("doctor")
+            .arg("--prefix")
+            .arg(&lua)
+            .arg("--kong-conf")
+            .arg(&conf),
+    );
+    let report = stdout(&doctor);
+    for n in ["hello", "rocky"] {
+        assert!(report.contains(&format!("ok    {n}: ")), "{report}");
+    }
+    assert!(
+        report.contains("served by plugin server py-hello"),
+        "{report}"
+    );
+    let listed = run_ok(
+        env.home
+            .kplug()
+            .args(["list", "--json", "--prefix"])
+            .arg(&lua),
+    );
+    let listed: serde_json::Value = serde_json::from_str(&stdout(&listed)).unwrap();
+    assert_eq!(listed.as_array().map(Vec::len), Some(3), "{listed}");
+
+    for n in ["py-hello", "rocky", "hello"] {
+        run_ok(
+            env.home
+                .kplug()
+                .args(["uninstall", "--disable", n, "--prefix"])
+                .arg(&lua)
+                .arg("--kong-conf")
+                .arg(&conf),
+        );
+    }
+    assert!(!bin.join("py-hello").exists());
+    assert_eq!(fs::read_to_string(&conf).unwrap(), original);
 }

@@ -335,3 +335,54 @@ mod tests {
         assert!(p.is_absolute() && p.ends_with("rel/lua"), "{}", p.display());
     }
 }
+
+/// `pack`/`push` of an external plugin server (go-pdk, Python or JavaScript kong-pdk).
+#[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Plugin servers")]
+pub struct ServerArgs {
+    /// Pack a plugin server instead of a Lua tree: go (go-pdk), python or js (kong-pdk).
+    /// The path is its executable, or a directory holding it (--entrypoint); --name is
+    /// the plugin name its query command lists.
+    #[arg(long, value_name = "RUNTIME", value_parser = parse_runtime)]
+    pub runtime: Option<crate::node::external::Runtime>,
+    /// The file Kong starts, relative to the server directory.
+    #[arg(long, value_name = "FILE", requires = "runtime")]
+    pub entrypoint: Option<String>,
+    /// Arguments that make the server print its plugin info (default: -dump for go,
+    /// --dump for python and js).
+    #[arg(
+        long,
+        value_name = "ARGS",
+        requires = "runtime",
+        allow_hyphen_values = true
+    )]
+    pub query_args: Option<String>,
+    /// Socket file name under Kong's prefix (default: <name>.socket for go, <name>.sock
+    /// for python and js).
+    #[arg(long, value_name = "NAME", requires = "runtime")]
+    pub socket: Option<String>,
+}
+
+impl ServerArgs {
+    pub fn spec(&self) -> Option<crate::ops::pack::ServerSpec> {
+        Some(crate::ops::pack::ServerSpec {
+            runtime: self.runtime?,
+            entrypoint: self.entrypoint.clone(),
+            query_args: self
+                .query_args
+                .as_ref()
+                .map(|q| q.split_whitespace().map(str::to_string).collect()),
+            socket: self.socket.clone(),
+        })
+    }
+}
+
+fn parse_runtime(s: &str) -> Result<crate::node::external::Runtime, String> {
+    use crate::node::external::Runtime;
+    match s {
+        "go" => Ok(Runtime::Go),
+        "python" | "py" => Ok(Runtime::Python),
+        "js" | "javascript" | "node" => Ok(Runtime::Js),
+        _ => Err(format!("{s:?}: expected go, python or js")),
+    }
+}

@@ -68,6 +68,18 @@ pub struct InstallArgs {
     /// installed from (default: a warning; registries.conf mirrors are accepted).
     #[arg(long)]
     pub strict_identity: bool,
+    /// Plugin servers (artifacts with kplug-server.json): directory of the executable Kong
+    /// starts (Kong's default plugin-server path).
+    #[arg(long, value_name = "DIR", default_value = crate::node::external::DEFAULT_BIN_DIR)]
+    pub bin_dir: PathBuf,
+    /// Plugin servers of several files: their trees go to DIR/<name>/, with
+    /// <bin-dir>/<name> a link to the entrypoint.
+    #[arg(long, value_name = "DIR", default_value = crate::node::external::DEFAULT_LIB_DIR)]
+    pub lib_dir: PathBuf,
+    /// Plugin servers: longest run of the query command (`-dump`/`--dump`) that checks
+    /// the installed server, e.g. 20s.
+    #[arg(long, value_name = "DURATION", value_parser = super::args::parse_duration)]
+    pub query_timeout: Option<std::time::Duration>,
 }
 
 fn parse_owner(s: &str) -> anyhow::Result<(u32, u32)> {
@@ -93,6 +105,30 @@ struct Installed<'a> {
     enabled: Option<&'a Enabled>,
     #[serde(skip_serializing_if = "Option::is_none")]
     source: Option<&'a str>,
+    /// A plugin server: how Kong runs it and what its query printed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    server: Option<ServerJson<'a>>,
+    /// The other plugins of a rock that holds several.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    also: Vec<Installed<'a>>,
+    /// What a rock carries besides its plugins.
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    notes: &'a [String],
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ServerJson<'a> {
+    #[serde(flatten)]
+    receipt: &'a crate::node::external::ServerReceipt,
+    plugins: &'a [crate::node::external::PluginInfo],
+}
+
+fn outcome_word(o: &Outcome) -> &'static str {
+    match o {
+        Outcome::Unchanged => "unchanged",
+        Outcome::Installed { .. } => "installed",
+    }
 }
 
 pub async fn run(g: &Global, out: &Printer, a: InstallArgs) -> anyhow::Result<()> {
@@ -113,23 +149,58 @@ pub async fn run(g: &Global, out: &Printer, a: InstallArgs) -> anyhow::Result<()
         allow_bundled_name: a.allow_bundled_name,
         allow_downgrade: a.allow_downgrade,
         strict_identity: a.strict_identity,
+        server: install::ServerOptions {
+            bin_dir: Some(a.bin_dir),
+            lib_dir: Some(a.lib_dir),
+            query_timeout: a.query_timeout,
+        },
     };
     let r = install::install(&req).await?;
     status(&r);
     let json = Installed {
-        outcome: match r.outcome {
-            Outcome::Unchanged => "unchanged",
-            Outcome::Installed { .. } => "installed",
-        },
+        outcome: outcome_word(&r.outcome),
         path: &r.path,
         receipt: ReceiptJson::of(&r.receipt),
-        files: &r.receipt.files,
+        files: match &r.server {
+            Some(s) => &s.receipt.files,
+            None => &r.receipt.files,
+        },
         enabled: r.enabled.as_ref(),
         source: r.source.as_deref(),
+        server: r.server.as_ref().map(|s| ServerJson {
+            receipt: &s.receipt,
+            plugins: &s.plugins,
+        }),
+        also: r
+            .also
+            .iter()
+            .map(|a| Installed {
+                outcome: outcome_word(&a.outcome),
+                path: &a.path,
+                receipt: ReceiptJson::of(&a.receipt),
+                files: &a.receipt.files,
+                enabled: a.enabled.as_ref(),
+                source: None,
+                server: None,
+                also: Vec::new(),
+                notes: &[],
+            })
+            .collect(),
+        notes: &r.notes,
     };
-    out.result(&json, |t| t.line(r.path.display().to_string()))?;
+    out.result(&json, |t| {
+        t.line(r.path.display().to_string());
+        for a in &r.also {
+            t.line(a.path.display().to_string());
+        }
+    })?;
     if let Some(e) = &r.enabled {
         crate::progress::note(enabled_note(e, &r.receipt.name));
+    }
+    for a in &r.also {
+        if let Some(e) = &a.enabled {
+            crate::progress::note(enabled_note(e, &a.receipt.name));
+        }
     }
     if let Some(file) = &a.env_file {
         env_file(file, &r)?;
@@ -161,6 +232,38 @@ fn status(r: &InstallReport) {
     for w in &r.warnings {
         eprintln!("WARNING: {w}");
     }
+    for n in &r.notes {
+        crate::progress::note(escape(n));
+    }
+    if let Some(s) = &r.server {
+        let listed: Vec<String> = s
+            .plugins
+            .iter()
+            .map(|p| {
+                format!(
+                    "{} {} (priority {})",
+                    p.name,
+                    escape(&p.version),
+                    p.priority
+                )
+            })
+            .collect();
+        crate::progress::note(format!(
+            "plugin server: Kong starts `{}`, queries `{}` (it lists {}), socket {}",
+            s.receipt.start_cmd,
+            s.receipt.query_cmd,
+            listed.join(", "),
+            s.receipt.socket
+        ));
+    }
+    for a in &r.also {
+        crate::progress::note(format!(
+            "{} {} from the same rock into {}",
+            outcome_word(&a.outcome),
+            a.receipt.name,
+            a.path.display()
+        ));
+    }
     let rc = &r.receipt;
     let previous = |previous: &Option<String>, differs: &[String]| {
         match (previous, differs) {
@@ -190,9 +293,10 @@ fn status(r: &InstallReport) {
                 .map(|a| format!("; the files that were there are kept in {} and `kplug uninstall {}` puts them back", a.display(), rc.name))
                 .unwrap_or_default(),
             // With --enable, the note on enabling says it.
-            match r.enabled {
-                None => format!("\nonce it is listed in kong.conf `plugins =` (--enable does it), {RELOAD_HINT} to load it"),
-                Some(_) => String::new(),
+            match (&r.enabled, &r.server) {
+                (None, None) => format!("\nonce it is listed in kong.conf `plugins =` (--enable does it), {RELOAD_HINT} to load it"),
+                (None, Some(_)) => format!("\nonce kong.conf has its pluginserver_* lines and lists it in `plugins =` (--enable writes them), {RELOAD_HINT} to load it"),
+                (Some(_), _) => String::new(),
             }
         ),
     });

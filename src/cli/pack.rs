@@ -2,13 +2,14 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::args::LimitArgs;
+use super::args::{LimitArgs, ServerArgs};
 use super::Printer;
 use crate::ops::pack::{self, PackOptions};
 
 #[derive(Args, Debug)]
 pub struct PackArgs {
-    /// Plugin directory: bare (handler.lua, schema.lua …), kong/plugins/<name>/…, or a LuaRocks tree.
+    /// Plugin directory: bare (handler.lua, schema.lua …), kong/plugins/<name>/…, or a
+    /// LuaRocks tree; a .rock (checked, copied as it is); with --runtime, a plugin server.
     pub dir: PathBuf,
     /// Output file (default <name>-<version>.tar.gz in the current directory).
     #[arg(short, long, value_name = "FILE")]
@@ -24,6 +25,8 @@ pub struct PackArgs {
     pub force: bool,
     #[command(flatten)]
     pub limits: LimitArgs,
+    #[command(flatten)]
+    pub server: ServerArgs,
 }
 
 pub async fn run(out: &Printer, a: PackArgs) -> anyhow::Result<()> {
@@ -33,6 +36,7 @@ pub async fn run(out: &Printer, a: PackArgs) -> anyhow::Result<()> {
         name: a.name,
         version: a.plugin_version,
         check: (!a.force).then(|| a.limits.limits()),
+        server: a.server.spec(),
     })?;
     let json = serde_json::json!({
         "name": p.name, "version": p.version, "path": p.path, "digest": p.digest,

@@ -2,7 +2,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::args::{parse_annotations, LimitArgs};
+use super::args::{parse_annotations, LimitArgs, ServerArgs};
 use super::{Global, Printer};
 use crate::error::Kind;
 use crate::ops::push::{self, PushOptions};
@@ -18,7 +18,8 @@ Before anything is sent, the archive is unpacked as `kplug install` would, under
 handler.lua/schema.lua, a key file, over a limit) is not pushed. --force pushes any file as
 an opaque blob.")]
 pub struct PushArgs {
-    /// Plugin archive (.tar.gz) or plugin directory (packed first, as `kplug pack` does).
+    /// Plugin archive (.tar.gz, .rock) or plugin directory (packed first, as `kplug pack`
+    /// does); with --runtime, a plugin server's executable or directory.
     pub path: PathBuf,
     /// Destination: REGISTRY/REPO[:TAG] or oci:DIR[:REF] (tag defaults to `latest`).
     pub reference: String,
@@ -57,6 +58,8 @@ pub struct PushArgs {
     /// schema.lua, as the Kong Operator reads it); refused for plugins KPI cannot carry.
     #[arg(long)]
     pub kpi: bool,
+    #[command(flatten)]
+    pub server: ServerArgs,
 }
 
 pub async fn run(g: &Global, out: &Printer, a: PushArgs) -> anyhow::Result<()> {
@@ -73,6 +76,7 @@ pub async fn run(g: &Global, out: &Printer, a: PushArgs) -> anyhow::Result<()> {
         check: (!a.force).then(|| a.limits.limits()),
         sign_key: a.key,
         new_bundle_format: a.new_bundle_format,
+        server: a.server.spec(),
         store: g.store_options(),
     };
     let r = if a.kpi {

@@ -15,8 +15,9 @@ use base64::Engine as _;
 
 use super::node::{Enabled, NodeOptions};
 use crate::error::{fail, kind_of, Kind};
+use crate::node::external::{self, PluginInfo, ServerLayout, ServerReceipt};
 use crate::node::state::{self, InstallOptions, Outcome, Prefix, Receipt, Staging, Trusted};
-use crate::node::unpack::{ExtractedPlugin, Limits};
+use crate::node::unpack::{self, Extracted, Limits, NameHints};
 use crate::oci::artifact;
 use crate::oci::reference::Location;
 use crate::oci::store::{self, ReadStore};
@@ -49,6 +50,48 @@ pub struct InstallRequest {
     /// Refuse a signature whose `docker-reference` names another repository (default:
     /// warn), as containers/image's `signedIdentity` does.
     pub strict_identity: bool,
+    /// Where a plugin-server artifact goes.
+    pub server: ServerOptions,
+}
+
+/// Where plugin servers are installed (`--bin-dir`, `--lib-dir`; defaults are Kong's
+/// plugin-server path) and how long their query command may run.
+#[derive(Debug, Clone, Default)]
+pub struct ServerOptions {
+    pub bin_dir: Option<PathBuf>,
+    pub lib_dir: Option<PathBuf>,
+    pub query_timeout: Option<std::time::Duration>,
+}
+
+impl ServerOptions {
+    /// The layout on this node; sockets go under Kong's `prefix` (kong.conf or KONG_PREFIX).
+    fn layout(&self, conf: &crate::node::kongconf::KongConf) -> ServerLayout {
+        let d = ServerLayout::default();
+        ServerLayout {
+            bin_dir: self.bin_dir.clone().unwrap_or(d.bin_dir),
+            lib_dir: self.lib_dir.clone().unwrap_or(d.lib_dir),
+            kong_prefix: conf
+                .effective("prefix", &super::node::env)
+                .map(PathBuf::from)
+                .unwrap_or(d.kong_prefix),
+        }
+    }
+}
+
+/// An installed plugin server: where it is, how Kong runs it, what its query printed.
+#[derive(Debug)]
+pub struct ServerInstalled {
+    pub receipt: ServerReceipt,
+    pub plugins: Vec<PluginInfo>,
+}
+
+/// Another plugin of the same rock, installed beside the first.
+#[derive(Debug)]
+pub struct AlsoInstalled {
+    pub outcome: Outcome,
+    pub path: PathBuf,
+    pub receipt: Receipt,
+    pub enabled: Option<Enabled>,
 }
 
 /// What `install` did.
@@ -67,6 +110,12 @@ pub struct InstallReport {
     pub source: Option<String>,
     /// Things the operator should know (a signature made for another repository).
     pub warnings: Vec<String>,
+    /// The artifact was a plugin server.
+    pub server: Option<ServerInstalled>,
+    /// The other plugins of a rock that holds several.
+    pub also: Vec<AlsoInstalled>,
+    /// What a rock carries besides its plugins (modules Kong may need).
+    pub notes: Vec<String>,
 }
 
 /// What fetching produced: the digest is already installed intact under this name, or the
@@ -115,97 +164,185 @@ pub async fn install(r: &InstallRequest) -> anyhow::Result<InstallReport> {
     } else {
         fetch_verified(r, policy.as_ref(), &prefix, &blob).await?
     };
-    let (outcome, receipt, checked) = match fetched {
+    let (swapped, checked) = match fetched {
         Fetched::AlreadyInstalled(name) => {
             let receipt = state::read_receipt(&prefix, &name)?.expect("checked by fetch_verified");
-            (Outcome::Unchanged, receipt, Checked::default())
+            let server = external::read_server(&prefix, &name)?.map(|receipt| ServerInstalled {
+                receipt,
+                plugins: Vec::new(),
+            });
+            let first = (Outcome::Unchanged, receipt);
+            let s = Swapped {
+                first,
+                more: Vec::new(),
+                server,
+                notes: Vec::new(),
+            };
+            (s, Checked::default())
         }
         Fetched::Ready(checked) => {
-            let (outcome, receipt) =
-                unpack_and_swap(r, &prefix, &staging, &reference, &digest, &checked).await?;
-            (outcome, receipt, checked)
+            let ctx = SwapContext {
+                r,
+                prefix: &prefix,
+                conf: &conf,
+                reference: &reference,
+                digest: &digest,
+                checked: &checked,
+            };
+            (unpack_and_swap(&ctx, &staging).await?, checked)
         }
     };
-    let enabled = match r.enable {
-        true => Some(super::node::enable(&conf, &receipt.name)?),
-        false => None,
+    let enable = |name: &str| -> anyhow::Result<Option<Enabled>> {
+        if !r.enable {
+            return Ok(None);
+        }
+        Ok(Some(match &swapped.server {
+            Some(s) => super::node::enable_server(&conf, name, &s.receipt)?,
+            None => super::node::enable(&conf, name)?,
+        }))
     };
+    let (outcome, receipt) = swapped.first;
+    let enabled = enable(&receipt.name)?;
+    let also = swapped
+        .more
+        .into_iter()
+        .map(|(outcome, receipt)| {
+            Ok(AlsoInstalled {
+                outcome,
+                path: prefix.plugin_dir(&receipt.name),
+                enabled: enable(&receipt.name)?,
+                receipt,
+            })
+        })
+        .collect::<anyhow::Result<_>>()?;
     Ok(InstallReport {
         reference,
         outcome,
-        path: prefix.plugin_dir(&receipt.name),
+        path: match &swapped.server {
+            Some(s) => s.receipt.bin.clone(),
+            None => prefix.plugin_dir(&receipt.name),
+        },
         receipt,
         verified: checked.verified,
         enabled,
         source: checked.source,
         warnings: checked.warnings,
+        server: swapped.server,
+        also,
+        notes: swapped.notes,
     })
 }
 
-/// Unpack the verified blob, check the name, and swap it in under the prefix lock.
-async fn unpack_and_swap(
-    r: &InstallRequest,
-    prefix: &Prefix,
-    staging: &Arc<Staging>,
-    reference: &str,
-    digest: &str,
-    checked: &Checked,
-) -> anyhow::Result<(Outcome, Receipt)> {
-    let hint = r.name.clone().or_else(|| artifact::name_hint(reference));
-    let ex = extract(staging, r.limits, hint).await?;
-    if let Some(n) = &r.name {
-        if n != &ex.name {
-            crate::bail_kind!(
-                Kind::Usage,
-                "the archive holds plugin {:?}, not {n:?}",
-                ex.name
-            );
-        }
-    }
-    let signed = checked.verified.first();
-    let receipt = Receipt {
-        name: ex.name.clone(),
-        version: checked.declared.clone().or_else(|| ex.version.clone()),
-        reference: reference.to_string(),
-        digest: digest.to_string(),
+/// What one install run needs to turn a verified blob into installed plugins.
+struct SwapContext<'a> {
+    r: &'a InstallRequest,
+    prefix: &'a Prefix,
+    conf: &'a crate::node::kongconf::KongConf,
+    reference: &'a str,
+    digest: &'a str,
+    checked: &'a Checked,
+}
+
+/// What the swap installed: the first (or only) plugin, the others of a rock, or a server.
+struct Swapped {
+    first: (Outcome, Receipt),
+    more: Vec<(Outcome, Receipt)>,
+    server: Option<ServerInstalled>,
+    notes: Vec<String>,
+}
+
+/// Unpack the verified blob (a Lua tree, a rock with one or several plugins, or a plugin
+/// server) and swap each plugin in under the prefix lock.
+async fn unpack_and_swap(c: &SwapContext<'_>, staging: &Arc<Staging>) -> anyhow::Result<Swapped> {
+    let r = c.r;
+    let hints = NameHints {
+        flag: r.name.clone(),
+        repo: artifact::name_hint(c.reference),
+    };
+    let lua_dirs = c.conf.package_path_dirs(&super::node::env);
+    let ex = extract(staging, r.limits, hints, lua_dirs).await?;
+    let signed = c.checked.verified.first();
+    let receipt_for = |name: &str, version: Option<String>, files| Receipt {
+        name: name.to_string(),
+        version: c.checked.declared.clone().or(version),
+        reference: c.reference.to_string(),
+        digest: c.digest.to_string(),
         signer: signed.map(|v| v.signer.clone()),
         verified_at: signed.map(|_| state::now_rfc3339()),
         installed_at: state::now_rfc3339(),
-        files: ex.files.clone(),
-        trusted: checked.trusted.clone(),
+        files,
+        trusted: c.checked.trusted.clone(),
         adopted: false,
     };
+    let notes = ex.rock.as_ref().map(|k| k.notes()).unwrap_or_default();
+    if let Some(staged) = ex.server {
+        let m = &staged.manifest;
+        let receipt = receipt_for(&m.name, m.version.clone(), Vec::new());
+        let layout = r.server.layout(c.conf);
+        let timeout = r
+            .server
+            .query_timeout
+            .unwrap_or(external::DEFAULT_QUERY_TIMEOUT);
+        let (outcome, plugins) = {
+            let _lock = r.node.lock(c.prefix)?;
+            external::install(c.prefix, &staged, &layout, receipt, timeout)?
+        };
+        let name = &staged.manifest.name;
+        let server = external::read_server(c.prefix, name)?.expect("written by install");
+        let receipt = state::read_receipt(c.prefix, name)?.expect("written by install");
+        return Ok(Swapped {
+            first: (outcome, receipt),
+            server: Some(ServerInstalled {
+                receipt: server,
+                plugins,
+            }),
+            more: Vec::new(),
+            notes,
+        });
+    }
     let o = InstallOptions {
         owner: r.owner,
         adopt: r.adopt,
         allow_bundled_name: r.allow_bundled_name,
         allow_downgrade: r.allow_downgrade,
     };
-    let outcome = {
-        let _lock = r.node.lock(prefix)?;
-        state::install_with(prefix, &ex.dir, receipt, &o)?
-    };
-    let receipt = state::read_receipt(prefix, &ex.name)?.expect("receipt written by install_dir");
-    Ok((outcome, receipt))
+    let mut done = Vec::new();
+    let _lock = r.node.lock(c.prefix)?;
+    for p in ex.plugins {
+        let receipt = receipt_for(&p.name, p.version.clone(), p.files.clone());
+        let outcome = state::install_with(c.prefix, &p.dir, receipt, &o)?;
+        let receipt = state::read_receipt(c.prefix, &p.name)?.expect("receipt written by install");
+        done.push((outcome, receipt));
+    }
+    let first = done.remove(0);
+    Ok(Swapped {
+        first,
+        more: done,
+        server: None,
+        notes,
+    })
 }
 
-/// Unpack `staging/blob` off the runtime. The blocking task holds the staging dir, so an
-/// install cancelled by Ctrl-C removes it only after the unpack stopped writing into it.
+/// Unpack `staging/blob` into `staging/x` off the runtime. The blocking task holds the
+/// staging dir, so an install cancelled by Ctrl-C removes it only after the unpack
+/// stopped writing into it.
 async fn extract(
     staging: &Arc<Staging>,
     limits: Limits,
-    hint: Option<String>,
-) -> anyhow::Result<ExtractedPlugin> {
+    hints: NameHints,
+    lua_dirs: Vec<PathBuf>,
+) -> anyhow::Result<Extracted> {
     let keep = Arc::clone(staging);
     tokio::task::spawn_blocking(move || {
-        let dir = keep.path().to_path_buf();
-        let h = tokio::runtime::Handle::current();
-        h.block_on(super::pull::extract_blob(
-            &dir.join("blob"),
-            &dir,
-            limits,
-            hint,
-        ))
+        let stage = keep.path().join("x");
+        std::fs::create_dir(&stage)?;
+        unpack::extract_file(
+            &keep.path().join("blob"),
+            &stage,
+            &limits,
+            &hints,
+            &lua_dirs,
+        )
     })
     .await?
 }

@@ -130,6 +130,61 @@ pub fn enable(conf: &KongConf, name: &str) -> anyhow::Result<Enabled> {
     })
 }
 
+/// Add plugin server `name` to kong.conf: `pluginserver_names`, its socket, start and
+/// query commands, and `plugins`; without a kong.conf, the `KONG_*` lines Kong's
+/// environment needs.
+pub fn enable_server(
+    conf: &KongConf,
+    name: &str,
+    s: &crate::node::external::ServerReceipt,
+) -> anyhow::Result<Enabled> {
+    use crate::node::external;
+    if !conf.exists() {
+        let key = external::conf_key(name);
+        let mut names: Vec<String> = env("KONG_PLUGINSERVER_NAMES")
+            .unwrap_or_default()
+            .split(',')
+            .map(|n| n.trim().to_string())
+            .filter(|n| !n.is_empty())
+            .collect();
+        if !names.iter().any(|n| n == name) {
+            names.push(name.to_string());
+        }
+        let export = |k: &str, v: &str| {
+            let v = match v
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_,.-/".contains(&b))
+            {
+                true => v.to_string(),
+                false => format!("'{}'", v.replace('\'', r"'\''")),
+            };
+            format!("export {}={v}", kongconf::env_name(k))
+        };
+        let line = [
+            kongconf::kong_plugins_env_line(env("KONG_PLUGINS").as_deref(), name),
+            export("pluginserver_names", &names.join(",")),
+            export(&format!("{key}_socket"), &s.socket),
+            export(&format!("{key}_start_cmd"), &s.start_cmd),
+            export(&format!("{key}_query_cmd"), &s.query_cmd),
+        ]
+        .join("\n");
+        return Ok(Enabled::Environment { line });
+    }
+    let mut c = conf.clone();
+    let changed = external::enable(&mut c, name, s);
+    if changed {
+        c.save()?;
+    }
+    let env_line = env("KONG_PLUGINS")
+        .filter(|_| !conf.plugins(&env).iter().any(|p| p == name))
+        .map(|cur| kongconf::kong_plugins_env_line(Some(&cur), name));
+    Ok(Enabled::KongConf {
+        path: c.path().map(Path::to_path_buf).unwrap_or_default(),
+        changed,
+        env_line,
+    })
+}
+
 /// Installed plugins with their integrity, and receipts that cannot be trusted. Taking
 /// the lock also finishes or undoes a swap an earlier run left half done.
 pub fn list(node: &NodeOptions) -> anyhow::Result<(Prefix, Vec<Listed>, Vec<Broken>)> {
@@ -168,15 +223,20 @@ pub struct UninstallReport {
 pub fn uninstall(node: &NodeOptions, name: &str, disable: bool) -> anyhow::Result<UninstallReport> {
     let conf = node.conf()?;
     let prefix = node.prefix(&conf)?;
-    let done = {
+    let (done, server) = {
         let _lock = node.lock(&prefix)?;
-        state::uninstall(&prefix, name)?
+        let server = crate::node::external::read_server(&prefix, name)?;
+        (state::uninstall(&prefix, name)?, server)
     };
     let mut disabled = false;
     let restored = matches!(done.original, Some(Original::Restored(_)));
     if disable && conf.exists() && !restored {
         let mut c = conf.clone();
-        if c.disable(name) {
+        let changed = match server {
+            Some(_) => crate::node::external::disable(&mut c, name),
+            None => c.disable(name),
+        };
+        if changed {
             c.save()?;
             disabled = true;
         }
@@ -227,7 +287,7 @@ pub fn rollback(node: &NodeOptions, name: &str, force: bool) -> anyhow::Result<R
 /// Kong's start-up checks against this node. An install interrupted mid-swap is
 /// finished first (it would otherwise show as "enabled but not installed"); receipts
 /// under a bundled plugin's name are flagged.
-pub fn doctor(node: &NodeOptions) -> anyhow::Result<Vec<Finding>> {
+pub fn doctor(node: &NodeOptions, opts: &doctor::Options) -> anyhow::Result<Vec<Finding>> {
     let (conf, looked) = kongconf::locate(node.kong_conf.as_deref(), kongconf::DEFAULT_PATHS)?;
     let extra: Vec<PathBuf> = node.prefix.iter().cloned().collect();
     let mut prefixes = conf.package_path_dirs(&env);
@@ -241,7 +301,7 @@ pub fn doctor(node: &NodeOptions) -> anyhow::Result<Vec<Finding>> {
         .filter_map(|p| finish_pending(node, &Prefix::new(p)))
         .collect();
     findings.extend(looked.iter().map(|l| doctor::no_conf_finding(l)));
-    findings.extend(doctor::check(&conf, &env, &extra));
+    findings.extend(doctor::check_with(&conf, &env, &extra, opts));
     for p in &prefixes {
         findings.extend(bundled_findings(&Prefix::new(p)));
     }

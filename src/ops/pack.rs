@@ -3,7 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::error::{fail, kind_of};
+use crate::error::{fail, kind_of, Kind};
+use crate::node::external::{self, Runtime, ServerManifest};
 use crate::node::plugin;
 use crate::node::unpack::{self, Checked, Limits, NameHints};
 
@@ -18,6 +19,21 @@ pub struct PackOptions {
     /// Refuse an archive a node would refuse under these limits; `None` (`--force`): pack
     /// whatever the tree holds.
     pub check: Option<Limits>,
+    /// Pack a plugin server (an executable, or a directory holding its entrypoint)
+    /// instead of a Lua tree.
+    pub server: Option<ServerSpec>,
+}
+
+/// How Kong runs a plugin server, recorded in the artifact's `kplug-server.json`.
+#[derive(Debug, Clone)]
+pub struct ServerSpec {
+    pub runtime: Runtime,
+    /// The executable inside a directory (one file: the file itself).
+    pub entrypoint: Option<String>,
+    /// What makes it print its plugin info (default by runtime: `-dump` / `--dump`).
+    pub query_args: Option<Vec<String>>,
+    /// Socket file name under Kong's prefix (default by runtime).
+    pub socket: Option<String>,
 }
 
 impl PackOptions {
@@ -35,27 +51,124 @@ impl PackOptions {
 /// packed beside `output` and takes its place only once a node would accept it, so a
 /// refused pack never replaces an earlier archive.
 pub fn pack(o: &PackOptions) -> anyhow::Result<plugin::Packed> {
+    if let Some(spec) = &o.server {
+        return pack_server(o, spec);
+    }
+    if o.dir.is_file() {
+        return pack_file(o);
+    }
     let src = plugin::locate(&o.dir, o.name.as_deref(), o.version.as_deref())?;
     let file = plugin::default_archive_name(&src.name, &src.version);
-    let out = match &o.output {
-        Some(d) if d.is_dir() => d.join(&file),
-        Some(f) => f.clone(),
-        None => PathBuf::from(&file),
-    };
+    let out = output_path(o, &file);
     crate::tree::check_parent_dir(&out)?;
     let Some(limits) = &o.check else {
         return plugin::pack_with(&src, &out, &NO_LIMITS);
     };
-    let stage = tempfile::Builder::new()
-        .prefix(".kplug-pack-")
-        .tempdir_in(crate::tree::parent_dir(&out))
-        .map_err(|e| anyhow::anyhow!("cannot write {}: {}", out.display(), e.kind()))?;
+    let stage = scratch_beside(&out)?;
     let mut p = plugin::pack_with(&src, &stage.path().join(&file), limits)?;
     check_archive(&p.path, &out, Some(&src.name), None, limits)?;
     std::fs::rename(&p.path, &out)
         .map_err(|e| anyhow::anyhow!("cannot write {}: {}", out.display(), e.kind()))?;
     p.path = out;
     Ok(p)
+}
+
+/// Where a packed file goes: `output` itself, a file named `file` inside an `output`
+/// directory, or `file` in the current directory.
+fn output_path(o: &PackOptions, file: &str) -> PathBuf {
+    match &o.output {
+        Some(d) if d.is_dir() => d.join(file),
+        Some(f) => f.clone(),
+        None => PathBuf::from(file),
+    }
+}
+
+/// A plugin server: its files and `kplug-server.json` into a reproducible tar.gz, then
+/// the node's check (the manifest, the entrypoint, the limits).
+fn pack_server(o: &PackOptions, spec: &ServerSpec) -> anyhow::Result<plugin::Packed> {
+    let Some(name) = o.name.clone() else {
+        crate::bail_kind!(
+            Kind::Usage,
+            "a plugin server needs its plugin name: add --name (the name its query command lists)"
+        );
+    };
+    let entrypoint = match (&spec.entrypoint, o.dir.is_dir()) {
+        (Some(e), _) => e.clone(),
+        (None, false) => name.clone(),
+        (None, true) => crate::bail_kind!(
+            Kind::Usage,
+            "{} is a directory: say which file Kong starts with --entrypoint",
+            o.dir.display()
+        ),
+    };
+    let m = ServerManifest {
+        name,
+        version: o.version.clone(),
+        runtime: spec.runtime,
+        entrypoint,
+        query_args: spec.query_args.clone(),
+        socket: spec.socket.clone(),
+    };
+    let file = plugin::default_archive_name(&m.name, m.version.as_deref().unwrap_or("0.0.0"));
+    let out = output_path(o, &file);
+    crate::tree::check_parent_dir(&out)?;
+    let limits = o.check.unwrap_or(NO_LIMITS);
+    let stage = scratch_beside(&out)?;
+    let mut p = external::pack(&o.dir, &m, &stage.path().join(&file), &limits)?;
+    if let Some(l) = &o.check {
+        check_archive(&p.path, &out, Some(&m.name), None, l)?;
+    }
+    std::fs::rename(&p.path, &out)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {}", out.display(), e.kind()))?;
+    p.path = out;
+    Ok(p)
+}
+
+/// An archive already made (a `.rock` from `luarocks pack`, a .tar.gz): checked as a
+/// node would, then copied to the output as it is (a rock keeps its `rock_manifest`).
+fn pack_file(o: &PackOptions) -> anyhow::Result<plugin::Packed> {
+    let file = o
+        .dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let out = output_path(o, &file);
+    crate::tree::check_parent_dir(&out)?;
+    let c = check_archive(
+        &o.dir,
+        &o.dir,
+        o.name.as_deref(),
+        None,
+        &o.check.unwrap_or(NO_LIMITS),
+    )?;
+    for n in &c.notes {
+        crate::progress::note(n);
+    }
+    let same = std::fs::canonicalize(&out).ok() == std::fs::canonicalize(&o.dir).ok();
+    if !same {
+        let stage = scratch_beside(&out)?;
+        let tmp = stage.path().join(&file);
+        std::fs::copy(&o.dir, &tmp)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {}", o.dir.display(), e.kind()))?;
+        std::fs::rename(&tmp, &out)
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {}", out.display(), e.kind()))?;
+    }
+    let (digest, size) = crate::digest::sha256_file(&out)?;
+    Ok(plugin::Packed {
+        name: c.names.join(","),
+        version: o.version.clone().or(c.version).unwrap_or_default(),
+        path: out,
+        digest,
+        size,
+        files: Vec::new(),
+    })
+}
+
+fn scratch_beside(out: &Path) -> anyhow::Result<tempfile::TempDir> {
+    tempfile::Builder::new()
+        .prefix(".kplug-pack-")
+        .tempdir_in(crate::tree::parent_dir(out))
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {}", out.display(), e.kind()))
 }
 
 /// `--force`: pack whatever the tree holds.

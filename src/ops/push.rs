@@ -34,6 +34,8 @@ pub struct PushOptions {
     pub sign_key: Option<PathBuf>,
     /// Sign in the Sigstore bundle format (see `SignOptions::new_bundle_format`).
     pub new_bundle_format: bool,
+    /// Pack `path` as a plugin server first.
+    pub server: Option<super::pack::ServerSpec>,
     pub store: store::Options,
 }
 
@@ -121,7 +123,7 @@ pub(crate) async fn sign_pushed(
 /// The file to push: the directory packed into `tmp`, or the archive given, checked as a
 /// node would check it (unless `--force`).
 fn source_file(o: &PushOptions, loc: &Location, tmp: &Path) -> anyhow::Result<Source> {
-    if o.path.is_dir() {
+    if o.path.is_dir() || o.server.is_some() {
         let p = super::pack::pack(
             &super::pack::PackOptions {
                 dir: o.path.clone(),
@@ -129,6 +131,7 @@ fn source_file(o: &PushOptions, loc: &Location, tmp: &Path) -> anyhow::Result<So
                 name: o.name.clone(),
                 version: o.version.clone(),
                 check: o.check,
+                server: o.server.clone(),
             }
             .into_dir(tmp),
         )?;
