@@ -870,6 +870,11 @@ fn every_kind_through_the_verbs() {
     assert_eq!(r["server"]["startCmd"], start.as_str(), "{r}");
     assert_eq!(r["server"]["plugins"][0]["name"], "py-hello", "{r}");
     assert_eq!(r["server"]["plugins"][0]["version"], "0.1.0", "{r}");
+    // A re-run changes nothing, unless the server's file was altered since.
+    assert_eq!(install("py-hello")["outcome"], "unchanged");
+    let script = fs::read_to_string(bin.join("py-hello")).unwrap();
+    fs::write(bin.join("py-hello"), format!("{script}# altered\n")).unwrap();
+    assert_eq!(install("py-hello")["outcome"], "installed");
 
     let c = KongConf::load(&conf).unwrap();
     assert_eq!(

@@ -166,19 +166,7 @@ pub async fn install(r: &InstallRequest) -> anyhow::Result<InstallReport> {
     };
     let (swapped, checked) = match fetched {
         Fetched::AlreadyInstalled(name) => {
-            let receipt = state::read_receipt(&prefix, &name)?.expect("checked by fetch_verified");
-            let server = external::read_server(&prefix, &name)?.map(|receipt| ServerInstalled {
-                receipt,
-                plugins: Vec::new(),
-            });
-            let first = (Outcome::Unchanged, receipt);
-            let s = Swapped {
-                first,
-                more: Vec::new(),
-                server,
-                notes: Vec::new(),
-            };
-            (s, Checked::default())
+            (Swapped::unchanged(&prefix, &name)?, Checked::default())
         }
         Fetched::Ready(checked) => {
             let ctx = SwapContext {
@@ -192,13 +180,25 @@ pub async fn install(r: &InstallRequest) -> anyhow::Result<InstallReport> {
             (unpack_and_swap(&ctx, &staging).await?, checked)
         }
     };
+    finish(r, &conf, &prefix, reference, swapped, checked)
+}
+
+/// Enable what was installed (with `--enable`) and say what happened.
+fn finish(
+    r: &InstallRequest,
+    conf: &crate::node::kongconf::KongConf,
+    prefix: &Prefix,
+    reference: String,
+    swapped: Swapped,
+    checked: Checked,
+) -> anyhow::Result<InstallReport> {
     let enable = |name: &str| -> anyhow::Result<Option<Enabled>> {
         if !r.enable {
             return Ok(None);
         }
         Ok(Some(match &swapped.server {
-            Some(s) => super::node::enable_server(&conf, name, &s.receipt)?,
-            None => super::node::enable(&conf, name)?,
+            Some(s) => super::node::enable_server(conf, name, &s.receipt)?,
+            None => super::node::enable(conf, name)?,
         }))
     };
     let (outcome, receipt) = swapped.first;
@@ -249,6 +249,23 @@ struct Swapped {
     more: Vec<(Outcome, Receipt)>,
     server: Option<ServerInstalled>,
     notes: Vec<String>,
+}
+
+impl Swapped {
+    /// The same digest is installed intact: nothing to do.
+    fn unchanged(prefix: &Prefix, name: &str) -> anyhow::Result<Swapped> {
+        let receipt = state::read_receipt(prefix, name)?.expect("checked by fetch_verified");
+        let server = external::read_server(prefix, name)?.map(|receipt| ServerInstalled {
+            receipt,
+            plugins: Vec::new(),
+        });
+        Ok(Swapped {
+            first: (Outcome::Unchanged, receipt),
+            more: Vec::new(),
+            server,
+            notes: Vec::new(),
+        })
+    }
 }
 
 /// Unpack the verified blob (a Lua tree, a rock with one or several plugins, or a plugin
@@ -586,7 +603,10 @@ fn already_installed(
             return Ok(false);
         }
     }
-    let (modified, missing) = state::verify_files(&prefix.plugin_dir(name), &rec.files);
+    let (modified, missing) = match external::read_server(prefix, name)? {
+        Some(server) => external::verify(&server),
+        None => state::verify_files(&prefix.plugin_dir(name), &rec.files),
+    };
     Ok(modified.is_empty() && missing.is_empty())
 }
 
