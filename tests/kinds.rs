@@ -929,3 +929,67 @@ fn every_kind_through_the_verbs() {
     assert!(!bin.join("py-hello").exists());
     assert_eq!(fs::read_to_string(&conf).unwrap(), original);
 }
+
+/// One syntax error, caught with file:line by `pack`, by `push` (of a directory and of an
+/// archive made by `tar`), and by `doctor` once the tree is on a node.
+#[test]
+fn syntax_error_at_pack_push_and_doctor() {
+    use common::{assert_exit, kplug, stderr, stdout};
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src/kong/plugins/acme");
+    write(&src.join("handler.lua"), "local H = { PRIORITY = 1, VERSION = \"1.0.0\" }\nfunction H:access(conf)\n  if conf.x then\n    return\nend\nreturn H\n");
+    write(
+        &src.join("schema.lua"),
+        "return { name = \"acme\", fields = {} }\n",
+    );
+    let want = "handler.lua:7: 'end' expected (to close 'function' at line 2)";
+    let refused = |args: &[&std::ffi::OsStr], code: i32| {
+        let (mut cmd, _home) = kplug();
+        let out = common::run(cmd.args(args));
+        assert_exit(&out, code);
+        format!("{}{}", stdout(&out), stderr(&out))
+    };
+    let (srcdir, tgz) = (t.path().join("src"), t.path().join("acme.tar.gz"));
+    let m = refused(
+        &[
+            "pack".as_ref(),
+            srcdir.as_os_str(),
+            "-o".as_ref(),
+            t.path().as_os_str(),
+        ],
+        6,
+    );
+    assert!(m.contains(want), "{m}");
+    // Refused before the destination is contacted: nothing listens there.
+    let unreachable = format!("{}/acme:1.0.0", common::refused_addr());
+    let m = refused(
+        &["push".as_ref(), srcdir.as_os_str(), unreachable.as_ref()],
+        6,
+    );
+    assert!(m.contains(want), "{m}");
+    run(Command::new("tar")
+        .arg("czf")
+        .arg(&tgz)
+        .arg("-C")
+        .arg(&srcdir)
+        .arg("kong"));
+    let m = refused(&["push".as_ref(), tgz.as_os_str(), unreachable.as_ref()], 6);
+    assert!(m.contains(want), "{m}");
+
+    let lua = t.path().join("lua");
+    fs::create_dir_all(lua.join("kong/plugins")).unwrap();
+    fs::rename(&src, lua.join("kong/plugins/acme")).unwrap();
+    let conf = t.path().join("kong.conf");
+    fs::write(&conf, "plugins = bundled,acme\n").unwrap();
+    let m = refused(
+        &[
+            "doctor".as_ref(),
+            "--prefix".as_ref(),
+            lua.as_os_str(),
+            "--kong-conf".as_ref(),
+            conf.as_os_str(),
+        ],
+        1,
+    );
+    assert!(m.contains(want), "{m}");
+}
