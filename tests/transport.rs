@@ -87,7 +87,7 @@ fn push_pull_round_trip_is_byte_exact_and_cosign_shaped() {
         "hello.tar.gz"
     );
 
-    // Config bytes exactly as FORMATS.md §1.
+    // Config bytes exactly as docs/formats.md §1.
     let file_digest = sha256_digest(&std::fs::read(&tgz).unwrap());
     assert_eq!(layer["digest"], file_digest.as_str());
     let config = get_blob(

@@ -578,14 +578,10 @@ mod tests {
             .any(|(s, m)| *s == severity && m.contains(text))
     }
 
-    #[test]
-    fn detects_each_condition() {
-        let d = tempfile::tempdir().unwrap();
-        let (a, b, extra) = (
-            d.path().join("a"),
-            d.path().join("b"),
-            d.path().join("extra"),
-        );
+    /// Plugins in two Lua trees (`a`, `b`) and one off the path (`extra`), one per
+    /// condition doctor reports, and a kong.conf enabling them.
+    fn fixture(d: &Path) -> (PathBuf, PathBuf, PathBuf, KongConf) {
+        let (a, b, extra) = (d.join("a"), d.join("b"), d.join("extra"));
         let conf = KongConf::parse(&format!(
             "database = off\nlua_package_path = {0}/?.lua;{0}/?/init.lua;{1}/?.lua\n\
              plugins = bundled,good,missing,noschema,badmig,entities,changed,shadowed,outside\n",
@@ -609,7 +605,13 @@ mod tests {
         }
         write(&plugin_dir(&extra, "outside").join("handler.lua"), "");
         write(&plugin_dir(&extra, "outside").join("schema.lua"), "");
+        (a, b, extra, conf)
+    }
 
+    #[test]
+    fn detects_each_condition() {
+        let d = tempfile::tempdir().unwrap();
+        let (a, _, extra, conf) = fixture(d.path());
         let no_env = |_: &str| None;
         let f = check(&conf, &no_env, std::slice::from_ref(&extra));
         let json = serde_json::to_string(&f).unwrap();
@@ -664,7 +666,13 @@ mod tests {
             "plugins = bundled,good,missing"
         ));
         assert!(of(&f, "bundled").is_empty());
+    }
 
+    #[test]
+    fn the_environment_changes_the_advice() {
+        let d = tempfile::tempdir().unwrap();
+        let (a, _, _, conf) = fixture(d.path());
+        let no_env = |_: &str| None;
         // With Postgres the daos warning goes; with env-configured plugins the fix is an export line.
         let env = |k: &str| match k {
             "KONG_DATABASE" => Some("postgres".to_string()),

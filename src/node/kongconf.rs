@@ -662,4 +662,30 @@ admin_listen = 127.0.0.1:8001 reuseport backlog=16384, 127.0.0.1:8444 http2 ssl
         assert_eq!(c.package_path_dirs(&env)[0], PathBuf::from("/env"));
         assert_eq!(c.package_path_dirs(&env)[1..], defaults[..]);
     }
+
+    /// Issue 11.4: a --kong-conf that does not exist is a usage error naming it; with no
+    /// kong.conf anywhere, doctor's finding says which paths it looked for.
+    #[test]
+    fn locate_says_what_it_looked_for() {
+        let d = tempfile::tempdir().unwrap();
+        let (gone, other) = (d.path().join("gone.conf"), d.path().join("other.conf"));
+        let e = locate(Some(&gone), &[]).unwrap_err();
+        assert_eq!(crate::error::kind_of(&e), crate::error::Kind::Usage);
+        assert!(format!("{e:#}").contains("gone.conf"), "{e:#}");
+
+        let defaults = [gone.to_str().unwrap(), other.to_str().unwrap()];
+        let (_, looked) = locate(None, &defaults).unwrap();
+        let looked = looked.expect("nothing found");
+        assert_eq!(looked, [gone.clone(), other.clone()]);
+        let f = crate::node::doctor::no_conf_finding(&looked);
+        for p in [&gone, &other] {
+            assert!(f.message.contains(&p.display().to_string()), "{}", f.message);
+        }
+        assert!(f.message.contains("--kong-conf"), "{}", f.message);
+
+        std::fs::write(&other, "plugins = bundled,hello\n").unwrap();
+        let (conf, looked) = locate(None, &defaults).unwrap();
+        assert!(looked.is_none());
+        assert_eq!(conf.get("plugins").as_deref(), Some("bundled,hello"));
+    }
 }

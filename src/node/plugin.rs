@@ -443,64 +443,80 @@ fn walk(root: &Path) -> Result<Vec<Item>> {
             } else {
                 format!("{rel_dir}/{name}")
             };
-            let meta = fs::symlink_metadata(&path)?;
-            let ft = meta.file_type();
-            if ft.is_dir() {
-                stack.push(rel.clone());
-                out.push(Item {
-                    rel,
-                    src: path,
-                    is_dir: true,
-                    exec: true,
-                });
-            } else if ft.is_file() {
-                out.push(Item {
-                    rel,
-                    src: path,
-                    is_dir: false,
-                    exec: meta.permissions().mode() & 0o111 != 0,
-                });
-            } else if ft.is_symlink() {
-                let target = fs::canonicalize(&path).map_err(|e| {
-                    fail(
-                        Kind::Unsafe,
-                        format!("{}: broken symlink ({e})", path.display()),
-                    )
-                })?;
-                if !target.starts_with(&canon_root) {
-                    bail_kind!(
-                        Kind::Unsafe,
-                        "{} is a symlink to {}, outside the plugin directory; copy the file in instead",
-                        path.display(),
-                        target.display()
-                    );
-                }
-                let tmeta = fs::metadata(&target)?;
-                if !tmeta.is_file() {
-                    bail_kind!(
-                        Kind::Unsafe,
-                        "{} is a symlink to a directory or special file; only symlinks to files \
-                         inside the plugin directory are allowed",
-                        path.display()
-                    );
-                }
-                out.push(Item {
-                    rel,
-                    src: target,
-                    is_dir: false,
-                    exec: tmeta.permissions().mode() & 0o111 != 0,
-                });
-            } else {
-                bail_kind!(
-                    Kind::Unsafe,
-                    "{} is a special file (device, FIFO or socket); a plugin holds only files and directories",
-                    path.display()
-                );
+            let item = walk_item(rel, path, &canon_root)?;
+            if item.is_dir {
+                stack.push(item.rel.clone());
             }
+            out.push(item);
         }
     }
     out.sort_by(|a, b| a.rel.cmp(&b.rel));
     Ok(out)
+}
+
+/// One directory entry of the walk: a directory, a regular file, or a symlink to a file
+/// inside the plugin dir (`canon_root`); anything else is refused.
+fn walk_item(rel: String, path: PathBuf, canon_root: &Path) -> Result<Item> {
+    let meta = fs::symlink_metadata(&path)?;
+    let ft = meta.file_type();
+    if ft.is_dir() {
+        return Ok(Item {
+            rel,
+            src: path,
+            is_dir: true,
+            exec: true,
+        });
+    }
+    if ft.is_file() {
+        return Ok(Item {
+            rel,
+            src: path,
+            is_dir: false,
+            exec: meta.permissions().mode() & 0o111 != 0,
+        });
+    }
+    if !ft.is_symlink() {
+        bail_kind!(
+            Kind::Unsafe,
+            "{} is a special file (device, FIFO or socket); a plugin holds only files and directories",
+            path.display()
+        );
+    }
+    let target = symlink_target(&path, canon_root)?;
+    let exec = fs::metadata(&target)?.permissions().mode() & 0o111 != 0;
+    Ok(Item {
+        rel,
+        src: target,
+        is_dir: false,
+        exec,
+    })
+}
+
+/// Where a symlink in the plugin dir points: a file inside `canon_root`, or an error.
+fn symlink_target(path: &Path, canon_root: &Path) -> Result<PathBuf> {
+    let target = fs::canonicalize(path).map_err(|e| {
+        fail(
+            Kind::Unsafe,
+            format!("{}: broken symlink ({e})", path.display()),
+        )
+    })?;
+    if !target.starts_with(canon_root) {
+        bail_kind!(
+            Kind::Unsafe,
+            "{} is a symlink to {}, outside the plugin directory; copy the file in instead",
+            path.display(),
+            target.display()
+        );
+    }
+    if !fs::metadata(&target)?.is_file() {
+        bail_kind!(
+            Kind::Unsafe,
+            "{} is a symlink to a directory or special file; only symlinks to files \
+             inside the plugin directory are allowed",
+            path.display()
+        );
+    }
+    Ok(target)
 }
 
 /// The checks Kong makes when it loads the plugin, on the files it would load.
@@ -741,14 +757,9 @@ fn write_reproducible(
     version: &str,
     out: &Path,
 ) -> Result<Packed> {
-    let out_dir = crate::tree::parent_dir(out);
-    let tmp = tempfile::Builder::new()
-        .prefix(".kplug-pack-")
-        .permissions(fs::Permissions::from_mode(crate::tree::USER_MODE))
-        .tempfile_in(out_dir)
-        .with_context(|| format!("creating a temp file in {}", out_dir.display()))?;
+    let tmp = crate::tree::AtomicFile::create(out, crate::tree::USER_MODE)?;
     entries.sort_by(|a, b| a.0.cmp(&b.0));
-    let hashing = HashingWriter::new(BufWriter::new(tmp.as_file().try_clone()?));
+    let hashing = HashingWriter::new(BufWriter::new(tmp.reopen()?));
     let gz = flate2::GzBuilder::new()
         .mtime(0)
         .operating_system(GZIP_OS_UNIX)
@@ -794,9 +805,7 @@ fn write_reproducible(
     let mut hashing = tar.into_inner()?.finish()?;
     hashing.flush()?;
     let (digest, size) = hashing.hasher.finish();
-    tmp.as_file().sync_all()?;
-    tmp.persist(out)
-        .with_context(|| format!("writing {}", out.display()))?;
+    tmp.commit()?;
     files.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(Packed {
         name: name.to_string(),
@@ -1033,6 +1042,27 @@ pub(crate) mod tests {
         (l, bytes[..10].to_vec())
     }
 
+    /// `files` of `from` copied to `to` in reverse order, with other modes and mtimes.
+    fn copy_scrambled(from: &Path, to: &Path, files: &[FileEntry]) {
+        fs::create_dir(to).unwrap();
+        for f in files.iter().rev() {
+            let body = fs::read(from.join(&f.path)).unwrap();
+            let p = to.join(&f.path);
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(&p, body).unwrap();
+            let mode = if f.mode == 0o755 { 0o700 } else { 0o600 };
+            fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
+            let old = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(12345);
+            fs::File::options()
+                .write(true)
+                .open(&p)
+                .unwrap()
+                .set_modified(old)
+                .unwrap();
+        }
+        fs::set_permissions(to.join("data"), fs::Permissions::from_mode(0o700)).unwrap();
+    }
+
     #[test]
     fn pack_is_reproducible() {
         let t = tempfile::tempdir().unwrap();
@@ -1059,25 +1089,7 @@ pub(crate) mod tests {
 
         // Same content, other modes, mtimes and creation order.
         let b = t.path().join("b");
-        fs::create_dir(&b).unwrap();
-        let mut files = p1.files.clone();
-        files.reverse();
-        for f in &files {
-            let body = fs::read(a.join(&f.path)).unwrap();
-            let p = b.join(&f.path);
-            fs::create_dir_all(p.parent().unwrap()).unwrap();
-            fs::write(&p, body).unwrap();
-            let mode = if f.mode == 0o755 { 0o700 } else { 0o600 };
-            fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
-            let old = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(12345);
-            fs::File::options()
-                .write(true)
-                .open(&p)
-                .unwrap()
-                .set_modified(old)
-                .unwrap();
-        }
-        fs::set_permissions(b.join("data"), fs::Permissions::from_mode(0o700)).unwrap();
+        copy_scrambled(&a, &b, &p1.files);
         let p3 = pack(
             &PluginSource {
                 dir: b,

@@ -1085,9 +1085,20 @@ pull-from-mirror = "tag-only"
             Some(h),
         );
         assert_eq!(src.file, Path::new("/flag.conf"));
+    }
 
-        // drop-ins in lexical order, the later one wins per prefix; other names ignored
+    #[test]
+    fn drop_ins_in_order_and_missing_files() {
+        let home = tempfile::tempdir().unwrap();
+        let h = home.path();
         let d = h.join(USER_CONF_DIR);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(
+            h.join(USER_CONF),
+            "[[registry]]\nlocation = \"r.io\"\n[[registry.mirror]]\nlocation = \"main.local\"\n",
+        )
+        .unwrap();
+        // drop-ins in lexical order, the later one wins per prefix; other names ignored
         std::fs::write(
             d.join("20-b.conf"),
             "[[registry]]\nlocation = \"r.io\"\n[[registry.mirror]]\nlocation = \"b.local\"\n",
