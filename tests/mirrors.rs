@@ -88,11 +88,16 @@ fn mirrors_in_order_with_every_fallback_trigger() {
 
     // Signature: not on the mirror, found upstream; the artifact still from the mirror.
     let key = env.key.public.display().to_string();
-    let out =
-        run_ok(
-            home.kplug()
-                .args(["--registries-conf", &all, "-v", "verify", "--key", &key, &r]),
-        );
+    let out = run_ok(home.kplug().args([
+        "--registries-conf",
+        &all,
+        "-v",
+        "--json",
+        "verify",
+        "--key",
+        &key,
+        &r,
+    ]));
     let got = kplug_requests(&mut up)[before..].to_vec();
     assert!(
         got.iter()
@@ -101,6 +106,17 @@ fn mirrors_in_order_with_every_fallback_trigger() {
         stderr(&out)
     );
     assert!(!got.is_empty());
+    // Issue 11.13: cosign's array, kplug's summary says which source served what and
+    // which signature format verified.
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let s = &v[0]["kplug"];
+    assert_eq!(s["source"], format!("mirror {}/kong/hello", fp.addr()), "{v}");
+    assert_eq!(
+        s["signatureSource"],
+        format!("primary {}/kong/hello", up.host()),
+        "{v}"
+    );
+    assert_eq!(s["kind"], "cosign-sig", "{v}");
 
     // Each trigger on the mirror hands over to the primary.
     for (fault, extra) in [

@@ -9,7 +9,9 @@ use crate::ops::verify::{self, VerifyOptions};
 Output: stdout is cosign's: a JSON array of the verified payloads, with or without --json.
 With --json each element also carries kplug's summary under the key \"kplug\":
 {\"reference\", \"digest\", \"signer\" (sha256 of the public key, DER), \"kind\"
-(cosign-sig or sigstore-bundle), \"integratedTime\" (Rekor, Unix seconds)}.
+(cosign-sig or sigstore-bundle: the signature format that verified), \"integratedTime\"
+(Rekor, Unix seconds), and under registries.conf mirrors \"source\" / \"signatureSource\"
+(which mirror or the primary served the artifact and its signatures)}.
 cosign's check list goes to stderr."))]
 pub struct VerifyArgs {
     /// Artifact: REGISTRY/REPO[:TAG|@DIGEST], oci:DIR[:REF], oci-archive:FILE[:REF]
@@ -29,6 +31,10 @@ struct Summary<'a> {
     kind: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     integrated_time: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    signature_source: Option<&'a str>,
 }
 
 pub async fn run(g: &Global, out: &Printer, a: VerifyArgs) -> anyhow::Result<()> {
@@ -52,6 +58,8 @@ pub async fn run(g: &Global, out: &Printer, a: VerifyArgs) -> anyhow::Result<()>
                     signer: &v.signer,
                     kind: v.kind,
                     integrated_time: v.integrated_time,
+                    source: r.source.as_deref(),
+                    signature_source: r.signature_source.as_deref(),
                 };
                 m.insert("kplug".to_string(), serde_json::json!(s));
             }

@@ -228,6 +228,11 @@ pub struct VerifyReport {
     pub pinned: String,
     pub digest: String,
     pub verified: Vec<Verified>,
+    /// Under registries.conf mirrors: the source that served the artifact's manifest
+    /// (`mirror HOST/REPO` or `primary HOST/REPO`; none when verified by digest alone).
+    pub source: Option<String>,
+    /// Likewise for the `.sig` manifest or the referrers fallback index.
+    pub signature_source: Option<String>,
 }
 
 pub async fn verify(o: &VerifyOptions) -> anyhow::Result<VerifyReport> {
@@ -243,8 +248,13 @@ pub async fn verify(o: &VerifyOptions) -> anyhow::Result<VerifyReport> {
     let over = signature_store(&o.store).await?;
     let sigs: &dyn ReadStore = over.as_deref().unwrap_or(st.as_ref());
     let verified = verify_digest(sigs, &digest, &policy).await?;
+    let signature_source = [tagscheme::sig_tag(&digest), tagscheme::referrers_tag(&digest)]
+        .iter()
+        .find_map(|t| sigs.served_from(t));
     Ok(VerifyReport {
         pinned: loc.pinned(&digest),
+        source: st.served_from(&digest),
+        signature_source,
         digest,
         verified,
     })

@@ -35,7 +35,7 @@ pub struct MirrorStore {
     name: String,
     /// Which source resolved the tag, once one did.
     resolved_at: Mutex<Option<usize>>,
-    /// Digest → source index that served it.
+    /// Digest (or tag) → source index that served it.
     served: Mutex<HashMap<String, usize>>,
 }
 
@@ -186,6 +186,14 @@ impl ReadStore for MirrorStore {
             *self.resolved_at.lock().expect("mirror lock") = Some(i);
         }
         self.note(i, "manifest", &desc.digest);
+        if !reference.starts_with("sha256:") {
+            // By tag too: which source held a `.sig` (verify's report says so).
+            self.served
+                .lock()
+                .expect("mirror lock")
+                .entry(reference.to_string())
+                .or_insert(i);
+        }
         Ok((bytes, desc))
     }
 

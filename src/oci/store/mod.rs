@@ -142,8 +142,8 @@ pub trait ReadStore: Send + Sync {
         false
     }
 
-    /// Which source served this digest, for stores that read from several (mirrors):
-    /// `mirror HOST/REPO` or `primary HOST/REPO`.
+    /// Which source served this digest (or manifest tag), for stores that read from
+    /// several (mirrors): `mirror HOST/REPO` or `primary HOST/REPO`.
     fn served_from(&self, _digest: &str) -> Option<String> {
         None
     }
