@@ -1,6 +1,6 @@
 //! The transport against real registries: what users see when a registry is not there,
 //! not trusted, or answers with something wrong; credentials under concurrency and in
-//! helpers; references that do not parse; per-side TLS settings for copy.
+//! helpers; references that do not parse; per-side TLS settings for copy and mirror.
 
 mod common;
 
@@ -316,7 +316,7 @@ fn login_with_path(home: &Home, host: &str, pw: &str, path: &str) -> std::proces
 }
 
 #[test]
-fn copy_from_a_plain_registry_to_a_tls_one() {
+fn copy_and_mirror_between_a_plain_registry_and_a_tls_one() {
     let plain = Registry::start(Variant::Anonymous);
     let tls = Registry::start(Variant::Tls);
     let (_, home) = kplug();
@@ -344,6 +344,53 @@ fn copy_from_a_plain_registry_to_a_tls_one() {
         home.kplug()
             .args(["--ca-file", &ca, "pull", &dst, "-o"])
             .arg(&f),
+    );
+    // mirror takes the same per-side flags (issue 11.10): plain → TLS, sources on the
+    // command line…
+    let tls_copy = format!("{}/m/kong/hello:1", tls.host());
+    let out = run(home.kplug().args([
+        "mirror",
+        &format!("{}/kong/hello:1", plain.host()),
+        "--to",
+        &format!("{}/m", tls.host()),
+    ]));
+    assert!(!out.status.success(), "{}", stderr(&out));
+    run_ok(home.kplug().args([
+        "mirror",
+        &format!("{}/kong/hello:1", plain.host()),
+        "--to",
+        &format!("{}/m", tls.host()),
+        "--to-ca-file",
+        &ca,
+    ]));
+    run_ok(
+        home.kplug()
+            .args(["--ca-file", &ca, "pull", &tls_copy, "-o"])
+            .arg(work.path().join("m.tgz")),
+    );
+    // …and TLS → plain from a mirror manifest, the CA given for the source side only.
+    let spec = work.path().join("mirror.yaml");
+    std::fs::write(
+        &spec,
+        format!(
+            "destination: {}/back\nrepositories:\n  - source: {tls_copy}\n",
+            plain.host()
+        ),
+    )
+    .unwrap();
+    let spec = spec.display().to_string();
+    let out = run(home
+        .kplug()
+        .args(["--ca-file", &ca, "mirror", "--manifest", &spec]));
+    assert!(!out.status.success(), "{}", stderr(&out));
+    run_ok(
+        home.kplug()
+            .args(["mirror", "--manifest", &spec, "--from-ca-file", &ca]),
+    );
+    run_ok(
+        home.kplug()
+            .args(["pull", &format!("{}/back/m/kong/hello:1", plain.host()), "-o"])
+            .arg(work.path().join("back.tgz")),
     );
     // A per-side flag for a local side is refused.
     let out = run_fail(

@@ -208,9 +208,9 @@ impl NodeArgs {
     }
 }
 
-/// Transport settings for one side of a copy, named as in `oras copy`: the global
-/// `--plain-http`, `--ca-file` and `--insecure` apply to every registry, these only to
-/// the source (`--from-*`) or destination (`--to-*`) registry host. CA files given
+/// Transport settings for one side of a copy or mirror, named as in `oras copy`: the
+/// global `--plain-http`, `--ca-file` and `--insecure` apply to every registry, these only
+/// to the source (`--from-*`) or destination (`--to-*`) registry hosts. CA files given
 /// either way are trusted for every host (one trust store).
 #[derive(Args, Debug, Clone, Default)]
 #[command(next_help_heading = "Per-side transport (oras copy's flags)")]
@@ -241,7 +241,7 @@ impl SideArgs {
         &self,
         opts: &mut crate::oci::store::Options,
         src_hosts: &[String],
-        dst_host: Option<&str>,
+        dst_hosts: &[String],
     ) -> anyhow::Result<()> {
         let side = |plain: bool, cas: &[PathBuf], insecure: bool| {
             (plain || !cas.is_empty() || insecure).then(|| crate::oci::store::HostOptions {
@@ -261,14 +261,7 @@ impl SideArgs {
                 "--*-plain-http and --*-ca-file for the same side contradict each other"
             );
         }
-        for (hosts, set, flag) in [
-            (src_hosts.to_vec(), from, "--from-*"),
-            (
-                dst_host.map(str::to_string).into_iter().collect::<Vec<_>>(),
-                to,
-                "--to-*",
-            ),
-        ] {
+        for (hosts, set, flag) in [(src_hosts, from, "--from-*"), (dst_hosts, to, "--to-*")] {
             let Some(set) = set else { continue };
             if hosts.is_empty() {
                 crate::bail_kind!(
@@ -276,7 +269,7 @@ impl SideArgs {
                     "{flag} flags apply to a registry, and that side is a local store"
                 );
             }
-            for h in hosts {
+            for h in hosts.iter().cloned() {
                 if let Some(prev) = opts.hosts.get(&h) {
                     if prev.plain_http != set.plain_http {
                         crate::bail_kind!(Kind::Usage, "{h} is both source and destination, with different --from-*/--to-* transport flags");

@@ -31,8 +31,8 @@ pub struct CopyArgs {
 pub async fn run(g: &Global, out: &Printer, a: CopyArgs) -> anyhow::Result<()> {
     let mut store = g.store_options();
     let src_hosts: Vec<String> = registry_host(&a.src).into_iter().collect();
-    a.side
-        .apply(&mut store, &src_hosts, registry_host(&a.dst).as_deref())?;
+    let dst_hosts: Vec<String> = registry_host(&a.dst).into_iter().collect();
+    a.side.apply(&mut store, &src_hosts, &dst_hosts)?;
     let o = CopyOptions {
         src: a.src,
         dst: a.dst,

@@ -2,7 +2,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::args::SignatureArgs;
+use super::args::{SideArgs, SignatureArgs};
 use super::{Global, Printer};
 use crate::oci::copy;
 use crate::ops::mirror::{self, MirrorOptions, Select, Spec};
@@ -38,6 +38,8 @@ pub struct MirrorArgs {
     pub dry_run: bool,
     #[command(flatten)]
     pub sel: SignatureArgs,
+    #[command(flatten)]
+    pub side: SideArgs,
 }
 
 pub async fn run(g: &Global, out: &Printer, a: MirrorArgs) -> anyhow::Result<()> {
@@ -47,6 +49,9 @@ pub async fn run(g: &Global, out: &Printer, a: MirrorArgs) -> anyhow::Result<()>
         (None, Some(l)) => Spec::from_list(l)?,
         (None, None) => Spec::default(),
     };
+    let mut store = g.store_options();
+    let (src_hosts, dst_hosts) = mirror::hosts(&spec, &a.sources, a.to.as_deref());
+    a.side.apply(&mut store, &src_hosts, &dst_hosts)?;
     let o = MirrorOptions {
         sources: a.sources,
         to: a.to,
@@ -59,7 +64,7 @@ pub async fn run(g: &Global, out: &Printer, a: MirrorArgs) -> anyhow::Result<()>
         concurrency: a.concurrency,
         dry_run: a.dry_run,
         carry,
-        store: g.store_options(),
+        store,
     };
     let outcomes = mirror::mirror(spec, &o).await?;
     super::report_outcomes(out, &outcomes)?;

@@ -249,6 +249,42 @@ pub struct MirrorOptions {
     pub store: store::Options,
 }
 
+/// The registry hosts each side of a mirror talks to: `(sources, destinations)`, from the
+/// spec's repositories and `sources`, and the destination (`to`, else the spec's) with any
+/// entry's own registry destination. Local stores (`oci:`) have none. For the per-side
+/// transport flags (`--from-*`, `--to-*`).
+pub fn hosts(spec: &Spec, sources: &[String], to: Option<&str>) -> (Vec<String>, Vec<String>) {
+    let host = |r: &str| match reference::parse(r) {
+        Ok(Location::Registry(r)) => Some(r.host().to_string()),
+        _ => None,
+    };
+    let mut src: Vec<String> = spec
+        .repositories
+        .iter()
+        .map(|e| e.source.as_str())
+        .chain(sources.iter().map(String::as_str))
+        .filter_map(host)
+        .collect();
+    let base = to.or(spec.destination.as_deref());
+    let mut dst: Vec<String> = base
+        .filter(|b| !b.starts_with("oci:"))
+        .map(|b| b.split('/').next().unwrap_or(b).to_string())
+        .into_iter()
+        .chain(
+            spec.repositories
+                .iter()
+                .filter_map(|e| e.destination.as_deref())
+                .filter(|d| looks_like_registry(d))
+                .filter_map(host),
+        )
+        .collect();
+    for v in [&mut src, &mut dst] {
+        v.sort();
+        v.dedup();
+    }
+    (src, dst)
+}
+
 /// Every artifact to copy, decided before anything is copied.
 pub struct Plan {
     pub jobs: Vec<Job>,
