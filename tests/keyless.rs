@@ -1,6 +1,8 @@
 //! Keyless verification from a trusted_root.json, offline: real Sigstore signatures
 //! (tests/fixtures/sigstore-keyless, see its SOURCES.md) and a test CA minted here.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};

@@ -43,7 +43,8 @@ pub struct TrustArgs {
     #[arg(long)]
     pub require_tlog: bool,
     /// Keyless: Sigstore trusted root (trusted_root.json) to verify Fulcio certificates and
-    /// Rekor entries with, offline.
+    /// Rekor entries with, offline; or a bundle carrying one (the directory or .tar that
+    /// `save`/`mirror --trusted-root` wrote).
     #[arg(long, value_name = "FILE")]
     pub trusted_root: Option<PathBuf>,
     /// Keyless: the signer identity the certificate must carry (SAN), exactly.
@@ -119,10 +120,17 @@ pub struct SignatureArgs {
 
 impl SignatureArgs {
     pub fn carry(&self) -> anyhow::Result<Carry> {
+        self.carry_with(false)
+    }
+
+    /// [`carry`](Self::carry) for a verb that can also carry `--trusted-root` into its
+    /// destination (`mirror`): then the flag is allowed without `--signed-only`.
+    pub fn carry_with(&self, root_travels: bool) -> anyhow::Result<Carry> {
         let policy = if self.signed_only {
             Some(Arc::new(self.trust.options()?.policy()?))
         } else {
-            if !self.trust.keys.is_empty() || self.trust.trusted_root.is_some() {
+            let root_unused = self.trust.trusted_root.is_some() && !root_travels;
+            if !self.trust.keys.is_empty() || root_unused {
                 crate::bail_kind!(
                     Kind::Usage,
                     "--key and --trusted-root only apply with --signed-only (copy verifies nothing otherwise)"

@@ -8,6 +8,10 @@ use crate::oci::copy;
 use crate::ops::mirror::{self, MirrorOptions, Select, Spec};
 
 #[derive(Args, Debug)]
+#[command(after_help = "\
+--trusted-root FILE with an oci:DIR destination is carried there (checked first, written as
+DIR/trusted_root.json), so the air-gapped side can verify keyless signatures with
+`--trusted-root DIR`; with --signed-only it also verifies what is copied. See docs/air-gap.md.")]
 pub struct MirrorArgs {
     /// Sources besides those of --manifest/--list: REGISTRY/REPO (tags chosen by the flags
     /// below) or REGISTRY/REPO:TAG.
@@ -43,7 +47,7 @@ pub struct MirrorArgs {
 }
 
 pub async fn run(g: &Global, out: &Printer, a: MirrorArgs) -> anyhow::Result<()> {
-    let carry = a.sel.carry()?;
+    let carry = a.sel.carry_with(true)?;
     let spec = match (&a.manifest, &a.list) {
         (Some(m), _) => Spec::from_yaml(m)?,
         (None, Some(l)) => Spec::from_list(l)?,
@@ -64,6 +68,7 @@ pub async fn run(g: &Global, out: &Printer, a: MirrorArgs) -> anyhow::Result<()>
         concurrency: a.concurrency,
         dry_run: a.dry_run,
         carry,
+        trusted_root: a.sel.trust.trusted_root.clone(),
         store,
     };
     let outcomes = mirror::mirror(spec, &o).await?;

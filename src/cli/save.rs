@@ -20,6 +20,11 @@ pub struct SaveArgs {
     /// Artifacts fetched at once.
     #[arg(long, default_value_t = 4)]
     pub concurrency: usize,
+    /// Carry this Sigstore trusted_root.json in the bundle (checked first), as
+    /// trusted_root.json beside index.json: on the air-gapped side, `verify`/`install
+    /// --trusted-root BUNDLE` read it from there. See docs/air-gap.md.
+    #[arg(long, value_name = "FILE")]
+    pub trusted_root: Option<PathBuf>,
 }
 
 pub async fn run(g: &Global, out: &Printer, a: SaveArgs) -> anyhow::Result<()> {
@@ -28,6 +33,7 @@ pub async fn run(g: &Global, out: &Printer, a: SaveArgs) -> anyhow::Result<()> {
         output: a.output,
         signatures: !a.no_signatures,
         concurrency: a.concurrency,
+        trusted_root: a.trusted_root,
         store: g.store_options(),
     };
     let outcomes = transfer::save(&o).await?;

@@ -56,8 +56,11 @@ pub fn write_oci_archive(dir: &Path, out: &Path) -> anyhow::Result<()> {
         });
         h
     };
-    for name in ["oci-layout", "index.json"] {
+    for name in ["oci-layout", "index.json", oci::TRUSTED_ROOT_FILE] {
         let p = dir.join(name);
+        if name == oci::TRUSTED_ROOT_FILE && !p.is_file() {
+            continue;
+        }
         let f = std::fs::File::open(&p).with_context(|| format!("reading {}", p.display()))?;
         let mut h = header(f.metadata()?.len(), false);
         b.append_data(&mut h, name, f)?;

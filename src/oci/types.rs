@@ -28,6 +28,10 @@ pub const OCTET_STREAM: &str = "application/octet-stream";
 pub const SIMPLESIGNING_V1: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
 pub const SIGSTORE_BUNDLE_V03: &str = "application/vnd.dev.sigstore.bundle.v0.3+json";
 
+/// Sigstore's trusted root, carried in a bundle (`save`/`mirror --trusted-root`) as a file
+/// beside the layout's `index.json`.
+pub const TRUSTED_ROOT_FILE: &str = "trusted_root.json";
+
 pub const ANN_TITLE: &str = "org.opencontainers.image.title";
 pub const ANN_VERSION: &str = "org.opencontainers.image.version";
 pub const ANN_REF_NAME: &str = "org.opencontainers.image.ref.name";

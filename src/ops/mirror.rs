@@ -246,6 +246,9 @@ pub struct MirrorOptions {
     pub concurrency: Option<usize>,
     pub dry_run: bool,
     pub carry: Carry,
+    /// A Sigstore `trusted_root.json`, carried into an `oci:DIR` destination (beside its
+    /// index.json). With a registry destination only `--signed-only` uses it.
+    pub trusted_root: Option<std::path::PathBuf>,
     pub store: store::Options,
 }
 
@@ -291,10 +294,39 @@ pub struct Plan {
     pub concurrency: usize,
 }
 
-/// Mirror: plan, then run every job (failures do not stop the others).
+/// Mirror: plan, then run every job (failures do not stop the others); a trusted root to
+/// carry is checked before and written after.
 pub async fn mirror(spec: Spec, o: &MirrorOptions) -> anyhow::Result<Vec<Outcome>> {
+    let trusted = match &o.trusted_root {
+        Some(p) => carried_root_destination(&spec, o)?
+            .map(|dir| super::transfer::carried_trusted_root(p).map(|b| (dir, b)))
+            .transpose()?,
+        None => None,
+    };
     let plan = plan(spec, o).await?;
-    Ok(copy::run(&plan.jobs, &o.carry, o.dry_run, plan.concurrency).await)
+    let outcomes = copy::run(&plan.jobs, &o.carry, o.dry_run, plan.concurrency).await;
+    if let (Some((dir, bytes)), false) = (&trusted, o.dry_run) {
+        super::transfer::write_trusted_root(dir, bytes)?;
+    }
+    Ok(outcomes)
+}
+
+/// Where `--trusted-root` is carried to: the `oci:DIR` destination. A registry
+/// destination carries nothing (the root then only verifies, under `--signed-only`);
+/// without `--signed-only` the flag would do nothing there, which is refused.
+fn carried_root_destination(
+    spec: &Spec,
+    o: &MirrorOptions,
+) -> anyhow::Result<Option<std::path::PathBuf>> {
+    let base = o.to.as_deref().or(spec.destination.as_deref());
+    match base.map(reference::parse).transpose()? {
+        Some(Location::OciDir { path, .. }) => Ok(Some(path)),
+        _ if o.carry.policy.is_some() => Ok(None),
+        _ => crate::bail_kind!(
+            Kind::Usage,
+            "--trusted-root travels only into an oci:DIR destination (a bundle for an air-gapped site); with a registry destination it verifies, under --signed-only"
+        ),
+    }
 }
 
 /// Turn the spec and options into jobs: each repository's tags listed once per side (they

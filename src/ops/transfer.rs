@@ -3,7 +3,7 @@
 //! is copied, and signatures are carried (merged) after each artifact.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::error::Kind;
@@ -157,12 +157,33 @@ pub struct SaveOptions {
     pub output: PathBuf,
     pub signatures: bool,
     pub concurrency: usize,
+    /// A Sigstore `trusted_root.json` to carry in the bundle, for keyless verification on
+    /// the other side of the gap.
+    pub trusted_root: Option<PathBuf>,
     pub store: store::Options,
+}
+
+/// The trusted root a bundle is to carry, read and checked as `verify --trusted-root`
+/// would load it, before anything is copied.
+pub fn carried_trusted_root(path: &Path) -> anyhow::Result<Vec<u8>> {
+    let (bytes, origin) = crate::trust::read_trusted_root(path)?;
+    crate::trust::TrustedRoot::from_json(&bytes, &origin)?;
+    Ok(bytes)
+}
+
+/// Put a carried trusted root beside a layout's `index.json` (see [`carried_trusted_root`]).
+pub fn write_trusted_root(layout: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    crate::tree::write_atomic(&layout.join(crate::oci::TRUSTED_ROOT_FILE), bytes)
 }
 
 pub async fn save(o: &SaveOptions) -> anyhow::Result<Vec<Outcome>> {
     let archive = bundle::is_archive_path(&o.output);
     crate::tree::check_parent_dir(&o.output)?;
+    let trusted = o
+        .trusted_root
+        .as_deref()
+        .map(carried_trusted_root)
+        .transpose()?;
     // An oci-archive is written as a layout first and tarred at the end.
     let staging = match archive {
         true => Some(
@@ -207,6 +228,9 @@ pub async fn save(o: &SaveOptions) -> anyhow::Result<Vec<Outcome>> {
         return Err(e);
     }
     root.sort_index()?;
+    if let Some(bytes) = &trusted {
+        write_trusted_root(&dir, bytes)?;
+    }
     if archive {
         let (d, out) = (dir.clone(), o.output.clone());
         tokio::task::spawn_blocking(move || bundle::write_oci_archive(&d, &out)).await??;

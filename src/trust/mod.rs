@@ -26,7 +26,7 @@ pub use keys::{
 pub use payload::{simple_signing_payload, SIMPLE_SIGNING_TYPE};
 pub use rekor::verify_rekor_set;
 pub use sigmanifest::{append_signature, Append, NewSignature};
-pub use trusted_root::{TrustedRoot, TRUSTED_ROOT_MEDIA_TYPE};
+pub use trusted_root::{read as read_trusted_root, TrustedRoot, TRUSTED_ROOT_MEDIA_TYPE};
 pub use verify::{verify_signature_layers, Policy, Verified};
 pub use write_bundle::{
     bundle_referrer_manifest, cosign_sign_statement, sign_bundle, BundleReferrer,

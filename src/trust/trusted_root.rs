@@ -3,12 +3,15 @@
 //! Parsing and checking are `sigstore-trust-root`/`sigstore-verify`'s; this adds the media
 //! type check, a bounded read, kplug's error kind and the Rekor keys kplug's own SET check uses.
 
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
 use anyhow::Result;
 
 use super::keys::PublicKey;
 use crate::error::{fail, Kind};
+use crate::oci::TRUSTED_ROOT_FILE;
 
 pub const TRUSTED_ROOT_MEDIA_TYPE: &str =
     "application/vnd.dev.sigstore.trustedroot+json;version=0.1";
@@ -29,31 +32,9 @@ impl std::fmt::Debug for TrustedRoot {
 }
 
 impl TrustedRoot {
-    /// Read `path` (at most 4 MiB). Errors are [`Kind::Usage`], naming the file.
+    /// Read `path` (see [`read`]). Errors are [`Kind::Usage`], naming the file.
     pub fn load(path: &Path) -> Result<Self> {
-        use std::io::Read;
-        let origin = path.display().to_string();
-        let file = std::fs::File::open(path).map_err(|e| {
-            fail(
-                Kind::Usage,
-                format!("cannot read trusted root {origin}: {e}"),
-            )
-        })?;
-        let mut bytes = Vec::new();
-        file.take(MAX_TRUSTED_ROOT + 1)
-            .read_to_end(&mut bytes)
-            .map_err(|e| {
-                fail(
-                    Kind::Usage,
-                    format!("cannot read trusted root {origin}: {e}"),
-                )
-            })?;
-        if bytes.len() as u64 > MAX_TRUSTED_ROOT {
-            return Err(fail(
-                Kind::Usage,
-                format!("trusted root {origin} is larger than 4 MiB: not a trusted_root.json"),
-            ));
-        }
+        let (bytes, origin) = read(path)?;
         Self::from_json(&bytes, &origin)
     }
 
@@ -128,4 +109,76 @@ impl TrustedRoot {
     pub(crate) fn has_certificate_authorities(&self) -> bool {
         !self.root.certificate_authorities.is_empty()
     }
+}
+
+/// The bytes of the trusted root at `path` (at most 4 MiB) and a name for messages. `path`
+/// is a `trusted_root.json`, or what `save`/`mirror --trusted-root` wrote: an OCI layout
+/// directory or an oci-archive tar holding one beside its `index.json`.
+pub fn read(path: &Path) -> Result<(Vec<u8>, String)> {
+    let cannot = |origin: &str, e: std::io::Error| {
+        fail(
+            Kind::Usage,
+            format!("cannot read trusted root {origin}: {e}"),
+        )
+    };
+    let none_in = |what: &Path| {
+        fail(
+            Kind::Usage,
+            format!(
+                "{} holds no {TRUSTED_ROOT_FILE} (`kplug save` and `kplug mirror` carry one with --trusted-root FILE)",
+                what.display()
+            ),
+        )
+    };
+    if path.is_dir() {
+        let f = path.join(TRUSTED_ROOT_FILE);
+        let origin = f.display().to_string();
+        let file = File::open(&f).map_err(|_| none_in(path))?;
+        return Ok((bounded(file, &origin)?, origin));
+    }
+    let origin = path.display().to_string();
+    let mut file = File::open(path).map_err(|e| cannot(&origin, e))?;
+    if !is_tar(&mut file).map_err(|e| cannot(&origin, e))? {
+        return Ok((bounded(file, &origin)?, origin));
+    }
+    let origin = format!("{TRUSTED_ROOT_FILE} in {origin}");
+    let mut archive = tar::Archive::new(file);
+    for entry in archive.entries().map_err(|e| cannot(&origin, e))? {
+        let entry = entry.map_err(|e| cannot(&origin, e))?;
+        let name = entry.path().map_err(|e| cannot(&origin, e))?;
+        if entry.header().entry_type().is_file()
+            && name.to_string_lossy().trim_start_matches("./") == TRUSTED_ROOT_FILE
+        {
+            return Ok((bounded(entry, &origin)?, origin));
+        }
+    }
+    Err(none_in(path))
+}
+
+/// At most [`MAX_TRUSTED_ROOT`] bytes of `r`, or an error saying it is too large.
+fn bounded(r: impl Read, origin: &str) -> Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    r.take(MAX_TRUSTED_ROOT + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| {
+            fail(
+                Kind::Usage,
+                format!("cannot read trusted root {origin}: {e}"),
+            )
+        })?;
+    if bytes.len() as u64 > MAX_TRUSTED_ROOT {
+        return Err(fail(
+            Kind::Usage,
+            format!("trusted root {origin} is larger than 4 MiB: not a trusted_root.json"),
+        ));
+    }
+    Ok(bytes)
+}
+
+/// Is `f` a tar (`ustar` magic in its first header)? Rewinds `f`.
+fn is_tar(f: &mut File) -> std::io::Result<bool> {
+    let mut block = Vec::with_capacity(512);
+    f.by_ref().take(512).read_to_end(&mut block)?;
+    f.seek(SeekFrom::Start(0))?;
+    Ok(block.len() == 512 && &block[257..262] == b"ustar")
 }

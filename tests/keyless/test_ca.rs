@@ -83,6 +83,11 @@ fn uri(s: &str) -> SanType {
 
 /// A trusted_root.json with one Fulcio CA and one Rekor log.
 fn trusted_root(ca: &Ca, rekor: &PublicKey, ca_from: &str) -> Arc<TrustedRoot> {
+    let json = trusted_root_json(ca, rekor, ca_from);
+    Arc::new(TrustedRoot::from_json(json.as_bytes(), "test root").unwrap())
+}
+
+fn trusted_root_json(ca: &Ca, rekor: &PublicKey, ca_from: &str) -> String {
     let log_id = B64.encode(hex::decode(&rekor.fingerprint()["sha256:".len()..]).unwrap());
     let json = serde_json::json!({
         "mediaType": "application/vnd.dev.sigstore.trustedroot+json;version=0.1",
@@ -105,7 +110,7 @@ fn trusted_root(ca: &Ca, rekor: &PublicKey, ca_from: &str) -> Arc<TrustedRoot> {
         "ctlogs": [],
         "timestampAuthorities": [],
     });
-    Arc::new(TrustedRoot::from_json(json.to_string().as_bytes(), "test root").unwrap())
+    json.to_string()
 }
 
 /// A `.sig` layer signed by the leaf, with a Rekor SET (when `rekor` is given) at `time`.
@@ -343,4 +348,115 @@ fn test_ca_keys_and_keyless_in_one_policy() {
         &msg,
         "no transparency log entry (dev.sigstore.cosign/bundle) to check",
     );
+}
+
+/// Issue 12.4: `save` and `mirror` carry a trusted_root.json (checked before anything is
+/// copied) into the bundle; with the registry gone, `verify` and `install` read it from
+/// the bundle they received and verify a keyless signature.
+#[test]
+fn test_ca_keyless_crosses_the_air_gap_with_its_trusted_root() {
+    use common::{assert_exit, run, run_ok, stderr};
+    let mut reg = common::Registry::start(common::Variant::Anonymous);
+    let home = common::Home::new();
+    let work = tempfile::tempdir().unwrap();
+    let w = |n: &str| work.path().join(n).display().to_string();
+    let tree = common::fixtures::write_plugin(&work.path().join("src"), "hello", "1.0.0", "x");
+    let reference = format!("{}/acme/hello:1.0.0", reg.host());
+    let pinned = common::fixtures::push(&home, &tree, &reference);
+    let digest = pinned.split_once('@').unwrap().1.to_string();
+
+    // A keyless `.sig` from the test CA, logged by the test Rekor key.
+    let fulcio = ca("test fulcio");
+    let rekor = SigningKey::generate().unwrap();
+    let root = trusted_root_json(&fulcio, &rekor.public_key(), "2020-01-01T00:00:00Z");
+    std::fs::write(w("root.json"), &root).unwrap();
+    let (cert, key) = leaf(&fulcio, uri(SAN), IssuerExt::Current);
+    let (desc, payload) = layer(&digest, &cert, &key, Some(&rekor), T0 + 60);
+    common::push_blob(&reg, "acme/hello", &payload);
+    common::push_blob(&reg, "acme/hello", b"{}");
+    let sig = oci::to_json(&manifest(vec![desc]));
+    let sig_tag = common::fixtures::sig_tag(&digest);
+    common::push_manifest(&reg, "acme/hello", &sig_tag, oci::MANIFEST_V1, &sig);
+
+    // Refused before anything is written: not a trusted root.
+    std::fs::write(w("bogus.json"), "{\"mediaType\": \"nope\"}").unwrap();
+    let out = run(home
+        .kplug()
+        .args(["save", &reference, "-o", &w("bad.tar"), "--trusted-root", &w("bogus.json")]));
+    assert_exit(&out, 2);
+    assert!(stderr(&out).contains("bogus.json"), "{}", stderr(&out));
+    assert!(!work.path().join("bad.tar").exists());
+    // A registry destination carries nothing; without --signed-only the flag is refused.
+    let out = run(home.kplug().args([
+        "mirror",
+        &reference,
+        "--to",
+        &format!("{}/m", reg.host()),
+        "--trusted-root",
+        &w("root.json"),
+    ]));
+    assert_exit(&out, 2);
+    assert!(stderr(&out).contains("oci:DIR"), "{}", stderr(&out));
+
+    run_ok(home
+        .kplug()
+        .args(["save", &reference, "-o", &w("bundle.tar"), "--trusted-root", &w("root.json")]));
+    run_ok(home.kplug().args([
+        "mirror",
+        &reference,
+        "--to",
+        &format!("oci:{}", w("mirror")),
+        "--trusted-root",
+        &w("root.json"),
+    ]));
+    assert_eq!(std::fs::read_to_string(w("mirror/trusted_root.json")).unwrap(), root);
+    let listed = run_ok(std::process::Command::new("tar").args(["tf", &w("bundle.tar")]));
+    assert!(
+        common::stdout(&listed).lines().any(|l| l == "trusted_root.json"),
+        "{}",
+        common::stdout(&listed)
+    );
+    reg.stop();
+
+    // The isolated side: only the bundle it received.
+    let verify = |artifact: &str, root_from: &str, identity: &str| {
+        run(home.kplug().args([
+            "verify",
+            artifact,
+            "--trusted-root",
+            root_from,
+            "--certificate-identity",
+            identity,
+            "--certificate-oidc-issuer",
+            ISSUER,
+        ]))
+    };
+    let in_tar = format!("oci-archive:{}:acme/hello:1.0.0", w("bundle.tar"));
+    let in_dir = format!("oci:{}:acme/hello:1.0.0", w("mirror"));
+    assert_exit(&verify(&in_tar, &w("bundle.tar"), SAN), 0);
+    assert_exit(&verify(&in_dir, &w("mirror"), SAN), 0);
+    let out = verify(&in_tar, &w("bundle.tar"), "https://github.com/acme/other");
+    assert_exit(&out, 12);
+    assert!(stderr(&out).contains("identity mismatch"), "{}", stderr(&out));
+    // A bundle saved without a root says so.
+    let out = verify(&in_tar, &w("src"), SAN);
+    assert_exit(&out, 2);
+    assert!(stderr(&out).contains("holds no trusted_root.json"), "{}", stderr(&out));
+
+    std::fs::write(w("kong.conf"), "").unwrap();
+    run_ok(home.kplug().args([
+        "install",
+        &in_tar,
+        "--trusted-root",
+        &w("bundle.tar"),
+        "--certificate-identity",
+        SAN,
+        "--certificate-oidc-issuer",
+        ISSUER,
+        "--prefix",
+        &w("lua"),
+        "--kong-conf",
+        &w("kong.conf"),
+    ]));
+    assert!(work.path().join("lua/kong/plugins/hello/handler.lua").is_file());
 }
