@@ -185,6 +185,88 @@ fn transient_faults_are_retried_and_resumed() {
     );
 }
 
+/// Issue 10 "Tests": the fault proxy over verify and mirror too. Transient faults are
+/// ridden out; a bit flip is a documented failure (12 when the only signature payload is
+/// corrupt, 5 for corrupt content copied) that leaves nothing half-written.
+#[test]
+fn verify_and_mirror_ride_out_faults_or_fail_with_their_code() {
+    let reg = Registry::start(Variant::Anonymous);
+    let fp = FaultProxy::start(&reg.host());
+    let home = Home::new();
+    let work = tempfile::tempdir().unwrap();
+    let key = KeyPair::generate(&home, work.path(), "cosign");
+    let (r, tgz) = pushed(&home, &reg.host(), "kong/hello", 100_000);
+    sign(&home, &key, &r);
+    let through = r.replace(&reg.host(), fp.addr());
+    let verify = || {
+        run(home.kplug().args(["verify", "--key"]).arg(&key.public).arg(&through))
+    };
+
+    // 503 twice on the signature manifest, a close before the payload's response.
+    let sig = fp.add(
+        Rule::new(Fault::Status(503))
+            .method("GET")
+            .path(r"/manifests/sha256-[0-9a-f]+\.sig$")
+            .times(2),
+    );
+    let cut = fp.add(
+        Rule::new(Fault::CloseBeforeResponse)
+            .method("GET")
+            .path("/blobs/")
+            .times(1),
+    );
+    let out = verify();
+    assert_exit(&out, 0);
+    assert_eq!((fp.hits(sig), fp.hits(cut)), (2, 1), "{}", stderr(&out));
+    // The one signature payload arrives corrupt, every time: nothing verifies (12), and
+    // the message says why.
+    fp.add(Rule::new(Fault::FlipBit { offset: None }).method("GET").path("/blobs/"));
+    let out = verify();
+    assert_exit(&out, 12);
+    assert!(stderr(&out).contains("does not match"), "{}", stderr(&out));
+    fp.clear_rules();
+
+    // mirror: a cut mid-blob is resumed and the copy is byte-exact…
+    let layout = work.path().join("mirror");
+    let mirror = || {
+        run(home
+            .kplug()
+            .args(["mirror", &through, "--to"])
+            .arg(format!("oci:{}", layout.display())))
+    };
+    fp.add(
+        Rule::new(Fault::CloseMidBody {
+            after: Some(30_000),
+        })
+        .method("GET")
+        .path("/blobs/")
+        .times(1),
+    );
+    assert_exit(&mirror(), 0);
+    let got = work.path().join("got.tgz");
+    run_ok(
+        home.kplug()
+            .args(["pull"])
+            .arg(format!("oci:{}:kong/hello:1", layout.display()))
+            .arg("-o")
+            .arg(&got),
+    );
+    assert_eq!(std::fs::read(&got).unwrap(), tgz);
+    fp.clear_rules();
+    // …and corrupt content is 5, with no blob or temp file written for it.
+    let other = work.path().join("other");
+    fp.add(Rule::new(Fault::FlipBit { offset: None }).method("GET").path("/blobs/"));
+    let out = run(home
+        .kplug()
+        .args(["mirror", &through, "--to"])
+        .arg(format!("oci:{}", other.display())));
+    assert_exit(&out, 5);
+    let blobs: Vec<_> = std::fs::read_dir(other.join("blobs/sha256"))
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(blobs.is_empty(), "{blobs:?}");
+}
+
 #[test]
 fn token_scopes_let_cross_repository_mounts_happen() {
     let mut reg = Registry::start(Variant::token("alice", "pw"));
