@@ -755,8 +755,8 @@ fn wait(child: Child) -> Output {
     child.wait_with_output().unwrap()
 }
 
-/// SIGINT during install and SIGTERM during pull: one line, 130/143, no staging dir or
-/// temp file; SIGKILL mid-install: the previous version intact, and the next command
+/// SIGINT during install and push, SIGTERM during pull: one line, 130/143, no staging
+/// dir or temp file; SIGKILL mid-install: the previous version intact, and the next command
 /// removes what the killed run left.
 #[test]
 fn signals_and_kills_leave_the_old_version_and_no_temp_file() {
@@ -800,6 +800,35 @@ fn signals_and_kills_leave_the_old_version_and_no_temp_file() {
     signal(&child, libc::SIGTERM);
     assert_exit(&wait(child), 143);
     assert_eq!(std::fs::read_dir(&outdir).unwrap().count(), 0);
+
+    // SIGINT during push (it used to say nothing): one line, 130, its scratch dir gone.
+    let slow_up = Proxy::with_delay(&env.reg.host(), Duration::from_millis(150), Duration::ZERO);
+    let scratch = env.dir().join("tmp");
+    std::fs::create_dir(&scratch).unwrap();
+    let mut push = env.home.kplug();
+    push.env("TMPDIR", &scratch)
+        .arg("push")
+        .arg(env.dir().join("big-2.0.0"))
+        .arg(format!("{}/plugins/pushed:3", slow_up.addr()));
+    let mut child = piped(push);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while slow_up.bytes_up() < 1 << 20 {
+        if child.try_wait().unwrap().is_some() {
+            panic!("push ended early: {}", stderr(&wait(child)));
+        }
+        assert!(Instant::now() < deadline, "push sent nothing");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    signal(&child, libc::SIGINT);
+    let out = wait(child);
+    assert_exit(&out, 130);
+    let err = stderr(&out);
+    assert_eq!(
+        err.lines().filter(|l| l.contains("interrupted")).count(),
+        1,
+        "{err}"
+    );
+    assert_eq!(std::fs::read_dir(&scratch).unwrap().count(), 0);
 
     let mut child = piped(env.install_cmd(&through, &[]));
     wait_for_partial_file(&env.state_dir(), 1 << 20, &mut child);
