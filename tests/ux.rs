@@ -58,6 +58,8 @@ fn install_json(env: &Env, reference: &str) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+const KONG_PLUGIN_TYPE: &str = "application/vnd.konghq.plugin.v1+tar+gzip";
+
 /// Item 2: `push --version` of a directory pushed the same bytes as the tree's own version
 /// (same digest), the manifest said nothing of name or version, and `oras pull` saved the
 /// layer as `sha256:<hex>`.
@@ -72,7 +74,8 @@ fn push_version_is_in_the_artifact_and_oras_names_the_file() {
             .arg("push")
             .arg(hello_example())
             .arg(format!("{repo}:0.1.1"))
-            .args(["--version", "0.1.1"]),
+            .args(["--version", "0.1.1"])
+            .args(["--artifact-type", KONG_PLUGIN_TYPE]),
     );
     let bumped = stdout(&out).trim().to_string();
     assert_ne!(
@@ -84,6 +87,20 @@ fn push_version_is_in_the_artifact_and_oras_names_the_file() {
     assert_eq!(m["annotations"][VERSION], "0.1.1", "{m}");
     assert_eq!(m["annotations"][TITLE], "hello");
     assert_eq!(m["layers"][0]["annotations"][TITLE], "hello-0.1.1.tar.gz");
+    // Issue 12.1: oras' --artifact-type sets the OCI 1.1 artifactType; a non-media-type
+    // is a usage error before anything is sent.
+    assert_eq!(m["artifactType"], KONG_PLUGIN_TYPE, "{m}");
+    assert!(manifest(&env, "plugins/hello", "0.1.0").get("artifactType").is_none());
+    let out = run_fail(
+        env.home
+            .kplug()
+            .arg("push")
+            .arg(hello_example())
+            .arg(format!("{repo}:bad"))
+            .args(["--artifact-type", "kong plugin"]),
+        2,
+    );
+    assert!(stderr(&out).contains("not a media type"), "{}", stderr(&out));
     assert_eq!(
         manifest(&env, "plugins/hello", "0.1.0")["annotations"][VERSION],
         "0.1.0"

@@ -30,6 +30,10 @@ pub struct PushArgs {
     /// Layer media type (cosign's --ct); default sniffed: application/x-gzip or application/octet-stream.
     #[arg(long = "media-type", value_name = "TYPE", conflicts_with = "kpi")]
     pub media_type: Option<String>,
+    /// The manifest's OCI 1.1 artifactType, as `oras push --artifact-type` (none by default,
+    /// as cosign writes it); nodes read the artifact the same either way.
+    #[arg(long, value_name = "TYPE", conflicts_with = "kpi")]
+    pub artifact_type: Option<String>,
     /// Plugin name: for a directory whose layout does not say it; for an archive, checked
     /// against what it holds.
     #[arg(long)]
@@ -71,6 +75,7 @@ pub async fn run(g: &Global, out: &Printer, a: PushArgs) -> anyhow::Result<()> {
         reference: a.reference,
         annotations: parse_annotations(&a.annotations)?,
         media_type: a.media_type,
+        artifact_type: a.artifact_type,
         name: a.name,
         version: a.plugin_version,
         check: (!a.force).then(|| a.limits.limits()),

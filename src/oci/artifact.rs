@@ -18,10 +18,12 @@ pub fn sniff_media_type(first_bytes: &[u8]) -> &'static str {
 }
 
 /// Manifest and config bytes as `cosign upload blob -f FILE [-a k=v]` pushes them, plus the
-/// layer's own annotations (its title, so ORAS clients name the file).
+/// layer's own annotations (its title, so ORAS clients name the file) and, when given, the
+/// OCI 1.1 `artifactType` (`oras push --artifact-type`).
 pub fn cosign_blob_manifest(
     layer: &Descriptor,
     annotations: &BTreeMap<String, String>,
+    artifact_type: Option<&str>,
 ) -> (Vec<u8>, Vec<u8>) {
     let config = oci::cosign_config(std::slice::from_ref(&layer.digest));
     let manifest = Manifest {
@@ -38,9 +40,28 @@ pub fn cosign_blob_manifest(
         }],
         annotations: annotations.clone(),
         subject: None,
-        artifact_type: None,
+        artifact_type: artifact_type.map(str::to_string),
     };
     (oci::to_json(&manifest), config)
+}
+
+/// An `artifactType` as the image spec wants it: a media type, `type/subtype[+suffix]`
+/// (RFC 6838 characters, no parameters).
+pub fn check_artifact_type(t: &str) -> anyhow::Result<()> {
+    let restricted = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 127
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
+    };
+    match t.split_once('/') {
+        Some((a, b)) if restricted(a) && restricted(b) => Ok(()),
+        _ => crate::bail_kind!(
+            Kind::Usage,
+            "--artifact-type {:?} is not a media type (TYPE/SUBTYPE, e.g. application/vnd.acme.kong-plugin.v1+tar+gzip)",
+            crate::progress::escape(t)
+        ),
+    }
 }
 
 /// Layer media types that can carry a plugin tar(+gzip).
@@ -317,7 +338,7 @@ mod tests {
     #[test]
     fn cosign_blob_shape() {
         let layer = Descriptor::new(oci::X_GZIP, &crate::digest::sha256(b"x"), 1);
-        let (m, c) = cosign_blob_manifest(&layer, &BTreeMap::new());
+        let (m, c) = cosign_blob_manifest(&layer, &BTreeMap::new(), None);
         assert_eq!(c.len(), 233);
         let s = String::from_utf8(m).unwrap();
         assert!(s.starts_with(r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","size":233,"#));

@@ -24,6 +24,9 @@ pub struct PushOptions {
     pub annotations: BTreeMap<String, String>,
     /// Layer media type (cosign's `--ct`); default sniffed.
     pub media_type: Option<String>,
+    /// The manifest's OCI 1.1 `artifactType` (`oras push --artifact-type`); none by default,
+    /// as cosign writes it.
+    pub artifact_type: Option<String>,
     /// Plugin name and version: used to pack a directory, and declared in the manifest.
     pub name: Option<String>,
     pub version: Option<String>,
@@ -76,6 +79,9 @@ pub async fn push(o: &PushOptions) -> anyhow::Result<PushReport> {
         .as_deref()
         .map(super::keys::load_signing_key)
         .transpose()?;
+    if let Some(t) = &o.artifact_type {
+        artifact::check_artifact_type(t)?;
+    }
     let loc = crate::oci::reference::parse(&o.reference)?;
     if loc.digest().is_some() {
         crate::bail_kind!(Kind::Usage, "push to a tag, not a digest: {}", o.reference);
@@ -235,7 +241,11 @@ async fn push_file(
         .annotations
         .insert(oci::ANN_TITLE.to_string(), src.title.clone());
     let annotations = manifest_annotations(src, o);
-    let (manifest, config) = crate::oci::artifact::cosign_blob_manifest(&layer, &annotations);
+    let (manifest, config) = crate::oci::artifact::cosign_blob_manifest(
+        &layer,
+        &annotations,
+        o.artifact_type.as_deref(),
+    );
     let config_desc = store::push_bytes(dst, oci::CONFIG_V1, &config).await?;
     if dst.blob_exists(&digest).await? {
         crate::progress::note(format!("layer {digest} already present"));
