@@ -199,7 +199,11 @@ fn verify_and_mirror_ride_out_faults_or_fail_with_their_code() {
     sign(&home, &key, &r);
     let through = r.replace(&reg.host(), fp.addr());
     let verify = || {
-        run(home.kplug().args(["verify", "--key"]).arg(&key.public).arg(&through))
+        run(home
+            .kplug()
+            .args(["verify", "--key"])
+            .arg(&key.public)
+            .arg(&through))
     };
 
     // 503 twice on the signature manifest, a close before the payload's response.
@@ -220,7 +224,11 @@ fn verify_and_mirror_ride_out_faults_or_fail_with_their_code() {
     assert_eq!((fp.hits(sig), fp.hits(cut)), (2, 1), "{}", stderr(&out));
     // The one signature payload arrives corrupt, every time: nothing verifies (12), and
     // the message says why.
-    fp.add(Rule::new(Fault::FlipBit { offset: None }).method("GET").path("/blobs/"));
+    fp.add(
+        Rule::new(Fault::FlipBit { offset: None })
+            .method("GET")
+            .path("/blobs/"),
+    );
     let out = verify();
     assert_exit(&out, 12);
     assert!(stderr(&out).contains("does not match"), "{}", stderr(&out));
@@ -255,7 +263,11 @@ fn verify_and_mirror_ride_out_faults_or_fail_with_their_code() {
     fp.clear_rules();
     // …and corrupt content is 5, with no blob or temp file written for it.
     let other = work.path().join("other");
-    fp.add(Rule::new(Fault::FlipBit { offset: None }).method("GET").path("/blobs/"));
+    fp.add(
+        Rule::new(Fault::FlipBit { offset: None })
+            .method("GET")
+            .path("/blobs/"),
+    );
     let out = run(home
         .kplug()
         .args(["mirror", &through, "--to"])

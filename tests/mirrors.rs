@@ -110,7 +110,11 @@ fn mirrors_in_order_with_every_fallback_trigger() {
     // which signature format verified.
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let s = &v[0]["kplug"];
-    assert_eq!(s["source"], format!("mirror {}/kong/hello", fp.addr()), "{v}");
+    assert_eq!(
+        s["source"],
+        format!("mirror {}/kong/hello", fp.addr()),
+        "{v}"
+    );
     assert_eq!(
         s["signatureSource"],
         format!("primary {}/kong/hello", up.host()),

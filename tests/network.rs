@@ -389,7 +389,11 @@ fn copy_and_mirror_between_a_plain_registry_and_a_tls_one() {
     );
     run_ok(
         home.kplug()
-            .args(["pull", &format!("{}/back/m/kong/hello:1", plain.host()), "-o"])
+            .args([
+                "pull",
+                &format!("{}/back/m/kong/hello:1", plain.host()),
+                "-o",
+            ])
             .arg(work.path().join("back.tgz")),
     );
     // A per-side flag for a local side is refused.

@@ -90,7 +90,9 @@ fn push_version_is_in_the_artifact_and_oras_names_the_file() {
     // Issue 12.1: oras' --artifact-type sets the OCI 1.1 artifactType; a non-media-type
     // is a usage error before anything is sent.
     assert_eq!(m["artifactType"], KONG_PLUGIN_TYPE, "{m}");
-    assert!(manifest(&env, "plugins/hello", "0.1.0").get("artifactType").is_none());
+    assert!(manifest(&env, "plugins/hello", "0.1.0")
+        .get("artifactType")
+        .is_none());
     let out = run_fail(
         env.home
             .kplug()
@@ -100,7 +102,11 @@ fn push_version_is_in_the_artifact_and_oras_names_the_file() {
             .args(["--artifact-type", "kong plugin"]),
         2,
     );
-    assert!(stderr(&out).contains("not a media type"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("not a media type"),
+        "{}",
+        stderr(&out)
+    );
     assert_eq!(
         manifest(&env, "plugins/hello", "0.1.0")["annotations"][VERSION],
         "0.1.0"

@@ -679,7 +679,11 @@ admin_listen = 127.0.0.1:8001 reuseport backlog=16384, 127.0.0.1:8444 http2 ssl
         assert_eq!(looked, [gone.clone(), other.clone()]);
         let f = crate::node::doctor::no_conf_finding(&looked);
         for p in [&gone, &other] {
-            assert!(f.message.contains(&p.display().to_string()), "{}", f.message);
+            assert!(
+                f.message.contains(&p.display().to_string()),
+                "{}",
+                f.message
+            );
         }
         assert!(f.message.contains("--kong-conf"), "{}", f.message);
 

@@ -248,9 +248,12 @@ pub async fn verify(o: &VerifyOptions) -> anyhow::Result<VerifyReport> {
     let over = signature_store(&o.store).await?;
     let sigs: &dyn ReadStore = over.as_deref().unwrap_or(st.as_ref());
     let verified = verify_digest(sigs, &digest, &policy).await?;
-    let signature_source = [tagscheme::sig_tag(&digest), tagscheme::referrers_tag(&digest)]
-        .iter()
-        .find_map(|t| sigs.served_from(t));
+    let signature_source = [
+        tagscheme::sig_tag(&digest),
+        tagscheme::referrers_tag(&digest),
+    ]
+    .iter()
+    .find_map(|t| sigs.served_from(t));
     Ok(VerifyReport {
         pinned: loc.pinned(&digest),
         source: st.served_from(&digest),

@@ -380,9 +380,14 @@ fn test_ca_keyless_crosses_the_air_gap_with_its_trusted_root() {
 
     // Refused before anything is written: not a trusted root.
     std::fs::write(w("bogus.json"), "{\"mediaType\": \"nope\"}").unwrap();
-    let out = run(home
-        .kplug()
-        .args(["save", &reference, "-o", &w("bad.tar"), "--trusted-root", &w("bogus.json")]));
+    let out = run(home.kplug().args([
+        "save",
+        &reference,
+        "-o",
+        &w("bad.tar"),
+        "--trusted-root",
+        &w("bogus.json"),
+    ]));
     assert_exit(&out, 2);
     assert!(stderr(&out).contains("bogus.json"), "{}", stderr(&out));
     assert!(!work.path().join("bad.tar").exists());
@@ -398,9 +403,14 @@ fn test_ca_keyless_crosses_the_air_gap_with_its_trusted_root() {
     assert_exit(&out, 2);
     assert!(stderr(&out).contains("oci:DIR"), "{}", stderr(&out));
 
-    run_ok(home
-        .kplug()
-        .args(["save", &reference, "-o", &w("bundle.tar"), "--trusted-root", &w("root.json")]));
+    run_ok(home.kplug().args([
+        "save",
+        &reference,
+        "-o",
+        &w("bundle.tar"),
+        "--trusted-root",
+        &w("root.json"),
+    ]));
     run_ok(home.kplug().args([
         "mirror",
         &reference,
@@ -409,10 +419,15 @@ fn test_ca_keyless_crosses_the_air_gap_with_its_trusted_root() {
         "--trusted-root",
         &w("root.json"),
     ]));
-    assert_eq!(std::fs::read_to_string(w("mirror/trusted_root.json")).unwrap(), root);
+    assert_eq!(
+        std::fs::read_to_string(w("mirror/trusted_root.json")).unwrap(),
+        root
+    );
     let listed = run_ok(std::process::Command::new("tar").args(["tf", &w("bundle.tar")]));
     assert!(
-        common::stdout(&listed).lines().any(|l| l == "trusted_root.json"),
+        common::stdout(&listed)
+            .lines()
+            .any(|l| l == "trusted_root.json"),
         "{}",
         common::stdout(&listed)
     );
@@ -437,11 +452,19 @@ fn test_ca_keyless_crosses_the_air_gap_with_its_trusted_root() {
     assert_exit(&verify(&in_dir, &w("mirror"), SAN), 0);
     let out = verify(&in_tar, &w("bundle.tar"), "https://github.com/acme/other");
     assert_exit(&out, 12);
-    assert!(stderr(&out).contains("identity mismatch"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("identity mismatch"),
+        "{}",
+        stderr(&out)
+    );
     // A bundle saved without a root says so.
     let out = verify(&in_tar, &w("src"), SAN);
     assert_exit(&out, 2);
-    assert!(stderr(&out).contains("holds no trusted_root.json"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("holds no trusted_root.json"),
+        "{}",
+        stderr(&out)
+    );
 
     std::fs::write(w("kong.conf"), "").unwrap();
     run_ok(home.kplug().args([
@@ -458,5 +481,8 @@ fn test_ca_keyless_crosses_the_air_gap_with_its_trusted_root() {
         "--kong-conf",
         &w("kong.conf"),
     ]));
-    assert!(work.path().join("lua/kong/plugins/hello/handler.lua").is_file());
+    assert!(work
+        .path()
+        .join("lua/kong/plugins/hello/handler.lua")
+        .is_file());
 }
