@@ -324,13 +324,12 @@ fn place(staged: &StagedServer, bin: &Path, tree: Option<&Path>) -> Result<Vec<F
     fs::create_dir_all(bin_dir).with_context(|| format!("creating {}", bin_dir.display()))?;
     let Some(tree) = tree else {
         let f = &staged.files[0];
-        let tmp = tempfile::Builder::new()
-            .prefix(".kplug-")
-            .tempfile_in(bin_dir)?;
-        fs::copy(staged.dir.join(&f.path), tmp.path())?;
-        fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755))?;
-        tmp.as_file().sync_all()?;
-        tmp.persist(bin)
+        let mut out = crate::tree::AtomicFile::create(bin, 0o755)?;
+        let mut from = fs::File::open(staged.dir.join(&f.path))?;
+        std::io::copy(&mut from, out.file())?;
+        // Kong runs it whatever the umask: 0755, as a package would install it.
+        out.file().set_permissions(fs::Permissions::from_mode(0o755))?;
+        out.commit()
             .with_context(|| format!("installing {}", bin.display()))?;
         let (sha256, size) = crate::digest::sha256_file(bin)?;
         let name = bin
