@@ -15,6 +15,7 @@ use std::time::Duration;
 use kplug::error::{kind_of, Kind};
 use kplug::node::doctor::{self, Finding, Options, Severity};
 use kplug::node::external::{self, Runtime, ServerLayout, ServerManifest};
+use kplug::node::kinds;
 use kplug::node::kongconf::{self, KongConf};
 use kplug::node::limits::Limits;
 use kplug::node::state::{self, Prefix, Receipt};
@@ -115,7 +116,7 @@ fn external_plugin_servers() {
         .unwrap();
         let _lock = state::lock(&prefix).unwrap();
         let staging = state::staging_dir(&prefix).unwrap();
-        let ex = unpack::extract_file(
+        let ex = kinds::extract_file(
             &packed.path,
             staging.path(),
             &Limits::DEFAULT,
@@ -232,7 +233,7 @@ fn external_plugin_servers() {
         Severity::Ok,
         "served by plugin server go-hello"
     ));
-    let listed = state::list(&prefix).unwrap();
+    let listed = kinds::list(&prefix).unwrap();
     assert_eq!(listed.len(), 2);
     assert!(listed
         .iter()
@@ -258,9 +259,9 @@ fn external_plugin_servers() {
     let dump = |n: &str| run(Command::new(layout.bin_dir.join(n)).arg("--dump"));
     {
         let _lock = state::lock(&prefix).unwrap();
-        state::rollback(&prefix, "py-hello", false).unwrap();
+        kinds::rollback(&prefix, "py-hello", false).unwrap();
         assert!(dump("py-hello").contains("\"0.1.0\""));
-        state::rollback(&prefix, "py-hello", false).unwrap();
+        kinds::rollback(&prefix, "py-hello", false).unwrap();
         assert!(dump("py-hello").contains("\"0.2.0\""));
     }
 
@@ -279,7 +280,7 @@ fn external_plugin_servers() {
     )
     .unwrap();
     let staging = state::staging_dir(&prefix).unwrap();
-    let ex = unpack::extract_file(
+    let ex = kinds::extract_file(
         &packed.path,
         staging.path(),
         &Limits::DEFAULT,
@@ -323,14 +324,14 @@ fn external_plugin_servers() {
 
     // Uninstall removes what kplug put there, and only that.
     let _lock = state::lock(&prefix).unwrap();
-    state::uninstall(&prefix, "py-hello").unwrap();
-    assert!(state::uninstall(&prefix, "go-hello")
+    kinds::uninstall(&prefix, "py-hello").unwrap();
+    assert!(kinds::uninstall(&prefix, "go-hello")
         .unwrap()
         .leftovers
         .is_empty());
     assert!(!layout.bin_dir.join("go-hello").exists());
     assert!(layout.bin_dir.join("foreign").exists());
-    assert!(state::list(&prefix).unwrap().is_empty());
+    assert!(kinds::list(&prefix).unwrap().is_empty());
     let mut conf = KongConf::load(&conf_path).unwrap();
     external::disable(&mut conf, "py-hello");
     external::disable(&mut conf, "go-hello");
@@ -394,7 +395,7 @@ fn rocks_built_by_luarocks() {
     let lua = t.path().join("lua");
     let prefix = Prefix::new(&lua);
     let staging = state::staging_dir(&prefix).unwrap();
-    let ex = unpack::extract_file(
+    let ex = kinds::extract_file(
         &rock,
         staging.path(),
         &Limits::DEFAULT,
@@ -479,7 +480,7 @@ fn rocks_built_by_luarocks() {
         .arg(&bad)
         .arg("."));
     let staging = state::staging_dir(&prefix).unwrap();
-    let e = unpack::extract_file(
+    let e = kinds::extract_file(
         &bad,
         staging.path(),
         &Limits::DEFAULT,
@@ -505,7 +506,7 @@ fn rocks_built_by_luarocks() {
         .arg("rock_manifest")
         .arg("../../escape.lua"));
     let staging = state::staging_dir(&prefix).unwrap();
-    let e = unpack::extract_file(
+    let e = kinds::extract_file(
         &evil_rock,
         staging.path(),
         &Limits::DEFAULT,
@@ -533,7 +534,7 @@ fn rocks_built_by_luarocks() {
         .arg(&srcrock)
         .arg("kong-plugin-rocky-0.1.0-1.rockspec"));
     let staging = state::staging_dir(&prefix).unwrap();
-    let ex = unpack::extract_file(
+    let ex = kinds::extract_file(
         &srcrock,
         staging.path(),
         &Limits::DEFAULT,

@@ -413,7 +413,7 @@ fn check_receipts(
 ) {
     for prefix in path_dirs.iter().chain(extra) {
         let p = Prefix::new(prefix);
-        let listed = match state::list(&p) {
+        let listed = match crate::node::kinds::list(&p) {
             Ok(l) => l,
             Err(e) => {
                 out.push(finding(

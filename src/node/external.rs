@@ -328,7 +328,8 @@ fn place(staged: &StagedServer, bin: &Path, tree: Option<&Path>) -> Result<Vec<F
         let mut from = fs::File::open(staged.dir.join(&f.path))?;
         std::io::copy(&mut from, out.file())?;
         // Kong runs it whatever the umask: 0755, as a package would install it.
-        out.file().set_permissions(fs::Permissions::from_mode(0o755))?;
+        out.file()
+            .set_permissions(fs::Permissions::from_mode(0o755))?;
         out.commit()
             .with_context(|| format!("installing {}", bin.display()))?;
         let (sha256, size) = crate::digest::sha256_file(bin)?;

@@ -5,6 +5,7 @@ pub mod declarative;
 pub mod doctor;
 pub mod external;
 pub mod gate;
+pub mod kinds;
 pub mod kongconf;
 pub mod limits;
 pub mod lock;

@@ -60,7 +60,7 @@ impl Prefix {
     pub fn journal_path(&self) -> PathBuf {
         self.state_dir().join(".journal")
     }
-    fn receipt_path(&self, name: &str) -> PathBuf {
+    pub(crate) fn receipt_path(&self, name: &str) -> PathBuf {
         self.state_dir().join(format!("{name}.json"))
     }
     fn backup_dir(&self) -> PathBuf {
@@ -536,9 +536,6 @@ fn check_downgrade(old: &Receipt, new: &Receipt, allow: bool) -> Result<()> {
 pub fn rollback(prefix: &Prefix, name: &str, force: bool) -> Result<()> {
     use std::os::unix::fs::MetadataExt;
     check_name(name)?;
-    if crate::node::external::read_server(prefix, name)?.is_some() {
-        return crate::node::external::rollback(prefix, name);
-    }
     let backup = prefix.backup_dir().join(name);
     let meta = match fs::symlink_metadata(&backup) {
         Ok(m) if m.is_dir() => m,
@@ -599,14 +596,6 @@ pub fn uninstall(prefix: &Prefix, name: &str) -> Result<Uninstalled> {
             prefix.plugins_dir().display()
         );
     };
-    if crate::node::external::read_server(prefix, name)?.is_some() {
-        let leftovers = crate::node::external::uninstall(prefix, name)?;
-        fs::remove_file(prefix.receipt_path(name))?;
-        return Ok(Uninstalled {
-            leftovers,
-            original: None,
-        });
-    }
     let dir = prefix.plugin_dir(name);
     if fs::symlink_metadata(&dir).is_ok_and(|m| !m.is_dir()) {
         crate::bail_kind!(
@@ -707,14 +696,6 @@ pub struct Broken {
 
 /// Every plugin with a receipt under `prefix`, sorted by name; an error for the first
 /// receipt that cannot be read.
-pub fn list(prefix: &Prefix) -> Result<Vec<Listed>> {
-    let (listed, broken) = list_checked(prefix)?;
-    if let Some(b) = broken.first() {
-        return Err(fail(Kind::Integrity, b.error.clone()));
-    }
-    Ok(listed)
-}
-
 /// Every plugin with a receipt under `prefix`, sorted by name, and the receipts that
 /// cannot be trusted (never followed outside their plugin directory).
 pub fn list_checked(prefix: &Prefix) -> Result<(Vec<Listed>, Vec<Broken>)> {
@@ -735,10 +716,7 @@ pub fn list_checked(prefix: &Prefix) -> Result<(Vec<Listed>, Vec<Broken>)> {
         }
         match read_receipt(prefix, name) {
             Ok(Some(receipt)) => {
-                let (modified, missing) = match crate::node::external::read_server(prefix, name)? {
-                    Some(server) => crate::node::external::verify(&server),
-                    None => verify_files(&prefix.plugin_dir(name), &receipt.files),
-                };
+                let (modified, missing) = verify_files(&prefix.plugin_dir(name), &receipt.files);
                 out.push(Listed {
                     receipt,
                     modified,
@@ -1060,6 +1038,12 @@ fn discard(prefix: &Prefix, dir: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn list(prefix: &Prefix) -> Result<Vec<Listed>> {
+        let (listed, broken) = list_checked(prefix)?;
+        assert!(broken.is_empty(), "{broken:?}");
+        Ok(listed)
+    }
     use std::os::unix::fs::PermissionsExt;
 
     const HANDLER: &str = "local H = { PRIORITY = 1000, VERSION = \"1.0.0\" }\n\

@@ -16,8 +16,9 @@ use base64::Engine as _;
 use super::node::{Enabled, NodeOptions};
 use crate::error::{fail, kind_of, Kind};
 use crate::node::external::{self, PluginInfo, ServerLayout, ServerReceipt};
+use crate::node::kinds::{self, Extracted};
 use crate::node::state::{self, InstallOptions, Outcome, Prefix, Receipt, Staging, Trusted};
-use crate::node::unpack::{self, Extracted, Limits, NameHints};
+use crate::node::unpack::{Limits, NameHints};
 use crate::oci::artifact;
 use crate::oci::reference::Location;
 use crate::oci::store::{self, ReadStore};
@@ -353,7 +354,7 @@ async fn extract(
     tokio::task::spawn_blocking(move || {
         let stage = keep.path().join("x");
         std::fs::create_dir(&stage)?;
-        unpack::extract_file(
+        kinds::extract_file(
             &keep.path().join("blob"),
             &stage,
             &limits,

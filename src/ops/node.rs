@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::error::Kind;
 use crate::node::doctor::{self, Finding, Severity};
+use crate::node::kinds;
 use crate::node::kongconf::{self, KongConf};
 use crate::node::state::{self, Broken, Listed, Original, Prefix};
 
@@ -194,7 +195,7 @@ pub fn list(node: &NodeOptions) -> anyhow::Result<(Prefix, Vec<Listed>, Vec<Brok
     }
     let (items, broken) = {
         let _lock = node.lock(&prefix)?;
-        state::list_checked(&prefix)?
+        kinds::list_checked(&prefix)?
     };
     Ok((prefix, items, broken))
 }
@@ -226,7 +227,7 @@ pub fn uninstall(node: &NodeOptions, name: &str, disable: bool) -> anyhow::Resul
     let (done, server) = {
         let _lock = node.lock(&prefix)?;
         let server = crate::node::external::read_server(&prefix, name)?;
-        (state::uninstall(&prefix, name)?, server)
+        (kinds::uninstall(&prefix, name)?, server)
     };
     let mut disabled = false;
     let restored = matches!(done.original, Some(Original::Restored(_)));
@@ -274,7 +275,7 @@ pub fn rollback(node: &NodeOptions, name: &str, force: bool) -> anyhow::Result<R
     let prefix = node.prefix(&node.conf()?)?;
     {
         let _lock = node.lock(&prefix)?;
-        state::rollback(&prefix, name, force)?;
+        kinds::rollback(&prefix, name, force)?;
     }
     let r = state::read_receipt(&prefix, name)?;
     Ok(RollbackReport {
@@ -342,7 +343,7 @@ fn finish_pending(node: &NodeOptions, prefix: &Prefix) -> Option<Finding> {
 
 /// Receipts of plugins named like one Kong ships.
 fn bundled_findings(prefix: &Prefix) -> Vec<Finding> {
-    let Ok((listed, _)) = state::list_checked(prefix) else {
+    let Ok((listed, _)) = kinds::list_checked(prefix) else {
         return Vec::new();
     };
     listed

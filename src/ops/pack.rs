@@ -5,8 +5,9 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{fail, kind_of, Kind};
 use crate::node::external::{self, Runtime, ServerManifest};
+use crate::node::kinds::{self, Checked};
 use crate::node::plugin;
-use crate::node::unpack::{self, Checked, Limits, NameHints};
+use crate::node::unpack::{Limits, NameHints};
 
 /// What `pack` asks for.
 pub struct PackOptions {
@@ -179,7 +180,7 @@ const NO_LIMITS: Limits = Limits {
     max_ratio: u64::MAX,
 };
 
-/// What a node would make of `file`: [`unpack::check_file`], the same gate, limits and
+/// What a node would make of `file`: [`kinds::check_file`], the same gate, limits and
 /// plugin checks as `install`, in a scratch directory; nothing is kept. The one check
 /// `pack` and `push` run before publishing; messages call the file `shown` and say how to
 /// publish it anyway. `name` is `--name`; `repo_hint` names a plugin of bare files.
@@ -194,7 +195,7 @@ pub fn check_archive(
         flag: name.map(str::to_string),
         repo: repo_hint.map(str::to_string),
     };
-    unpack::check_file(file, limits, &hints).map_err(|e| {
+    kinds::check_file(file, limits, &hints).map_err(|e| {
         let why = format!("{e:#}").replace(&file.display().to_string(), "");
         let why = crate::progress::escape(why.trim_start_matches(": "));
         fail(

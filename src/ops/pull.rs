@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 
 use crate::error::{fail, Kind};
-use crate::node::unpack::{self, ExtractedPlugin, Limits};
+use crate::node::unpack::{ExtractedPlugin, Limits};
 use crate::oci::artifact::{self, PluginContent};
 use crate::oci::store::{self, ReadStore};
 use crate::tree::FileEntry;
@@ -247,7 +247,7 @@ pub async fn extract_blob(
     std::fs::create_dir(&stage)?;
     let blob = blob.to_path_buf();
     tokio::task::spawn_blocking(move || {
-        unpack::extract_plugin_file(&blob, &stage, &limits, name_hint.as_deref())
+        crate::node::kinds::extract_plugin_file(&blob, &stage, &limits, name_hint.as_deref())
     })
     .await?
 }
