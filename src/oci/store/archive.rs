@@ -405,17 +405,7 @@ impl ReadStore for ArchiveStore {
     }
 
     async fn referrers(&self, digest: &str, artifact_type: Option<&str>) -> Result<Index> {
-        let mut idx = super::fallback_referrers(self, digest)
-            .await?
-            .unwrap_or_else(Index::empty);
-        let entries = self.index_entries();
-        for d in super::scan_referrers(self, &entries, digest).await? {
-            if !idx.manifests.iter().any(|m| m.digest == d.digest) {
-                idx.manifests.push(d);
-            }
-        }
-        super::filter_artifact_type(&mut idx, artifact_type);
-        Ok(idx)
+        super::local_referrers(self, &self.index_entries(), digest, artifact_type).await
     }
 
     fn referrers_beyond_tags(&self) -> bool {

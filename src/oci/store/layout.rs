@@ -201,17 +201,8 @@ impl ReadStore for LayoutStore {
     }
 
     async fn referrers(&self, digest: &str, artifact_type: Option<&str>) -> Result<Index> {
-        let mut idx = super::fallback_referrers(self, digest)
-            .await?
-            .unwrap_or_else(Index::empty);
         let entries = self.read_index()?.manifests;
-        for d in super::scan_referrers(self, &entries, digest).await? {
-            if !idx.manifests.iter().any(|m| m.digest == d.digest) {
-                idx.manifests.push(d);
-            }
-        }
-        super::filter_artifact_type(&mut idx, artifact_type);
-        Ok(idx)
+        super::local_referrers(self, &entries, digest, artifact_type).await
     }
 
     fn referrers_beyond_tags(&self) -> bool {

@@ -217,6 +217,26 @@ pub async fn add_fallback_referrer(
     Ok(())
 }
 
+/// The referrers of `digest` in a layout or archive: its fallback index joined with
+/// [`scan_referrers`] over the index.json `entries`, filtered by artifact type.
+pub async fn local_referrers<S: ReadStore + ?Sized>(
+    st: &S,
+    entries: &[Descriptor],
+    digest: &str,
+    artifact_type: Option<&str>,
+) -> Result<Index> {
+    let mut idx = fallback_referrers(st, digest)
+        .await?
+        .unwrap_or_else(Index::empty);
+    for d in scan_referrers(st, entries, digest).await? {
+        if !idx.manifests.iter().any(|m| m.digest == d.digest) {
+            idx.manifests.push(d);
+        }
+    }
+    filter_artifact_type(&mut idx, artifact_type);
+    Ok(idx)
+}
+
 /// Referrers among index.json-style entries (layouts, archives): every untagged image
 /// manifest is read (bounded) and kept if its subject is `digest`.
 pub async fn scan_referrers<S: ReadStore + ?Sized>(
