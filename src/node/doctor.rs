@@ -244,7 +244,12 @@ fn find_installed(
 /// The first word of a command, which Kong runs with a limited PATH.
 fn check_command(server: &str, what: &str, cmd: &str, out: &mut Vec<Finding>) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    let exe = cmd.split_whitespace().next().unwrap_or_default();
+    let cmd_start = cmd.trim_start();
+    // kplug single-quotes a path with a space (Kong runs the command through /bin/sh).
+    let exe = match cmd_start.strip_prefix('\'') {
+        Some(rest) => rest.split('\'').next().unwrap_or_default(),
+        None => cmd_start.split_whitespace().next().unwrap_or_default(),
+    };
     let why = if !exe.starts_with('/') {
         format!(
             "is not an absolute path; Kong runs it with a limited PATH, so write /full/path/{exe}"
@@ -312,17 +317,19 @@ fn check_servers(
                     s.name
                 ),
             )),
+            // Kong registers every plugin a server lists.
             Ok(infos) => {
-                let first = &infos[0].name;
-                if !enabled.contains(first) {
-                    out.push(finding(first, Severity::Warning, format!(
-                        "pluginserver {} provides plugin {first}, which `plugins` does not enable", s.name
-                    )));
+                for p in infos.iter().map(|i| &i.name) {
+                    if !enabled.contains(p) {
+                        out.push(finding(p, Severity::Warning, format!(
+                            "pluginserver {} provides plugin {p}, which `plugins` does not enable", s.name
+                        )));
+                    }
+                    served.push((
+                        p.clone(),
+                        format!("{} ({}, socket {})", s.name, q, s.socket),
+                    ));
                 }
-                served.push((
-                    first.clone(),
-                    format!("{} ({}, socket {})", s.name, q, s.socket),
-                ));
             }
         }
     }

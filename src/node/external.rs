@@ -161,7 +161,7 @@ pub fn stage(
             format!("{MANIFEST}: not a valid plugin-server manifest ({e})"),
         )
     })?;
-    check_plugin_name(&m.name)?;
+    check_manifest(&m)?;
     if let Some(f) = hints.flag.as_deref().filter(|f| *f != m.name) {
         bail_kind!(
             Kind::Usage,
@@ -196,6 +196,39 @@ pub fn stage(
         dir,
         files,
     })
+}
+
+/// Bytes allowed in a query argument and a socket name: they go into kong.conf lines and
+/// `/bin/sh -c` command lines verbatim, so no whitespace, quotes, `#` or shell syntax.
+fn plain_word(s: &str, extra: &[u8]) -> bool {
+    !s.is_empty()
+        && s.len() <= 255
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b) || extra.contains(&b))
+}
+
+/// The manifest's name, query arguments and socket name, checked before any of them is
+/// run, printed or written to kong.conf.
+pub fn check_manifest(m: &ServerManifest) -> Result<()> {
+    check_plugin_name(&m.name)?;
+    let args = m.query_args.as_deref().unwrap_or_default();
+    if args.len() > 16 || args.iter().any(|a| !plain_word(a, b"=:,+/@%")) {
+        bail_kind!(
+            Kind::Unsafe,
+            "{MANIFEST}: queryArgs \"{}\": at most 16 arguments of letters, digits and ._-=:,+/@%",
+            escape(args.join(" ").as_bytes())
+        );
+    }
+    if let Some(s) = m.socket.as_deref() {
+        if !plain_word(s, b"") || s.starts_with('.') {
+            bail_kind!(
+                Kind::Unsafe,
+                "{MANIFEST}: socket \"{}\": a file name under Kong's prefix (letters, digits, ._-)",
+                escape(s.as_bytes())
+            );
+        }
+    }
+    Ok(())
 }
 
 fn sidecar(prefix: &Prefix, name: &str) -> PathBuf {
@@ -235,6 +268,19 @@ fn write_json<T: Serialize>(p: &Path, v: &T) -> Result<()> {
     Ok(())
 }
 
+/// A path as one `/bin/sh` word: Kong runs `exec <start_cmd>` and `io.popen(<query_cmd>)`
+/// through the shell, so a `--bin-dir` with a space must be quoted.
+fn sh_word(p: &Path) -> String {
+    let s = p.display().to_string();
+    match s
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"/._-+,:@".contains(&b))
+    {
+        true => s,
+        false => format!("'{}'", s.replace('\'', r"'\''")),
+    }
+}
+
 /// The commands Kong runs for this server: start, query, socket.
 fn commands(m: &ServerManifest, bin: &Path, layout: &ServerLayout) -> (String, String, String) {
     let socket = layout.kong_prefix.join(
@@ -242,15 +288,15 @@ fn commands(m: &ServerManifest, bin: &Path, layout: &ServerLayout) -> (String, S
             .clone()
             .unwrap_or_else(|| m.runtime.socket_name(&m.name)),
     );
-    let mut start = bin.display().to_string();
+    let mut start = sh_word(bin);
     if layout.kong_prefix != Path::new(DEFAULT_KONG_PREFIX) {
         start = format!(
             "{start} {} {}",
             m.runtime.prefix_flag(),
-            layout.kong_prefix.display()
+            sh_word(&layout.kong_prefix)
         );
     }
-    let query = format!("{} {}", bin.display(), m.query_args().join(" "));
+    let query = format!("{} {}", sh_word(bin), m.query_args().join(" "));
     (start, query, socket.display().to_string())
 }
 
@@ -271,32 +317,30 @@ pub fn install(
     let bin = layout.bin_dir.join(&name);
     let previous = state::read_receipt(prefix, &name)?;
     let old_server = read_server(prefix, &name)?;
-    if old_server.is_none() && fs::symlink_metadata(&bin).is_ok() {
-        bail_kind!(
-            Kind::Usage,
-            "{} exists and kplug did not install it; remove it or choose another --bin-dir",
-            bin.display()
-        );
-    }
     if previous.is_some() && old_server.is_none() {
         bail_kind!(
             Kind::Usage,
             "plugin {name} is installed as a Lua plugin; uninstall it first"
         );
     }
+    let tree = (staged.files.len() > 1).then(|| layout.lib_dir.join(&name));
+    refuse_foreign(&bin, tree.as_deref(), old_server.as_ref())?;
     if let Some(old) = &old_server {
         save_backup(prefix, &name, old, previous.as_ref())?;
     }
-    let tree = (staged.files.len() > 1).then(|| layout.lib_dir.join(&name));
     let files = place(staged, &bin, tree.as_deref())?;
     let (start_cmd, query_cmd, socket) = commands(m, &bin, layout);
     let infos = match query(&query_cmd, timeout).and_then(|i| expect_listed(i, &name, &query_cmd)) {
         Ok(i) => i,
         Err(e) => {
-            let _ = restore_or_remove(prefix, &name, &bin, tree.as_deref());
+            let old = old_server.as_ref();
+            let _ = restore_or_remove(prefix, &name, &bin, tree.as_deref(), old);
             return Err(e);
         }
     };
+    if let Some(old) = &old_server {
+        remove_moved(old, &bin, tree.as_deref());
+    }
     let server = ServerReceipt {
         runtime: m.runtime,
         bin,
@@ -407,14 +451,65 @@ fn save_backup_to(b: &Path, old: &ServerReceipt, receipt: Option<&Receipt>) -> R
     Ok(())
 }
 
-/// After a failed query: the backup back in place, or the new files removed.
-fn restore_or_remove(prefix: &Prefix, name: &str, bin: &Path, tree: Option<&Path>) -> Result<()> {
-    if backup_dir(prefix, name).join("server.json").is_file() {
-        return restore(prefix, name);
+/// Refuse to replace a `bin` or `tree` that kplug did not install for this server (a
+/// file of the operator's, or one left at a `--bin-dir`/`--lib-dir` other than the
+/// installed version's).
+fn refuse_foreign(bin: &Path, tree: Option<&Path>, old: Option<&ServerReceipt>) -> Result<()> {
+    if tree == Some(bin) {
+        bail_kind!(Kind::Usage, "--bin-dir and --lib-dir must differ");
     }
-    let _ = fs::remove_file(bin);
-    if let Some(t) = tree {
+    let ours_bin = old.is_some_and(|o| o.bin == bin);
+    let ours_tree = |t: &Path| old.is_some_and(|o| o.tree.as_deref() == Some(t));
+    let foreign = [
+        (Some(bin), ours_bin, "--bin-dir"),
+        (tree, tree.is_some_and(ours_tree), "--lib-dir"),
+    ];
+    for (p, ours, flag) in foreign {
+        if let Some(p) = p.filter(|p| !ours && fs::symlink_metadata(p).is_ok()) {
+            bail_kind!(
+                Kind::Usage,
+                "{} exists and kplug did not install it; remove it or choose another {flag}",
+                p.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// After an update that moved the server (another `--bin-dir`/`--lib-dir`, one file
+/// instead of a tree or back): the old version's files, if unchanged since installed.
+fn remove_moved(old: &ServerReceipt, bin: &Path, tree: Option<&Path>) {
+    let unchanged = verify(old).0.is_empty();
+    if old.bin != bin {
+        let into_tree = |t: &PathBuf| fs::read_link(&old.bin).is_ok_and(|l| l.starts_with(t));
+        if old.tree.as_ref().is_some_and(into_tree) || (old.tree.is_none() && unchanged) {
+            let _ = fs::remove_file(&old.bin);
+        }
+    }
+    if let Some(t) = old.tree.as_deref().filter(|t| Some(*t) != tree) {
+        if unchanged {
+            let _ = fs::remove_dir_all(t);
+        }
+    }
+}
+
+/// After a failed query: the new files removed where the old version does not live, and
+/// the backup back in place.
+fn restore_or_remove(
+    prefix: &Prefix,
+    name: &str,
+    bin: &Path,
+    tree: Option<&Path>,
+    old: Option<&ServerReceipt>,
+) -> Result<()> {
+    if old.is_none_or(|o| o.bin != bin) {
+        let _ = fs::remove_file(bin);
+    }
+    if let Some(t) = tree.filter(|t| old.is_none_or(|o| o.tree.as_deref() != Some(*t))) {
         let _ = fs::remove_dir_all(t);
+    }
+    if old.is_some() && backup_dir(prefix, name).join("server.json").is_file() {
+        return restore(prefix, name);
     }
     Ok(())
 }
@@ -707,14 +802,18 @@ pub fn validate_dump(bytes: &[u8]) -> Result<Vec<PluginInfo>> {
     Ok(out)
 }
 
-/// Kong registers only the first plugin a server lists: it must be `name`.
+/// Kong registers every plugin a server lists (`ask_info` in its plugin_servers); the one
+/// kplug enables is `name`, so it must be among them.
 pub fn expect_listed(infos: Vec<PluginInfo>, name: &str, cmd: &str) -> Result<Vec<PluginInfo>> {
-    if infos[0].name != name {
+    if !infos.iter().any(|i| i.name == name) {
         bail_kind!(
             Kind::Unsafe,
-            "query command `{cmd}` lists plugin {} first, not {name}; Kong registers only the \
-             first plugin of a server",
-            infos[0].name
+            "query command `{cmd}` lists plugins {}, not {name}; Kong would not find {name}",
+            infos
+                .iter()
+                .map(|i| i.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     }
     Ok(infos)
@@ -728,7 +827,7 @@ pub fn pack(
     out: &Path,
     limits: &crate::node::limits::Limits,
 ) -> Result<crate::node::plugin::Packed> {
-    check_plugin_name(&manifest.name)?;
+    check_manifest(manifest)?;
     let stage = tempfile::tempdir()?;
     let root = stage.path();
     let mut m = manifest.clone();
@@ -792,8 +891,14 @@ mod tests {
             let m = format!("{:#}", validate_dump(bad).unwrap_err());
             assert!(m.contains(needle), "{m}");
         }
-        let e = expect_listed(i, "other", "q").unwrap_err();
-        assert!(format!("{e}").contains("lists plugin py-hello first, not other"));
+        let e = expect_listed(i.clone(), "other", "q").unwrap_err();
+        assert!(
+            format!("{e}").contains("lists plugins py-hello, not other"),
+            "{e}"
+        );
+        // Kong registers every plugin a server lists, not only the first.
+        let two = br#"[{"Name":"a","Priority":1,"Version":"1","Schema":{},"Phases":[]},{"Name":"py-hello","Priority":1,"Version":"1","Schema":{},"Phases":[]}]"#;
+        assert!(expect_listed(validate_dump(two).unwrap(), "py-hello", "q").is_ok());
     }
 
     #[test]
