@@ -994,3 +994,122 @@ fn syntax_error_at_pack_push_and_doctor() {
     );
     assert!(m.contains(want), "{m}");
 }
+
+/// Review of the plugin-server path: files kplug did not install (in --lib-dir, at a
+/// new --bin-dir) are never replaced, a manifest cannot smuggle lines into kong.conf,
+/// a server listing several plugins is accepted (Kong registers them all) and doctor
+/// counts every one, and `install --env-file` of a server writes its KONG_* lines.
+#[test]
+fn server_edges() {
+    let t = tempfile::tempdir().unwrap();
+    let (lua, bin, lib) = (
+        t.path().join("lua"),
+        t.path().join("bin"),
+        t.path().join("lib"),
+    );
+    let src = t.path().join("src");
+    // Two files: installs as a tree under --lib-dir. It lists `other` before itself.
+    exec(&src.join("edge"), "#!/bin/sh\n[ \"$1\" = -dump ] || exit 2\necho '{\"Plugins\":[{\"Name\":\"other\",\"Priority\":1,\"Version\":\"1\",\"Schema\":{},\"Phases\":[]},{\"Name\":\"edge\",\"Priority\":1,\"Version\":\"1\",\"Schema\":{},\"Phases\":[\"access\"]}]}'\n");
+    write(&src.join("data.txt"), "x\n");
+    let pack = |version: &str, socket: Option<&str>| {
+        let m = ServerManifest {
+            name: "edge".into(),
+            version: Some(version.into()),
+            runtime: Runtime::Go,
+            entrypoint: "edge".into(),
+            query_args: None,
+            socket: socket.map(String::from),
+        };
+        external::pack(
+            &src,
+            &m,
+            &t.path().join(format!("edge-{version}.tar.gz")),
+            &Limits::DEFAULT,
+        )
+    };
+    let e = pack("0.1.0", Some("x.sock\nplugins = evil")).unwrap_err();
+    assert_eq!(kind_of(&e), Kind::Unsafe, "{e:#}");
+    assert!(
+        format!("{e:#}").contains(r#"socket "x.sock\nplugins = evil""#),
+        "{e:#}"
+    );
+    let kplug = |file: &Path, bin: &Path, extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_kplug"))
+            .env("HOME", t.path())
+            .env("NO_COLOR", "1")
+            .env_remove("KONG_PLUGINS")
+            .arg("install")
+            .arg(file)
+            .arg("--insecure-skip-verify")
+            .arg("--prefix")
+            .arg(&lua)
+            .arg("--bin-dir")
+            .arg(bin)
+            .arg("--lib-dir")
+            .arg(&lib)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let v1 = pack("0.1.0", None).unwrap().path;
+    // A directory of the operator's where the tree would go: refused, left as it was.
+    write(&lib.join("edge/keep.txt"), "mine\n");
+    let out = kplug(&v1, &bin, &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("kplug did not install it") && err.contains("--lib-dir"),
+        "{err}"
+    );
+    assert_eq!(
+        fs::read_to_string(lib.join("edge/keep.txt")).unwrap(),
+        "mine\n"
+    );
+    assert!(!bin.join("edge").exists());
+    fs::remove_dir_all(lib.join("edge")).unwrap();
+
+    let conf = t.path().join("kong.conf");
+    fs::write(&conf, "plugins = bundled,other\n").unwrap();
+    let env_file = t.path().join("kong.env");
+    let conf_arg = conf.to_str().unwrap();
+    let env_arg = env_file.to_str().unwrap();
+    let out = kplug(
+        &v1,
+        &bin,
+        &["--enable", "--kong-conf", conf_arg, "--env-file", env_arg],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let env = fs::read_to_string(&env_file).unwrap();
+    for line in [
+        "KONG_PLUGINS=bundled,edge\n",
+        "KONG_PLUGINSERVER_NAMES=edge\n",
+        &format!(
+            "KONG_PLUGINSERVER_EDGE_START_CMD={}\n",
+            bin.join("edge").display()
+        ),
+        &format!(
+            "KONG_PLUGINSERVER_EDGE_QUERY_CMD={} -dump\n",
+            bin.join("edge").display()
+        ),
+        "KONG_PLUGINSERVER_EDGE_SOCKET=/usr/local/kong/edge.socket\n",
+    ] {
+        assert!(env.contains(line), "{line} in {env}");
+    }
+    // Both plugins the server lists are served: `other` is not "enabled but not installed".
+    let c = KongConf::load(&conf).unwrap();
+    let f = doctor::check_with(&c, &no_env, &[], &Options::default());
+    assert!(!has(&f, "other", Severity::Error, ""), "{f:?}");
+
+    // An update to another --bin-dir where a file of the operator's is: refused, kept.
+    let bin2 = t.path().join("bin2");
+    exec(&bin2.join("edge"), "#!/bin/sh\necho mine\n");
+    let out = kplug(&pack("0.2.0", None).unwrap().path, &bin2, &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--bin-dir"), "{err}");
+    assert_eq!(
+        fs::read_to_string(bin2.join("edge")).unwrap(),
+        "#!/bin/sh\necho mine\n"
+    );
+}

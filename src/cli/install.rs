@@ -210,6 +210,22 @@ pub async fn run(g: &Global, out: &Printer, a: InstallArgs) -> anyhow::Result<()
 
 /// `--env-file`: what Kong needs to load what was just installed.
 fn env_file(file: &std::path::Path, r: &InstallReport) -> anyhow::Result<()> {
+    if let Some(s) = &r.server {
+        let name = &r.receipt.name;
+        let vars = crate::ops::node::server_env(name, &s.receipt);
+        let current = crate::ops::node::env("KONG_PLUGINS");
+        let plugins =
+            crate::ops::k8s::write_server_env_file(file, name, &vars, current.as_deref())?;
+        crate::progress::note(format!(
+            "wrote {}: KONG_PLUGINS={plugins} KONG_PLUGINSERVER_NAMES and the {} lines",
+            file.display(),
+            vars.iter()
+                .map(|(k, _)| k.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        return Ok(());
+    }
     let prefix =
         crate::ops::k8s::prefix_of(&r.path).expect("installs go to <prefix>/kong/plugins/<name>");
     let current = crate::ops::node::env("KONG_PLUGINS");

@@ -24,7 +24,9 @@ use base64::Engine as _;
 use serde_yaml_ng::{Mapping, Value};
 
 use crate::error::Kind;
-pub use envfile::{add_plugin, lua_package_path, prefix_of, write_env_file, KongEnv};
+pub use envfile::{
+    add_plugin, lua_package_path, prefix_of, write_env_file, write_server_env_file, KongEnv,
+};
 pub use image::{check_carriable, check_kpi_image, image_of, push_kpi};
 pub use source::{is_reference, load, Loaded, SourceOptions};
 

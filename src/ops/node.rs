@@ -131,6 +131,19 @@ pub fn enable(conf: &KongConf, name: &str) -> anyhow::Result<Enabled> {
     })
 }
 
+/// The `KONG_PLUGINSERVER_<NAME>_{SOCKET,START_CMD,QUERY_CMD}` values of server `name`.
+pub fn server_env(name: &str, s: &crate::node::external::ServerReceipt) -> Vec<(String, String)> {
+    let key = crate::node::external::conf_key(name);
+    [
+        ("socket", &s.socket),
+        ("start_cmd", &s.start_cmd),
+        ("query_cmd", &s.query_cmd),
+    ]
+    .into_iter()
+    .map(|(k, v)| (kongconf::env_name(&format!("{key}_{k}")), v.clone()))
+    .collect()
+}
+
 /// Add plugin server `name` to kong.conf: `pluginserver_names`, its socket, start and
 /// query commands, and `plugins`; without a kong.conf, the `KONG_*` lines Kong's
 /// environment needs.
@@ -141,7 +154,6 @@ pub fn enable_server(
 ) -> anyhow::Result<Enabled> {
     use crate::node::external;
     if !conf.exists() {
-        let key = external::conf_key(name);
         let mut names: Vec<String> = env("KONG_PLUGINSERVER_NAMES")
             .unwrap_or_default()
             .split(',')
@@ -159,16 +171,16 @@ pub fn enable_server(
                 true => v.to_string(),
                 false => format!("'{}'", v.replace('\'', r"'\''")),
             };
-            format!("export {}={v}", kongconf::env_name(k))
+            format!("export {k}={v}")
         };
-        let line = [
+        let mut lines = vec![
             kongconf::kong_plugins_env_line(env("KONG_PLUGINS").as_deref(), name),
-            export("pluginserver_names", &names.join(",")),
-            export(&format!("{key}_socket"), &s.socket),
-            export(&format!("{key}_start_cmd"), &s.start_cmd),
-            export(&format!("{key}_query_cmd"), &s.query_cmd),
-        ]
-        .join("\n");
+            export(&kongconf::env_name("pluginserver_names"), &names.join(",")),
+        ];
+        for (k, v) in server_env(name, s) {
+            lines.push(export(&k, &v));
+        }
+        let line = lines.join("\n");
         return Ok(Enabled::Environment { line });
     }
     let mut c = conf.clone();

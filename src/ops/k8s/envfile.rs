@@ -107,6 +107,48 @@ pub fn write_env_file(
     Ok(env)
 }
 
+/// Write (or merge into) `out` the env Kong needs to run plugin server `name`:
+/// `KONG_PLUGINS` and `KONG_PLUGINSERVER_NAMES` extended, and `vars` (its
+/// `KONG_PLUGINSERVER_<NAME>_*` lines) set. Returns `KONG_PLUGINS`.
+pub fn write_server_env_file(
+    out: &Path,
+    name: &str,
+    vars: &[(String, String)],
+    current_plugins: Option<&str>,
+) -> anyhow::Result<String> {
+    let existing = read_existing(out)?;
+    let get = |k: &str| {
+        existing
+            .iter()
+            .find_map(|l| l.strip_prefix(k)?.strip_prefix('=').map(str::to_string))
+    };
+    let plugins = add_plugin(
+        &get("KONG_PLUGINS").unwrap_or_else(|| current_plugins.unwrap_or("bundled").to_string()),
+        name,
+    );
+    let names = add_plugin(&get("KONG_PLUGINSERVER_NAMES").unwrap_or_default(), name);
+    let mut set = vec![
+        ("KONG_PLUGINS".to_string(), plugins.clone()),
+        ("KONG_PLUGINSERVER_NAMES".to_string(), names),
+    ];
+    set.extend(vars.iter().cloned());
+    let mut text = String::new();
+    for line in &existing {
+        if !set.iter().any(|(k, _)| line.starts_with(&format!("{k}="))) {
+            text.push_str(line);
+            text.push('\n');
+        }
+    }
+    for (k, v) in &set {
+        text.push_str(&format!("{k}={v}\n"));
+    }
+    crate::tree::write_atomic(out, text.as_bytes())
+        .with_context(|| format!("writing the env file {}", out.display()))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(out, std::fs::Permissions::from_mode(0o644))?;
+    Ok(plugins)
+}
+
 fn absolute(p: &Path) -> anyhow::Result<PathBuf> {
     std::path::absolute(p).with_context(|| format!("resolving {}", p.display()))
 }
