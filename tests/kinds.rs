@@ -1052,6 +1052,11 @@ fn server_edges() {
             .unwrap()
     };
     let v1 = pack("0.1.0", None).unwrap().path;
+    // `pull` unpacks Lua plugins only; it says what to use for a server.
+    let scratch = tempfile::tempdir().unwrap();
+    let e = kinds::extract_plugin_file(&v1, scratch.path(), &Limits::DEFAULT, None).unwrap_err();
+    assert_eq!(kind_of(&e), Kind::Usage, "{e:#}");
+    assert!(format!("{e}").contains("kplug install REF"), "{e}");
     // A directory of the operator's where the tree would go: refused, left as it was.
     write(&lib.join("edge/keep.txt"), "mine\n");
     let out = kplug(&v1, &bin, &[]);

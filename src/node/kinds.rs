@@ -82,7 +82,10 @@ pub fn extract_plugin_file(
     if let Some(s) = ex.server {
         bail_kind!(
             Kind::Usage,
-            "this artifact is the external plugin server {}, not a Lua plugin tree",
+            "this artifact is the external plugin server {0}, not a Lua plugin tree or rock, \
+             which is all `pull` unpacks: install it on the node with `kplug install REF \
+             [--bin-dir DIR] [--enable]` (it checks the server by running its query \
+             command), or fetch the artifact file as is with `oras pull REF`",
             s.manifest.name
         );
     }
