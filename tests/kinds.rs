@@ -1118,3 +1118,72 @@ fn server_edges() {
         "#!/bin/sh\necho mine\n"
     );
 }
+
+/// A rock holding two plugins through the CLI: without --name both are installed (two
+/// receipts, both enabled with --enable); with --name only that one.
+#[test]
+fn rock_with_two_plugins_through_the_cli() {
+    let t = tempfile::tempdir().unwrap();
+    let src = rocky_source(t.path());
+    let spec = src.join("kong-plugin-rocky-0.1.0-1.rockspec");
+    let text = fs::read_to_string(&spec).unwrap().replace(
+        "[\"resty.rocky-util\"]",
+        "[\"kong.plugins.pebble.handler\"] = \"pebble/handler.lua\",\n\
+         [\"kong.plugins.pebble.schema\"] = \"pebble/schema.lua\",\n[\"resty.rocky-util\"]",
+    );
+    fs::write(&spec, text).unwrap();
+    write(
+        &src.join("pebble/handler.lua"),
+        "return { PRIORITY = 11, VERSION = \"0.1.0\" }\n",
+    );
+    write(&src.join("pebble/schema.lua"), "return { name = \"pebble\", fields = { { config = { type = \"record\", fields = {} } } } }\n");
+    let rock = luarocks_pack(t.path(), &src);
+    let conf = t.path().join("kong.conf");
+    fs::write(&conf, "plugins = bundled\n").unwrap();
+    let install = |prefix: &Path, extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_kplug"))
+            .env("HOME", t.path())
+            .env("NO_COLOR", "1")
+            .env_remove("KONG_PLUGINS")
+            .arg("install")
+            .arg(&rock)
+            .arg("--insecure-skip-verify")
+            .arg("--prefix")
+            .arg(prefix)
+            .args(extra)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{err}");
+        err
+    };
+    let both = t.path().join("both");
+    install(&both, &["--enable", "--kong-conf", conf.to_str().unwrap()]);
+    for n in ["rocky", "pebble"] {
+        assert!(
+            both.join(format!("kong/plugins/{n}/handler.lua")).is_file(),
+            "{n}"
+        );
+        assert!(
+            state::read_receipt(&Prefix::new(&both), n)
+                .unwrap()
+                .is_some(),
+            "{n}"
+        );
+    }
+    let c = KongConf::load(&conf).unwrap();
+    let mut enabled = c.plugins(&no_env);
+    enabled.sort();
+    assert_eq!(enabled, ["bundled", "pebble", "rocky"]);
+    // Without a kong.conf, the last KONG_PLUGINS line enables both.
+    let err = install(&t.path().join("env"), &["--enable"]);
+    let last = err.lines().rfind(|l| l.contains("KONG_PLUGINS=")).unwrap();
+    assert!(last.contains("rocky") && last.contains("pebble"), "{err}");
+
+    let one = t.path().join("one");
+    install(&one, &["--name", "pebble"]);
+    assert!(one.join("kong/plugins/pebble/handler.lua").is_file());
+    assert!(!one.join("kong/plugins/rocky").exists());
+    let listed = kinds::list(&Prefix::new(&one)).unwrap();
+    assert_eq!(listed.len(), 1);
+}

@@ -193,29 +193,30 @@ fn finish(
     swapped: Swapped,
     checked: Checked,
 ) -> anyhow::Result<InstallReport> {
-    let enable = |name: &str| -> anyhow::Result<Option<Enabled>> {
-        if !r.enable {
-            return Ok(None);
-        }
-        Ok(Some(match &swapped.server {
-            Some(s) => super::node::enable_server(conf, name, &s.receipt)?,
-            None => super::node::enable(conf, name)?,
-        }))
-    };
     let (outcome, receipt) = swapped.first;
-    let enabled = enable(&receipt.name)?;
+    let names: Vec<&str> = std::iter::once(&receipt)
+        .chain(swapped.more.iter().map(|(_, r)| r))
+        .map(|r| r.name.as_str())
+        .collect();
+    // A rock's plugins in turn, each seeing what the one before enabled.
+    let mut enabled = match (&swapped.server, r.enable) {
+        (_, false) => vec![],
+        (Some(s), true) => vec![super::node::enable_server(conf, names[0], &s.receipt)?],
+        (None, true) => super::node::enable_each(conf, &names)?,
+    }
+    .into_iter();
+    let first_enabled = enabled.next();
     let also = swapped
         .more
         .into_iter()
-        .map(|(outcome, receipt)| {
-            Ok(AlsoInstalled {
-                outcome,
-                path: prefix.plugin_dir(&receipt.name),
-                enabled: enable(&receipt.name)?,
-                receipt,
-            })
+        .map(|(outcome, receipt)| AlsoInstalled {
+            outcome,
+            path: prefix.plugin_dir(&receipt.name),
+            enabled: enabled.next(),
+            receipt,
         })
-        .collect::<anyhow::Result<_>>()?;
+        .collect();
+    let enabled = first_enabled;
     Ok(InstallReport {
         reference,
         outcome,

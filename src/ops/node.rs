@@ -111,7 +111,29 @@ pub enum Enabled {
 /// Add `name` to kong.conf's `plugins`, or say which KONG_PLUGINS line to export; with
 /// KONG_PLUGINS set (it overrides kong.conf) also the exact line that enables it there.
 pub fn enable(conf: &KongConf, name: &str) -> anyhow::Result<Enabled> {
-    let current = env("KONG_PLUGINS");
+    enable_with(conf, name, env("KONG_PLUGINS"))
+}
+
+/// [`enable`] of several plugins (a rock's) in turn: each sees the kong.conf the one
+/// before saved, and each `KONG_PLUGINS` line includes the ones before.
+pub fn enable_each(conf: &KongConf, names: &[&str]) -> anyhow::Result<Vec<Enabled>> {
+    let mut c = conf.clone();
+    let mut current = env("KONG_PLUGINS");
+    let mut out = Vec::new();
+    for &name in names {
+        out.push(enable_with(&c, name, current.clone())?);
+        if let Some(p) = c.path().filter(|_| c.exists()).map(Path::to_path_buf) {
+            c = KongConf::load(&p)?;
+        }
+        if !c.exists() || current.is_some() {
+            let base = current.as_deref().unwrap_or("bundled");
+            current = Some(super::k8s::add_plugin(base, name));
+        }
+    }
+    Ok(out)
+}
+
+fn enable_with(conf: &KongConf, name: &str, current: Option<String>) -> anyhow::Result<Enabled> {
     if !conf.exists() {
         let line = kongconf::kong_plugins_env_line(current.as_deref(), name);
         return Ok(Enabled::Environment { line });
