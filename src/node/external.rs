@@ -227,6 +227,14 @@ pub fn check_manifest(m: &ServerManifest) -> Result<()> {
                 escape(s.as_bytes())
             );
         }
+        let own = m.runtime.socket_name(&m.name);
+        if m.runtime == Runtime::Go && s != own {
+            bail_kind!(
+                Kind::Usage,
+                "{MANIFEST}: socket {s}: a go-pdk server always listens on <kong prefix>/{own} \
+                 (go-pdk has no flag to change it); leave socket unset"
+            );
+        }
     }
     Ok(())
 }
@@ -295,6 +303,14 @@ fn commands(m: &ServerManifest, bin: &Path, layout: &ServerLayout) -> (String, S
             m.runtime.prefix_flag(),
             sh_word(&layout.kong_prefix)
         );
+    }
+    // kong-pdk (Python) listens on `<name>.sock` unless told; go-pdk has no such flag
+    // (check_manifest refuses another socket for it).
+    match m.socket.as_deref() {
+        Some(s) if m.runtime == Runtime::Python && s != m.runtime.socket_name(&m.name) => {
+            start = format!("{start} --socket-name {s}");
+        }
+        _ => {}
     }
     let query = format!("{} {}", sh_word(bin), m.query_args().join(" "));
     (start, query, socket.display().to_string())
@@ -909,6 +925,39 @@ mod tests {
         assert!(format!("{e}").contains("oops"), "{e}");
         let e = query("head -c 5000000 /dev/zero", Duration::from_secs(5)).unwrap_err();
         assert!(format!("{e}").contains("printed over"), "{e}");
+    }
+
+    #[test]
+    fn custom_sockets() {
+        let m = ServerManifest {
+            name: "py-hello".into(),
+            version: None,
+            runtime: Runtime::Python,
+            entrypoint: "py-hello".into(),
+            query_args: None,
+            socket: Some("custom.sock".into()),
+        };
+        let (start, _, socket) = commands(&m, Path::new("/b/py-hello"), &ServerLayout::default());
+        assert_eq!(start, "/b/py-hello --socket-name custom.sock");
+        assert_eq!(socket, "/usr/local/kong/custom.sock");
+        let go = ServerManifest {
+            runtime: Runtime::Go,
+            ..m
+        };
+        assert_eq!(kind_of_err(check_manifest(&go)), Kind::Usage);
+        let layout = ServerLayout {
+            bin_dir: "/my bin".into(),
+            ..ServerLayout::default()
+        };
+        let (start, query, _) = commands(&go, Path::new("/my bin/py-hello"), &layout);
+        assert_eq!(
+            (start.as_str(), query.as_str()),
+            ("'/my bin/py-hello'", "'/my bin/py-hello' -dump")
+        );
+    }
+
+    fn kind_of_err(r: Result<()>) -> Kind {
+        crate::error::kind_of(&r.unwrap_err())
     }
 
     #[test]
