@@ -1117,6 +1117,34 @@ fn server_edges() {
         fs::read_to_string(bin2.join("edge")).unwrap(),
         "#!/bin/sh\necho mine\n"
     );
+
+    // uninstall --disable: kplug's files and kong.conf lines go; a file the operator
+    // added to the server's tree stays.
+    write(&lib.join("edge/local.conf"), "mine\n");
+    let out = Command::new(env!("CARGO_BIN_EXE_kplug"))
+        .env("HOME", t.path())
+        .env_remove("KONG_PLUGINS")
+        .args(["uninstall", "edge", "--disable", "--prefix"])
+        .arg(&lua)
+        .arg("--kong-conf")
+        .arg(&conf)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        fs::read_to_string(lib.join("edge/local.conf")).unwrap(),
+        "mine\n"
+    );
+    assert!(!lib.join("edge/edge").exists() && !bin.join("edge").exists());
+    let text = fs::read_to_string(&conf).unwrap();
+    assert!(
+        !text.contains("pluginserver") && !text.contains("edge"),
+        "{text}"
+    );
 }
 
 /// A rock holding two plugins through the CLI: without --name both are installed (two

@@ -504,7 +504,7 @@ fn remove_moved(old: &ServerReceipt, bin: &Path, tree: Option<&Path>) {
     }
     if let Some(t) = old.tree.as_deref().filter(|t| Some(*t) != tree) {
         if unchanged {
-            let _ = fs::remove_dir_all(t);
+            let _ = state::remove_listed(t, &old.files);
         }
     }
 }
@@ -630,7 +630,7 @@ pub fn uninstall(prefix: &Prefix, name: &str) -> Result<Vec<String>> {
     match &s.tree {
         Some(t) => {
             if modified.is_empty() {
-                let _ = fs::remove_dir_all(t);
+                left = state::remove_listed(t, &s.files)?;
             } else {
                 left.push(t.display().to_string());
             }

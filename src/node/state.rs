@@ -663,6 +663,22 @@ fn restore_adopted(prefix: &Prefix, name: &str) -> Result<Option<Original>> {
     Ok(Some(Original::Restored(target)))
 }
 
+/// Remove the files of `files` under `dir` (never through a symbolic link), then the
+/// directories left empty; returns what is left (files kplug did not install).
+pub fn remove_listed(dir: &Path, files: &[FileEntry]) -> Result<Vec<String>> {
+    for f in files {
+        if let Some(p) = inside(dir, &f.path) {
+            remove_if_exists(&p)?;
+        }
+    }
+    let mut leftovers = Vec::new();
+    if fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir()) {
+        remove_empty_dirs(dir, &mut leftovers)?;
+    }
+    leftovers.sort();
+    Ok(leftovers)
+}
+
 /// Remove empty directories bottom-up under and including `dir`, collecting what is left.
 fn remove_empty_dirs(dir: &Path, leftovers: &mut Vec<String>) -> Result<()> {
     for ent in fs::read_dir(dir)? {
