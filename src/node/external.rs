@@ -211,6 +211,15 @@ fn plain_word(s: &str, extra: &[u8]) -> bool {
 /// run, printed or written to kong.conf.
 pub fn check_manifest(m: &ServerManifest) -> Result<()> {
     check_plugin_name(&m.name)?;
+    if let Some(v) = m.version.as_deref() {
+        if !crate::node::plugin::valid_version(v) {
+            bail_kind!(
+                Kind::Unsafe,
+                "{MANIFEST}: version \"{}\" is not a version (letters, digits, ._+-)",
+                escape(v.as_bytes())
+            );
+        }
+    }
     let args = m.query_args.as_deref().unwrap_or_default();
     if args.len() > 16 || args.iter().any(|a| !plain_word(a, b"=:,+/@%")) {
         bail_kind!(
@@ -945,6 +954,24 @@ mod tests {
             ..m
         };
         assert_eq!(kind_of_err(check_manifest(&go)), Kind::Usage);
+        for bad in [
+            ServerManifest {
+                version: Some("1.0\x1b[2J".into()),
+                ..go.clone()
+            },
+            ServerManifest {
+                query_args: Some(vec!["--dump;id".into()]),
+                ..go.clone()
+            },
+            ServerManifest {
+                socket: Some("../x.sock".into()),
+                ..go.clone()
+            },
+        ] {
+            let e = check_manifest(&bad).unwrap_err();
+            assert_eq!(crate::error::kind_of(&e), Kind::Unsafe, "{e}");
+            assert!(!format!("{e}").contains('\x1b'), "{e}");
+        }
         let layout = ServerLayout {
             bin_dir: "/my bin".into(),
             ..ServerLayout::default()
