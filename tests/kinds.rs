@@ -908,6 +908,28 @@ fn every_kind_through_the_verbs() {
         report.contains("served by plugin server py-hello"),
         "{report}"
     );
+    // The same digest asked into another --bin-dir is installed there (not "unchanged"),
+    // and the copy at the old place goes; then back.
+    let bin2 = t.join("bin2");
+    for (to, from) in [(&bin2, &bin), (&bin, &bin2)] {
+        run_ok(
+            env.home
+                .kplug()
+                .args(["install", "--enable"])
+                .arg(target("py-hello"))
+                .arg("--key")
+                .arg(&env.key.public)
+                .arg("--prefix")
+                .arg(&lua)
+                .arg("--kong-conf")
+                .arg(&conf)
+                .arg("--bin-dir")
+                .arg(to)
+                .arg("--lib-dir")
+                .arg(&lib),
+        );
+        assert!(to.join("py-hello").is_file() && !from.join("py-hello").exists());
+    }
     let listed = run_ok(
         env.home
             .kplug()

@@ -65,6 +65,20 @@ pub struct ServerOptions {
 }
 
 impl ServerOptions {
+    /// The `--bin-dir`/`--lib-dir` given are not where `s` is installed.
+    fn moves(&self, s: &ServerReceipt) -> bool {
+        let parent = |p: &std::path::Path| p.parent().map(std::path::Path::to_path_buf);
+        let bin = self
+            .bin_dir
+            .as_ref()
+            .is_some_and(|d| parent(&s.bin).as_ref() != Some(d));
+        let lib = match (&self.lib_dir, &s.tree) {
+            (Some(d), Some(t)) => parent(t).as_ref() != Some(d),
+            _ => false,
+        };
+        bin || lib
+    }
+
     /// The layout on this node; sockets go under Kong's `prefix` (kong.conf or KONG_PREFIX).
     fn layout(&self, conf: &crate::node::kongconf::KongConf) -> ServerLayout {
         let d = ServerLayout::default();
@@ -508,7 +522,7 @@ async fn fetch_verified(
         .clone()
         .or_else(|| artifact::name_hint(&loc.repo_name()));
     if let Some(name) = name {
-        if already_installed(prefix, &name, &digest, policy, r.strict_identity)? {
+        if already_installed(prefix, &name, &digest, policy, r)? {
             return Ok((pinned, digest, Fetched::AlreadyInstalled(name)));
         }
     }
@@ -589,8 +603,9 @@ fn already_installed(
     name: &str,
     digest: &str,
     policy: Option<&Policy>,
-    strict_identity: bool,
+    r: &InstallRequest,
 ) -> anyhow::Result<bool> {
+    let strict_identity = r.strict_identity;
     if !crate::node::plugin::valid_plugin_name(name) {
         return Ok(false);
     }
@@ -606,6 +621,8 @@ fn already_installed(
         }
     }
     let (modified, missing) = match external::read_server(prefix, name)? {
+        // Asked for another --bin-dir/--lib-dir than it is in: install it there.
+        Some(server) if r.server.moves(&server) => return Ok(false),
         Some(server) => external::verify(&server),
         None => state::verify_files(&prefix.plugin_dir(name), &rec.files),
     };
