@@ -1057,6 +1057,7 @@ fn server_edges() {
     );
     let kplug = |file: &Path, bin: &Path, extra: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_kplug"))
+            .current_dir(t.path())
             .env("HOME", t.path())
             .env("NO_COLOR", "1")
             .env_remove("KONG_PLUGINS")
@@ -1167,6 +1168,22 @@ fn server_edges() {
         !text.contains("pluginserver") && !text.contains("edge"),
         "{text}"
     );
+
+    // A relative --bin-dir: Kong gets absolute commands all the same.
+    fs::remove_dir_all(lib.join("edge")).unwrap();
+    let out = kplug(
+        &v1,
+        Path::new("rel"),
+        &["--enable", "--kong-conf", conf_arg],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let c = KongConf::load(&conf).unwrap();
+    let want = t.path().join("rel/edge").display().to_string();
+    assert_eq!(c.get("pluginserver_edge_start_cmd"), Some(want));
 }
 
 /// A rock holding two plugins through the CLI: without --name both are installed (two

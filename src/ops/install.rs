@@ -71,9 +71,9 @@ impl ServerOptions {
         let bin = self
             .bin_dir
             .as_ref()
-            .is_some_and(|d| parent(&s.bin).as_ref() != Some(d));
+            .is_some_and(|d| parent(&s.bin) != Some(absolute(d)));
         let lib = match (&self.lib_dir, &s.tree) {
-            (Some(d), Some(t)) => parent(t).as_ref() != Some(d),
+            (Some(d), Some(t)) => parent(t) != Some(absolute(d)),
             _ => false,
         };
         bin || lib
@@ -83,14 +83,19 @@ impl ServerOptions {
     fn layout(&self, conf: &crate::node::kongconf::KongConf) -> ServerLayout {
         let d = ServerLayout::default();
         ServerLayout {
-            bin_dir: self.bin_dir.clone().unwrap_or(d.bin_dir),
-            lib_dir: self.lib_dir.clone().unwrap_or(d.lib_dir),
+            // Kong runs the commands from its own directory: absolute paths only.
+            bin_dir: self.bin_dir.as_deref().map(absolute).unwrap_or(d.bin_dir),
+            lib_dir: self.lib_dir.as_deref().map(absolute).unwrap_or(d.lib_dir),
             kong_prefix: conf
                 .effective("prefix", &super::node::env)
                 .map(PathBuf::from)
                 .unwrap_or(d.kong_prefix),
         }
     }
+}
+
+fn absolute(p: &std::path::Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
 }
 
 /// An installed plugin server: where it is, how Kong runs it, what its query printed.
