@@ -313,13 +313,17 @@ fn commands(m: &ServerManifest, bin: &Path, layout: &ServerLayout) -> (String, S
             sh_word(&layout.kong_prefix)
         );
     }
-    // kong-pdk (Python) listens on `<name>.sock` unless told; go-pdk has no such flag
-    // (check_manifest refuses another socket for it).
-    match m.socket.as_deref() {
-        Some(s) if m.runtime == Runtime::Python && s != m.runtime.socket_name(&m.name) => {
-            start = format!("{start} --socket-name {s}");
+    // kong-pdk listens on `<name>.sock` unless told (Python `--socket-name`, JS
+    // `--sock-name`); go-pdk has no such flag (check_manifest refuses another socket).
+    if let Some(s) = m.socket.as_deref() {
+        let flag = match m.runtime {
+            Runtime::Python => "--socket-name",
+            Runtime::Js => "--sock-name",
+            Runtime::Go => "",
+        };
+        if !flag.is_empty() && s != m.runtime.socket_name(&m.name) {
+            start = format!("{start} {flag} {s}");
         }
-        _ => {}
     }
     let query = format!("{} {}", sh_word(bin), m.query_args().join(" "));
     (start, query, socket.display().to_string())
@@ -949,6 +953,12 @@ mod tests {
         let (start, _, socket) = commands(&m, Path::new("/b/py-hello"), &ServerLayout::default());
         assert_eq!(start, "/b/py-hello --socket-name custom.sock");
         assert_eq!(socket, "/usr/local/kong/custom.sock");
+        let js = ServerManifest {
+            runtime: Runtime::Js,
+            ..m.clone()
+        };
+        let (start, _, _) = commands(&js, Path::new("/b/py-hello"), &ServerLayout::default());
+        assert_eq!(start, "/b/py-hello --sock-name custom.sock");
         let go = ServerManifest {
             runtime: Runtime::Go,
             ..m
