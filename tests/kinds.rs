@@ -1184,6 +1184,22 @@ fn server_edges() {
     let c = KongConf::load(&conf).unwrap();
     let want = t.path().join("rel/edge").display().to_string();
     assert_eq!(c.get("pluginserver_edge_start_cmd"), Some(want));
+
+    // A --bin-dir with a space: quoted for /bin/sh (Kong runs both commands through it);
+    // the query runs and doctor reads the quoted path. The old place is cleared.
+    let spaced = t.path().join("my bin");
+    let out = kplug(&v1, &spaced, &["--enable", "--kong-conf", conf_arg]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!t.path().join("rel/edge").exists());
+    let c = KongConf::load(&conf).unwrap();
+    let q = format!("'{}' -dump", spaced.join("edge").display());
+    assert_eq!(c.get("pluginserver_edge_query_cmd"), Some(q));
+    let f = doctor::check_with(&c, &no_env, &[], &Options::default());
+    assert!(!has(&f, "edge", Severity::Error, ""), "{f:?}");
 }
 
 /// A rock holding two plugins through the CLI: without --name both are installed (two
