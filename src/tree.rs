@@ -155,3 +155,51 @@ pub fn write_atomic_mode(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result
     f.file().write_all(bytes)?;
     f.commit()
 }
+
+/// Swap two paths atomically (`renameat2(RENAME_EXCHANGE)`): both must exist, and after
+/// it each name holds what the other held. Where the file system cannot (`EINVAL`,
+/// `ENOSYS`), two renames through a `.old` name beside `b`.
+pub fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| CString::new(p.as_os_str().as_bytes()).map_err(std::io::Error::other);
+    let (ca, cb) = (c(a)?, c(b)?);
+    // SAFETY: two NUL-terminated paths that outlive the call.
+    let r = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            ca.as_ptr(),
+            libc::AT_FDCWD,
+            cb.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    let e = std::io::Error::last_os_error();
+    if !matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOSYS)) {
+        return Err(e);
+    }
+    let mut old = b.as_os_str().to_owned();
+    old.push(".old");
+    std::fs::rename(b, &old)?;
+    std::fs::rename(a, b)?;
+    std::fs::rename(&old, a)
+}
+
+#[cfg(test)]
+mod exchange_tests {
+    #[test]
+    fn exchange_swaps_two_trees() {
+        let t = tempfile::tempdir().unwrap();
+        let (a, b) = (t.path().join("a"), t.path().join("b"));
+        std::fs::create_dir(&a).unwrap();
+        std::fs::create_dir(&b).unwrap();
+        std::fs::write(a.join("new"), "").unwrap();
+        std::fs::write(b.join("old"), "").unwrap();
+        super::exchange(&a, &b).unwrap();
+        assert!(b.join("new").is_file() && a.join("old").is_file());
+        assert!(super::exchange(&t.path().join("missing"), &b).is_err());
+    }
+}

@@ -426,12 +426,14 @@ fn place(staged: &StagedServer, bin: &Path, tree: Option<&Path>) -> Result<Vec<F
         .or_else(|_| copy_dir(&staged.dir, &incoming))
         .with_context(|| format!("moving the server into {}", lib.display()))?;
     let _ = fs::remove_file(incoming.join(MANIFEST));
-    let old = lib.join(format!(".{}.old", staged.manifest.name));
     if tree.exists() {
-        fs::rename(tree, &old)?;
+        // One atomic exchange: a crash leaves the old tree or the new one, never neither.
+        crate::tree::exchange(&incoming, tree)
+            .with_context(|| format!("replacing {}", tree.display()))?;
+    } else {
+        fs::rename(&incoming, tree)?;
     }
-    fs::rename(&incoming, tree)?;
-    let _ = fs::remove_dir_all(&old);
+    let _ = fs::remove_dir_all(&incoming);
     let link = bin_dir.join(format!(".{}.kplug-link", staged.manifest.name));
     let _ = fs::remove_file(&link);
     std::os::unix::fs::symlink(tree.join(&staged.manifest.entrypoint), &link)?;
