@@ -15,7 +15,9 @@
 //!    either complete from the cache or fail, leaving the prefix as it was;
 //! 6. `--no-fallback` with the cache dead: every install fails, nothing installed.
 //!
-//! `FLEET_N="50 200"` (default) sets the sizes; `FLEET_LOGS=DIR` keeps the registries' logs.
+//! `FLEET_N="50 200"` (default) sets the sizes; `FLEET_ROUNDS=3` (default) how many times
+//! straight and warmed batches are then alternated for the side-by-side medians (0: none);
+//! `FLEET_LOGS=DIR` keeps the registries' logs.
 //! Figures only; nothing asserts a timing.
 //! The bench does check and print the outcomes the issue asks for (installed, prefixes
 //! left clean), so a regression shows in the table.
@@ -23,8 +25,9 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -48,6 +51,7 @@ struct Fleet {
 struct Node {
     ok: bool,
     time: Duration,
+    cpu: Duration,
     /// The plugin directory exists.
     installed: bool,
     /// `--json`'s `source`: `mirror …` or `primary …`.
@@ -81,8 +85,7 @@ impl Fleet {
             .arg(prefix)
             .arg("--kong-conf")
             .arg(prefix.join("kong.conf"))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+            .stdout(Stdio::piped());
         c
     }
 
@@ -105,14 +108,19 @@ impl Fleet {
                 p
             })
             .collect();
-        let (tx, rx) = mpsc::channel::<(usize, Duration, Output)>();
+        let (tx, rx) = mpsc::channel::<(usize, Reaped)>();
         let t0 = Instant::now();
         for (i, p) in prefixes.iter().enumerate() {
-            let child = self.install(conf, p, extra).spawn().unwrap();
+            // stderr to a file beside the prefix, stdout (the --json) read by the reaper
+            let err = root.path().join(format!("node{i}.err"));
+            let child = self
+                .install(conf, p, extra)
+                .stderr(std::fs::File::create(&err).unwrap())
+                .spawn()
+                .unwrap();
             let (tx, start) = (tx.clone(), Instant::now());
             std::thread::spawn(move || {
-                let out = child.wait_with_output().unwrap();
-                let _ = tx.send((i, start.elapsed(), out));
+                let _ = tx.send((i, reap(child, start, &err)));
             });
         }
         drop(tx);
@@ -120,9 +128,9 @@ impl Fleet {
         if kill_after == 0 {
             (kill.take().unwrap())();
         }
-        let mut done: Vec<Option<(Duration, Output)>> = (0..n).map(|_| None).collect();
-        for (k, (i, time, out)) in rx.iter().enumerate() {
-            done[i] = Some((time, out));
+        let mut done: Vec<Option<Reaped>> = (0..n).map(|_| None).collect();
+        for (k, (i, r)) in rx.iter().enumerate() {
+            done[i] = Some(r);
             if k + 1 == kill_after {
                 (kill.take().unwrap())();
             }
@@ -132,28 +140,62 @@ impl Fleet {
             .into_iter()
             .zip(&prefixes)
             .map(|(d, p)| {
-                let (time, out) = d.expect("every install reaped");
-                let json: serde_json::Value =
-                    serde_json::from_slice(&out.stdout).unwrap_or_default();
+                let r = d.expect("every install reaped");
+                let json: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap_or_default();
                 let (leftovers, conf_kept) = leftovers(p);
                 let clean = conf_kept
                     && leftovers
                         .iter()
                         .all(|l| l.ends_with('/') && !l.starts_with("kong/plugins/hello/"));
                 Node {
-                    ok: out.status.success(),
-                    time,
+                    ok: r.ok,
+                    time: r.time,
+                    cpu: r.cpu,
                     installed: p.join("kong/plugins/hello/handler.lua").is_file(),
                     from_mirror: json["source"]
                         .as_str()
                         .is_some_and(|s| s.starts_with("mirror")),
                     clean,
                     leftovers,
-                    stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+                    stderr: r.stderr,
                 }
             })
             .collect();
         Batch { wall, nodes }
+    }
+}
+
+/// One finished install process.
+struct Reaped {
+    ok: bool,
+    time: Duration,
+    /// user + system time of the process.
+    cpu: Duration,
+    stdout: Vec<u8>,
+    stderr: String,
+}
+
+/// Reads the child's stdout to its end, then reaps it with `wait4` for its CPU time.
+fn reap(mut child: Child, start: Instant, err: &Path) -> Reaped {
+    let mut stdout = Vec::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_end(&mut stdout)
+        .unwrap();
+    let (mut status, mut ru) = (0, unsafe { std::mem::zeroed::<libc::rusage>() });
+    // SAFETY: our own child, not reaped elsewhere (std's Child does not wait on drop).
+    let pid = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut ru) };
+    assert!(pid > 0, "wait4: {}", std::io::Error::last_os_error());
+    let time = start.elapsed();
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    Reaped {
+        ok: libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        time,
+        cpu: tv(ru.ru_utime) + tv(ru.ru_stime),
+        stdout,
+        stderr: std::fs::read_to_string(err).unwrap_or_default(),
     }
 }
 
@@ -276,11 +318,13 @@ fn row(label: &str, b: &Batch, up: Option<Upstream>) {
         ),
         None => "· | · | · | · | ·".into(),
     };
+    let cpu: Vec<Duration> = b.nodes.iter().map(|x| x.cpu).collect();
     println!(
-        "| {label} | {n} | {:.2} | {:.0} | {:.0} | {up} | {} | {} | {} | {} |",
+        "| {label} | {n} | {:.2} | {:.0} | {:.0} | {:.0} | {up} | {} | {} | {} | {} |",
         b.wall.as_secs_f64(),
         pct(&times, 0.5),
         pct(&times, 0.99),
+        pct(&cpu, 0.5),
         count(|x| x.ok),
         count(|x| x.installed),
         count(|x| x.ok && x.from_mirror),
@@ -311,7 +355,34 @@ fn row(label: &str, b: &Batch, up: Option<Upstream>) {
     }
 }
 
-fn fleet(f: &Fleet, up: &mut Registry, n: usize) {
+/// Straight and warmed batches alternated `rounds` times (machine load hits both alike):
+/// medians of wall time and p50, and the ratio.
+fn side_by_side(f: &Fleet, conf: &Path, n: usize, rounds: usize) -> String {
+    let (mut straight, mut warmed) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        for (conf, out) in [(None, &mut straight), (Some(conf), &mut warmed)] {
+            let b = f.batch(n, conf, &[], usize::MAX, || {});
+            assert!(b.nodes.iter().all(|x| x.ok), "an install failed");
+            let times: Vec<Duration> = b.nodes.iter().map(|x| x.time).collect();
+            out.push((b.wall, Duration::from_secs_f64(pct(&times, 0.5) / 1000.0)));
+        }
+    }
+    let med = |v: &[(Duration, Duration)], wall: bool| {
+        let d: Vec<Duration> = v.iter().map(|x| if wall { x.0 } else { x.1 }).collect();
+        pct(&d, 0.5)
+    };
+    let (sw, ww) = (med(&straight, true), med(&warmed, true));
+    let (sp, wp) = (med(&straight, false), med(&warmed, false));
+    format!(
+        "| {n} | {rounds} | {:.2} | {:.2} | {:.2} | {sp:.0} | {wp:.0} | {:.2} |",
+        sw / 1000.0,
+        ww / 1000.0,
+        sw / ww,
+        sp / wp
+    )
+}
+
+fn fleet(f: &Fleet, up: &mut Registry, n: usize, rounds: usize) -> Option<String> {
     let none = || {};
     let mark = upstream_mark(f, up);
     let b = f.batch(n, None, &[], usize::MAX, none);
@@ -342,6 +413,7 @@ fn fleet(f: &Fleet, up: &mut Registry, n: usize) {
     let mark = upstream_mark(f, up);
     let b = f.batch(n, Some(&c), &[], usize::MAX, none);
     row("cache, warmed", &b, Some(upstream_since(f, up, mark)));
+    let ab = (rounds > 0).then(|| side_by_side(f, &c, n, rounds));
 
     let quarter = (n / 4).max(1);
     let mark = upstream_mark(f, up);
@@ -364,6 +436,7 @@ fn fleet(f: &Fleet, up: &mut Registry, n: usize) {
     );
     keep_log(&cache, &format!("cache-warmed-{n}"));
     keep_log(up, &format!("upstream-{n}"));
+    ab
 }
 
 fn main() {
@@ -415,14 +488,25 @@ fn main() {
         if token { "token-auth" } else { "anonymous" },
         RTT.as_millis()
     );
-    println!("| run | N | wall s | p50 ms | p99 ms | upstream requests | of which by kplug | upstream manifest GETs | upstream blob GETs | upstream KiB | completed | installed | served by cache | failed, nothing installed |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for &n in &sizes {
-        fleet(&f, &mut up, n);
-    }
+    println!("| run | N | wall s | p50 ms | p99 ms | CPU ms p50 | upstream requests | of which by kplug | upstream manifest GETs | upstream blob GETs | upstream KiB | completed | installed | served by cache | failed, nothing installed |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let rounds: usize = std::env::var("FLEET_ROUNDS").map_or(3, |r| r.parse().unwrap());
+    let ab: Vec<String> = sizes
+        .iter()
+        .filter_map(|&n| fleet(&f, &mut up, n, rounds))
+        .collect();
     println!(
         "\nupstream: every request the upstream registry served (kplug straight, or the cache \
-         on kplug's behalf); KiB: what it sent over the latency link, headers included. p50/p99 over the installs that completed (all, if none did). \
+         on kplug's behalf); KiB: what it sent over the latency link, headers included. p50/p99 over the installs that completed (all, if none did); CPU: user + system time of one install process. \
          served by cache: the installs whose artifact `--json` reports from the mirror."
     );
+    if !ab.is_empty() {
+        println!("\n## Side by side: straight from upstream vs warmed cache, batches alternated\n");
+        println!("| N | rounds | straight wall s | warmed wall s | wall straight/warmed | straight p50 ms | warmed p50 ms | p50 straight/warmed |");
+        println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+        for l in ab {
+            println!("{l}");
+        }
+        println!("\nmedians over the rounds; ratio > 1: the warmed cache is faster.");
+    }
 }

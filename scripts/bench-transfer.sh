@@ -6,6 +6,7 @@
 #   BENCH_SIZES="16 64" BENCH_RUNS=5 scripts/bench-transfer.sh
 #   BENCH_SKIP_KPLUG=1 scripts/bench-transfer.sh   # curl only
 #   KPLUG=/path/to/kplug scripts/bench-transfer.sh # no cargo build
+#   TMPDIR=/dev/shm scripts/bench-transfer.sh      # everything in RAM: no disk in the figures
 #
 # Wall time and peak RSS come from GNU time (/usr/bin/time -f '%e %M'). Each round
 # runs kplug and curl side by side (same blob, one after the other); the summary gives
@@ -13,6 +14,9 @@
 # The data file is written just before, so reads come from the page cache for
 # both tools. curl is given the digest: its time excludes hashing (the
 # sha256sum row shows that cost); kplug's push includes it.
+# kplug pull fsyncs the file before renaming it into place (an atomic, durable write);
+# curl leaves it in the page cache. The "curl+sync" row is curl followed by
+# `sync FILE` (an fsync of that file): the like-for-like pull on a disk.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -108,7 +112,7 @@ round() { # MIB FILE DIGEST N
   local mib=$1 file=$2 digest=$3 n=$4
   if [[ -z ${BENCH_SKIP_KPLUG:-} ]]; then
     local ref=$host/bench/k$n:m$mib
-    measure kplug push "$mib" "$KPLUG" push "$file" "$ref"
+    measure kplug push "$mib" "$KPLUG" push --force "$file" "$ref"
     measure kplug pull "$mib" "$KPLUG" pull "$ref" -o "$work/kplug-out-$mib"
     cmp "$file" "$work/kplug-out-$mib"
     rm -f "$work/kplug-out-$mib"
@@ -128,6 +132,9 @@ round() { # MIB FILE DIGEST N
     "http://$host/v2/bench/c$n/blobs/$digest"
   cmp "$file" "$work/curl-out-$mib"
   rm -f "$work/curl-out-$mib"
+  measure curl+sync pull "$mib" sh -c 'curl -sSf --noproxy "*" -o "$1" "$2" && sync "$1"' sh \
+    "$work/curl-out-$mib" "http://$host/v2/bench/c$n/blobs/$digest"
+  rm -f "$work/curl-out-$mib"
 }
 
 for mib in "${sizes[@]}"; do
@@ -139,6 +146,9 @@ for mib in "${sizes[@]}"; do
     digest=sha256:$(cut -d' ' -f1 "$work/out")
     round "$mib" "$file" "$digest" "$n"
     rm -f "$file"
+    # this round's blob is unique: drop the registry's copy (disk or RAM stays bounded)
+    hex=${digest#sha256:}
+    rm -rf "$work/storage/docker/registry/v2/blobs/sha256/${hex:0:2}/$hex"
   done
 done
 
@@ -162,6 +172,10 @@ printf '%s\n' "${rows[@]}" | awk '
     }
     for (i = 1; i <= m; i++) {
       k = order[i]; split(k, f, " ")
-      if (f[1] == "kplug") { c = "curl " f[2] " " f[3]; if (c in sec) printf "kplug/curl %s %d MiB: %.2fx\n", f[2], f[3], sec[c] / sec[k] }
+      if (f[1] != "kplug") continue
+      for (t = 1; t <= 2; t++) {
+        tool = (t == 1) ? "curl" : "curl+sync"; c = tool " " f[2] " " f[3]
+        if (c in sec) printf "kplug/%s %s %d MiB: %.2fx\n", tool, f[2], f[3], sec[c] / sec[k]
+      }
     }
   }'
