@@ -165,6 +165,30 @@ impl Fleet {
     }
 }
 
+impl Fleet {
+    /// `kplug mirror CACHE/kong/hello:1 --to oci:DIR`: success and wall time.
+    fn warm_by_mirror(&self, cache: &str) -> (bool, Duration) {
+        let dir = tempfile::tempdir_in(self.work.path()).unwrap();
+        let t0 = Instant::now();
+        let out = self
+            .home
+            .kplug()
+            .arg("mirror")
+            .arg(format!("{cache}/kong/hello:1"))
+            .arg("--to")
+            .arg(format!("oci:{}", dir.path().join("layout").display()))
+            .output()
+            .unwrap();
+        if !out.status.success() {
+            eprintln!(
+                "kplug mirror failed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        (out.status.success(), t0.elapsed())
+    }
+}
+
 /// One finished install process.
 struct Reaped {
     ok: bool,
@@ -414,6 +438,32 @@ fn fleet(f: &Fleet, up: &mut Registry, n: usize, rounds: usize) -> Option<String
     let b = f.batch(n, Some(&c), &[], usize::MAX, none);
     row("cache, warmed", &b, Some(upstream_since(f, up, mark)));
     let ab = (rounds > 0).then(|| side_by_side(f, &c, n, rounds));
+
+    // The other warm-up docs/fleet.md gives: `kplug mirror` reading the release (artifact
+    // and signature) through another fresh cache into a scratch OCI layout.
+    let other = cache_of(up, &f.upstream_addr);
+    let mark = upstream_mark(f, up);
+    let (ok, wall) = f.warm_by_mirror(&other.host());
+    let u = upstream_since(f, up, mark);
+    println!(
+        "| warm-up: `kplug mirror CACHE/kong/hello:1 --to oci:DIR` | · | {:.2} | · | · | · | {} | {} | {} | {} | {:.1} | {} | · | · | · |",
+        wall.as_secs_f64(),
+        u.requests,
+        u.by_kplug,
+        u.manifest_gets,
+        u.blob_gets,
+        u.bytes as f64 / 1024.0,
+        if ok { "ok" } else { "FAILED" }
+    );
+    let c2 = conf(f.work.path(), &f.upstream_addr, &other.host());
+    let mark = upstream_mark(f, up);
+    let b = f.batch(n, Some(&c2), &[], usize::MAX, none);
+    row(
+        "cache warmed by mirror",
+        &b,
+        Some(upstream_since(f, up, mark)),
+    );
+    drop(other);
 
     let quarter = (n / 4).max(1);
     let mark = upstream_mark(f, up);
