@@ -288,14 +288,7 @@ fn write_json<T: Serialize>(p: &Path, v: &T) -> Result<()> {
 /// A path as one `/bin/sh` word: Kong runs `exec <start_cmd>` and `io.popen(<query_cmd>)`
 /// through the shell, so a `--bin-dir` with a space must be quoted.
 fn sh_word(p: &Path) -> String {
-    let s = p.display().to_string();
-    match s
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"/._-+,:@".contains(&b))
-    {
-        true => s,
-        false => format!("'{}'", s.replace('\'', r"'\''")),
-    }
+    crate::node::kongconf::sh_word(&p.display().to_string())
 }
 
 /// The commands Kong runs for this server: start, query, socket.

@@ -432,13 +432,19 @@ pub fn kong_plugins_env_line(current: Option<&str>, name: &str) -> String {
     if !list.iter().any(|p| p == name) {
         list.push(name.to_string());
     }
-    let v = list.join(",");
-    if v.bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"_,.-".contains(&b))
+    format!("export KONG_PLUGINS={}", sh_word(&list.join(",")))
+}
+
+/// `s` as one `/bin/sh` word: as it is when every byte is safe unquoted, else in single
+/// quotes. Kong runs start and query commands through the shell, and export lines are
+/// pasted into one.
+pub fn sh_word(s: &str) -> String {
+    match s
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"/._-+,:@".contains(&b))
     {
-        format!("export KONG_PLUGINS={v}")
-    } else {
-        format!("export KONG_PLUGINS='{}'", v.replace('\'', r"'\''"))
+        true => s.to_string(),
+        false => format!("'{}'", s.replace('\'', r"'\''")),
     }
 }
 

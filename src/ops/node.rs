@@ -185,16 +185,7 @@ pub fn enable_server(
         if !names.iter().any(|n| n == name) {
             names.push(name.to_string());
         }
-        let export = |k: &str, v: &str| {
-            let v = match v
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"_,.-/".contains(&b))
-            {
-                true => v.to_string(),
-                false => format!("'{}'", v.replace('\'', r"'\''")),
-            };
-            format!("export {k}={v}")
-        };
+        let export = |k: &str, v: &str| format!("export {k}={}", kongconf::sh_word(v));
         let mut lines = vec![
             kongconf::kong_plugins_env_line(env("KONG_PLUGINS").as_deref(), name),
             export(&kongconf::env_name("pluginserver_names"), &names.join(",")),
