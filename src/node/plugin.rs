@@ -186,14 +186,9 @@ fn read_text(p: &Path) -> Option<String> {
 }
 
 fn rockspecs(base: &Path) -> Vec<String> {
-    let mut out: Vec<String> = fs::read_dir(base)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "rockspec"))
-        .filter_map(|p| read_text(&p))
+    let mut out: Vec<String> = rockspec::paths(base)
+        .iter()
+        .filter_map(|p| read_text(p))
         .collect();
     out.sort();
     out

@@ -153,8 +153,8 @@ impl Rockspec {
     }
 }
 
-/// The rockspecs directly in `dir`, parsed, sorted by path; unreadable ones are skipped.
-pub fn find(dir: &Path) -> Vec<Rockspec> {
+/// The `*.rockspec` files directly in `dir`, sorted.
+pub fn paths(dir: &Path) -> Vec<PathBuf> {
     let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
         .into_iter()
         .flatten()
@@ -165,6 +165,11 @@ pub fn find(dir: &Path) -> Vec<Rockspec> {
         .collect();
     paths.sort();
     paths
+}
+
+/// The rockspecs directly in `dir`, parsed, sorted by path; unreadable ones are skipped.
+pub fn find(dir: &Path) -> Vec<Rockspec> {
+    paths(dir)
         .iter()
         .filter_map(|p| Rockspec::load(p).ok())
         .collect()
