@@ -127,6 +127,29 @@ impl MirrorStore {
     }
 
     /// The first answer of `op` over `order`, falling back on the errors that allow it.
+    /// Whether any source in `digest`'s order has it (`probe` asks one source): "no"
+    /// falls through to the next source like a 404 does.
+    async fn exists<'a, F, Fut>(&'a self, digest: &str, what: &str, probe: F) -> Result<bool>
+    where
+        F: Fn(&'a RemoteStore) -> Fut,
+        Fut: std::future::Future<Output = Result<bool>>,
+    {
+        let found = |i: usize| {
+            let asked = probe(&self.sources[i].store);
+            async move {
+                match asked.await? {
+                    true => Ok(()),
+                    false => Err(StoreError::NotFound(String::new())),
+                }
+            }
+        };
+        match self.first(self.order(digest), what, found).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     async fn first<T, F, Fut>(&self, order: Vec<usize>, what: &str, op: F) -> Result<(usize, T)>
     where
         F: Fn(usize) -> Fut,
@@ -199,38 +222,14 @@ impl ReadStore for MirrorStore {
 
     async fn manifest_exists(&self, digest: &str) -> Result<bool> {
         let what = format!("manifest {digest} of {}", self.name);
-        let found = |i: usize| {
-            let s = &self.sources[i].store;
-            async move {
-                match s.manifest_exists(digest).await? {
-                    true => Ok(()),
-                    false => Err(StoreError::NotFound(String::new())),
-                }
-            }
-        };
-        match self.first(self.order(digest), &what, found).await {
-            Ok(_) => Ok(true),
-            Err(e) if e.is_not_found() => Ok(false),
-            Err(e) => Err(e),
-        }
+        self.exists(digest, &what, |st| st.manifest_exists(digest))
+            .await
     }
 
     async fn blob_exists(&self, digest: &str) -> Result<bool> {
         let what = format!("blob {digest} of {}", self.name);
-        let found = |i: usize| {
-            let s = &self.sources[i].store;
-            async move {
-                match s.blob_exists(digest).await? {
-                    true => Ok(()),
-                    false => Err(StoreError::NotFound(String::new())),
-                }
-            }
-        };
-        match self.first(self.order(digest), &what, found).await {
-            Ok(_) => Ok(true),
-            Err(e) if e.is_not_found() => Ok(false),
-            Err(e) => Err(e),
-        }
+        self.exists(digest, &what, |st| st.blob_exists(digest))
+            .await
     }
 
     /// A source that fails before the first byte reached `sink` is fallen back from;
