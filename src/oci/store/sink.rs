@@ -19,24 +19,31 @@ const QUEUE: usize = 2;
 pub struct FileSink {
     buf: Vec<u8>,
     tx: PollSender<Vec<u8>>,
+    /// Written buffers coming back for reuse: fresh 2 MiB allocations would be faulted
+    /// in page by page (tens of thousands of page faults a GiB).
+    spare: std::sync::mpsc::Receiver<Vec<u8>>,
     writer: Option<std::thread::JoinHandle<std::io::Result<()>>>,
 }
 
 impl FileSink {
     pub fn new(mut file: std::fs::File) -> FileSink {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(QUEUE);
+        let (back, spare) = std::sync::mpsc::channel();
         let writer = std::thread::spawn(move || {
             let mut offset = 0;
-            while let Some(b) = rx.blocking_recv() {
+            while let Some(mut b) = rx.blocking_recv() {
                 file.write_all(&b)?;
                 start_writeback(&file, offset, b.len());
                 offset += b.len() as u64;
+                b.clear();
+                let _ = back.send(b);
             }
             file.flush()
         });
         FileSink {
             buf: Vec::with_capacity(CHUNK),
             tx: PollSender::new(tx),
+            spare,
             writer: Some(writer),
         }
     }
@@ -66,7 +73,11 @@ impl FileSink {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Err(_)) => Poll::Ready(Err(gone())),
             Poll::Ready(Ok(())) => {
-                let b = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
+                let next = self
+                    .spare
+                    .try_recv()
+                    .unwrap_or_else(|_| Vec::with_capacity(CHUNK));
+                let b = std::mem::replace(&mut self.buf, next);
                 Poll::Ready(self.tx.send_item(b).map_err(|_| gone()))
             }
         }
