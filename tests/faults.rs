@@ -370,3 +370,48 @@ fn referrers_found_through_the_api_alone() {
     let (status, _, _) = get_manifest(&plain, repo, &subject.replace(':', "-"));
     assert_eq!(status, 200, "fallback index written where there is no API");
 }
+
+/// A file of 64 MiB or more is hashed while it uploads: POST, one streamed PATCH, then the
+/// digest in an empty PUT. Pushed again, the hash finds the blob on the registry and the
+/// upload already under way is cancelled with a DELETE. A PATCH that fails is started
+/// over from a new POST.
+#[test]
+fn a_large_file_is_hashed_while_it_uploads() {
+    let reg = Registry::start(Variant::Anonymous);
+    let fp = FaultProxy::start(&reg.host());
+    let home = Home::new();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("big.bin");
+    let data: Vec<u8> = (0..(64u32 << 20) + 7).map(|i| (i % 253) as u8).collect();
+    std::fs::write(&file, &data).unwrap();
+    let digest = sha256_digest(&data);
+    let r = format!("{}/big/blob:1", fp.addr());
+    let fail = fp.add(Rule::new(Fault::Status(500)).method("PATCH").times(1));
+
+    let out = run_ok(
+        home.kplug()
+            .args(["-v", "push", "--force"])
+            .arg(&file)
+            .arg(&r),
+    );
+    assert_eq!(fp.hits(fail), 1, "{}", stderr(&out));
+    assert_eq!(fp.request_count("PATCH", "/blobs/uploads/"), 2);
+    assert_eq!(
+        fp.request_count("POST", "/blobs/uploads/"),
+        3,
+        "config + 2 tries"
+    );
+    let commits = fp.request_count("PUT", &format!("digest={}", digest.replace(':', "%3A")));
+    assert_eq!(commits, 1, "{:?}", fp.requests());
+    assert_eq!(get_blob(&reg, "big/blob", &digest), data);
+
+    let before_put = fp.request_count("PUT", "/blobs/uploads/");
+    let out = run_ok(home.kplug().args(["push", "--force"]).arg(&file).arg(&r));
+    assert!(
+        stderr(&out).contains(&format!("layer {digest} already present")),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(fp.request_count("PUT", "/blobs/uploads/"), before_put);
+    assert_eq!(fp.request_count("DELETE", "/blobs/uploads/"), 1);
+}

@@ -36,6 +36,17 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 /// A blob's bytes as they arrive; errors keep their store kind.
 pub type Chunks<'a> = BoxStream<'a, Result<Bytes>>;
 
+/// The digest of a blob being pushed, sent when known: `None` abandons the upload.
+pub type DigestLater = tokio::sync::oneshot::Receiver<Option<String>>;
+
+/// The caller of [`WriteStore::push_blob_hashing`] dropped the digest's sender (its
+/// hashing failed, and it reports why).
+pub fn no_digest(what: &str) -> StoreError {
+    StoreError::Transport(format!(
+        "{what}: stopped, the blob's digest could not be computed"
+    ))
+}
+
 /// Where a pushed blob's bytes come from. A file or in-memory bytes can be read again
 /// from the start, so a failed upload is restarted; a stream (another store's blob on
 /// its way) can be read once, and its upload is restarted by whoever made the stream.
@@ -276,6 +287,28 @@ pub trait WriteStore: ReadStore {
         media_type: &str,
         tag: Option<&str>,
     ) -> Result<String>;
+
+    /// Stream a blob in while the caller is still working out its digest, so hashing a
+    /// large file overlaps sending it. `digest` gives the digest when known, or `None`
+    /// when the caller found the store holds the blob already (the upload is dropped).
+    /// Returns true if the blob was uploaded. By default: wait for it, then `push_blob`.
+    async fn push_blob_hashing(
+        &self,
+        size: u64,
+        src: &BlobSource,
+        digest: DigestLater,
+    ) -> Result<bool> {
+        let what = format!("uploading {size} bytes to {}", self.describe());
+        match digest.await {
+            Ok(Some(d)) => {
+                let desc = Descriptor::new("application/octet-stream", &d, size);
+                self.push_blob(&desc, src).await?;
+                Ok(true)
+            }
+            Ok(None) => Ok(false),
+            Err(_) => Err(no_digest(&what)),
+        }
+    }
 
     /// Ask the store to make a blob from another repository of the same registry
     /// available without an upload. `Ok(false)` means "upload instead".

@@ -13,7 +13,7 @@ use futures_util::StreamExt;
 use reqwest::{Method, Response, StatusCode};
 
 use super::http::{no_body, Body, Req, Session};
-use super::{BlobSource, Chunks, Options, ReadStore, Result, WriteStore, Writer};
+use super::{BlobSource, Chunks, DigestLater, Options, ReadStore, Result, WriteStore, Writer};
 use crate::error::StoreError;
 use crate::oci::auth::Credential;
 use crate::oci::reference::RegistryRef;
@@ -371,12 +371,17 @@ fn urlencode(s: &str) -> String {
 }
 
 /// An upload URL from a `Location` header, absolute, with `digest=` added.
-fn upload_url(s: &Session, loc: &str, digest: &str) -> String {
-    let abs = if loc.starts_with("http://") || loc.starts_with("https://") {
+/// An upload `Location`, made absolute.
+fn session_url(s: &Session, loc: &str) -> String {
+    if loc.starts_with("http://") || loc.starts_with("https://") {
         loc.to_string()
     } else {
         s.url(loc)
-    };
+    }
+}
+
+fn upload_url(s: &Session, loc: &str, digest: &str) -> String {
+    let abs = session_url(s, loc);
     let sep = if abs.contains('?') { '&' } else { '?' };
     format!("{abs}{sep}digest={}", urlencode(digest))
 }
@@ -418,6 +423,66 @@ impl RemoteStore {
         self.expect(resp, &[StatusCode::CREATED], what).await?;
         Ok(())
     }
+
+    /// The whole blob as one streamed `PATCH` (what `docker push` sends); returns the
+    /// URL to go on with.
+    async fn patch_blob(
+        &self,
+        url: &str,
+        size: u64,
+        src: &BlobSource,
+        what: &str,
+    ) -> Result<String> {
+        let mut req = Req::new(
+            Method::PATCH,
+            session_url(&self.s, url),
+            self.push(),
+            what.to_string(),
+        );
+        req.content_type = Some("application/octet-stream".into());
+        let body = || -> Result<Body> {
+            Ok(match src {
+                BlobSource::Bytes(b) => Body::Bytes(b.clone()),
+                other => Body::Stream(other.open()?, size),
+            })
+        };
+        let resp = self.s.send(&req, &body).await?;
+        let resp = self.expect(resp, &[StatusCode::ACCEPTED], what).await?;
+        location(&resp, what)
+    }
+
+    /// Commit a `PATCH`ed upload: `PUT ?digest=` without a body. The registry checks the
+    /// digest against the bytes it received.
+    async fn commit_upload(&self, url: &str, digest: &str, what: &str) -> Result<()> {
+        let mut req = Req::new(
+            Method::PUT,
+            upload_url(&self.s, url, digest),
+            self.push(),
+            what.to_string(),
+        );
+        req.idempotent = false;
+        let resp = self.s.send(&req, &no_body).await?;
+        self.expect(resp, &[StatusCode::CREATED], what).await?;
+        Ok(())
+    }
+
+    /// Drop an upload session (best effort: registries purge stale ones anyway).
+    async fn cancel_upload(&self, url: &str, what: &str) {
+        let req = Req::new(
+            Method::DELETE,
+            session_url(&self.s, url),
+            self.push(),
+            what.to_string(),
+        );
+        if let Err(e) = self.s.send(&req, &no_body).await {
+            tracing::debug!("{what}: cancelling the upload: {e}");
+        }
+    }
+}
+
+/// Wait for a [`DigestLater`]: `None` means "abandon the upload".
+async fn digest_of(digest: &mut DigestLater, what: &str) -> Result<Option<String>> {
+    digest.await.map_err(|_| super::no_digest(what))
 }
 
 fn location(resp: &Response, what: &str) -> Result<String> {
@@ -461,6 +526,64 @@ impl WriteStore for RemoteStore {
                 }
                 r => return r,
             }
+        }
+    }
+
+    /// POST, the whole file in one `PATCH` while the caller hashes it, then the digest in
+    /// a `PUT`: one request more than `push_blob`, no hashing pass before the upload.
+    async fn push_blob_hashing(
+        &self,
+        size: u64,
+        src: &BlobSource,
+        mut digest: DigestLater,
+    ) -> Result<bool> {
+        let what = format!("uploading {size} bytes to {}", self.describe());
+        let mut known: Option<String> = None;
+        let mut attempt = 0;
+        loop {
+            let url = self.start_upload(&what).await?;
+            let patch = self.patch_blob(&url, size, src, &what);
+            tokio::pin!(patch);
+            let sent = loop {
+                tokio::select! {
+                    r = &mut patch => break r,
+                    d = digest_of(&mut digest, &what), if known.is_none() => match d? {
+                        Some(d) => known = Some(d),
+                        // The registry has it: stop sending.
+                        None => {
+                            self.cancel_upload(&url, &what).await;
+                            return Ok(false);
+                        }
+                    },
+                }
+            };
+            let next = match sent {
+                Err(StoreError::Transport(m))
+                    if src.restartable() && attempt < self.s.retries() =>
+                {
+                    attempt += 1;
+                    tracing::info!(
+                        "{m}; starting the upload again ({attempt}/{})",
+                        self.s.retries()
+                    );
+                    tokio::time::sleep(std::time::Duration::from_millis(200 << attempt.min(4)))
+                        .await;
+                    continue;
+                }
+                r => r?,
+            };
+            let d = match known.take() {
+                Some(d) => d,
+                None => match digest_of(&mut digest, &what).await? {
+                    Some(d) => d,
+                    None => {
+                        self.cancel_upload(&next, &what).await;
+                        return Ok(false);
+                    }
+                },
+            };
+            self.commit_upload(&next, &d, &what).await?;
+            return Ok(true);
         }
     }
 
