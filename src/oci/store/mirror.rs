@@ -308,28 +308,13 @@ struct Counted<'a> {
     n: u64,
 }
 
-impl tokio::io::AsyncWrite for Counted<'_> {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        data: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        let r = std::pin::Pin::new(&mut *self.inner).poll_write(cx, data);
-        if let std::task::Poll::Ready(Ok(n)) = &r {
-            self.n += *n as u64;
-        }
-        r
+#[async_trait::async_trait]
+impl super::BlobSink for Counted<'_> {
+    async fn put(&mut self, chunk: bytes::Bytes) -> std::io::Result<()> {
+        self.n += chunk.len() as u64;
+        self.inner.put(chunk).await
     }
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut *self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut *self.inner).poll_shutdown(cx)
+    async fn flush_all(&mut self) -> std::io::Result<()> {
+        self.inner.flush_all().await
     }
 }

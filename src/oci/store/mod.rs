@@ -31,10 +31,30 @@ use crate::oci::reference::Location;
 use crate::oci::{self, Descriptor, Index};
 
 pub type Reader = Box<dyn AsyncRead + Send + Unpin>;
-pub type Writer<'a> = &'a mut (dyn AsyncWrite + Send + Unpin);
+pub type Writer<'a> = &'a mut dyn BlobSink;
 pub type Result<T> = std::result::Result<T, StoreError>;
 /// A blob's bytes as they arrive; errors keep their store kind.
 pub type Chunks<'a> = BoxStream<'a, Result<Bytes>>;
+
+/// Where a fetched blob's bytes go, chunk by chunk. Every `AsyncWrite` is one (it copies
+/// each chunk); a sink that keeps the chunks themselves ([`sink::FileSink`]) saves a
+/// copy of every byte.
+#[async_trait]
+pub trait BlobSink: Send {
+    async fn put(&mut self, chunk: Bytes) -> std::io::Result<()>;
+    /// Everything put so far is written.
+    async fn flush_all(&mut self) -> std::io::Result<()>;
+}
+
+#[async_trait]
+impl<W: AsyncWrite + Send + Unpin> BlobSink for W {
+    async fn put(&mut self, chunk: Bytes) -> std::io::Result<()> {
+        self.write_all(&chunk).await
+    }
+    async fn flush_all(&mut self) -> std::io::Result<()> {
+        self.flush().await
+    }
+}
 
 /// The digest of a blob being pushed, sent when known: `None` abandons the upload.
 pub type DigestLater = tokio::sync::oneshot::Receiver<Option<String>>;
@@ -688,11 +708,11 @@ pub async fn copy_hashed(
                 desc.size
             )));
         }
-        sink.write_all(&chunk)
+        sink.put(chunk)
             .await
             .map_err(|e| StoreError::Transport(format!("writing {what}: {e}")))?;
     }
-    sink.flush()
+    sink.flush_all()
         .await
         .map_err(|e| StoreError::Transport(format!("writing {what}: {e}")))?;
     Ok(h.check(&desc.digest, Some(desc.size), what)?)
@@ -708,13 +728,9 @@ pub async fn fetch_blob_to_file(
     let tmp = crate::tree::AtomicFile::create(path, crate::tree::USER_MODE)?;
     let file = tmp.reopen()?;
     preallocate(&file, desc.size);
-    let mut f = sink::FileSink::new(file);
     let bar = crate::progress::bar(desc.size, "pulling");
-    let mut tracked = crate::progress::Tracked {
-        inner: &mut f,
-        bar: bar.clone(),
-    };
-    let res = store.fetch_blob(desc, &mut tracked).await;
+    let mut f = sink::FileSink::new(file, bar.clone());
+    let res = store.fetch_blob(desc, &mut f).await;
     let written = f.finish().await;
     res?;
     written.with_context(|| format!("writing {}", path.display()))?;
