@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
 use indicatif::{ProgressBar, ProgressStyle};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, ReadBuf};
 
 static QUIET: AtomicBool = AtomicBool::new(false);
 
@@ -33,7 +33,7 @@ pub fn bar(len: u64, msg: &str) -> Option<ProgressBar> {
     Some(pb)
 }
 
-/// Counts bytes through a reader or writer into an optional bar.
+/// Counts bytes through a reader into an optional bar.
 pub struct Tracked<T> {
     pub inner: T,
     pub bar: Option<ProgressBar>,
@@ -51,26 +51,6 @@ impl<T: AsyncRead + Unpin> AsyncRead for Tracked<T> {
             b.inc((buf.filled().len() - before) as u64);
         }
         r
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<T> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write(cx, data);
-        if let (Poll::Ready(Ok(n)), Some(b)) = (&r, &self.bar) {
-            b.inc(*n as u64);
-        }
-        r
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
