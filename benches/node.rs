@@ -167,13 +167,15 @@ impl Bench {
     fn path(&self, rel: &str) -> PathBuf {
         self.work.path().join(rel)
     }
-    /// A fresh, empty install prefix and a kong.conf path inside it.
+    /// A fresh, empty install prefix and an empty kong.conf inside it.
     fn prefix(&self) -> (tempfile::TempDir, PathBuf) {
         let d = tempfile::Builder::new()
             .prefix("prefix-")
             .tempdir_in(self.work.path())
             .unwrap();
         let conf = d.path().join("kong.conf");
+        // `--kong-conf` names a file that must exist (kplug edits Kong's, never invents one).
+        std::fs::write(&conf, "").unwrap();
         (d, conf)
     }
     fn install_cmd(&self, host: &str, by_digest: bool, prefix: &Path, conf: &Path) -> Command {
