@@ -61,10 +61,15 @@ pub type DigestLater = tokio::sync::oneshot::Receiver<Option<String>>;
 
 /// The caller of [`WriteStore::push_blob_hashing`] dropped the digest's sender (its
 /// hashing failed, and it reports why).
-pub fn no_digest(what: &str) -> StoreError {
+fn no_digest(what: &str) -> StoreError {
     StoreError::Transport(format!(
         "{what}: stopped, the blob's digest could not be computed"
     ))
+}
+
+/// Wait for a [`DigestLater`]; `None` means "abandon the upload".
+pub async fn wait_digest(digest: &mut DigestLater, what: &str) -> Result<Option<String>> {
+    digest.await.map_err(|_| no_digest(what))
 }
 
 /// Where a pushed blob's bytes come from. A file or in-memory bytes can be read again
@@ -316,17 +321,16 @@ pub trait WriteStore: ReadStore {
         &self,
         size: u64,
         src: &BlobSource,
-        digest: DigestLater,
+        mut digest: DigestLater,
     ) -> Result<bool> {
         let what = format!("uploading {size} bytes to {}", self.describe());
-        match digest.await {
-            Ok(Some(d)) => {
+        match wait_digest(&mut digest, &what).await? {
+            Some(d) => {
                 let desc = Descriptor::new("application/octet-stream", &d, size);
                 self.push_blob(&desc, src).await?;
                 Ok(true)
             }
-            Ok(None) => Ok(false),
-            Err(_) => Err(no_digest(&what)),
+            None => Ok(false),
         }
     }
 

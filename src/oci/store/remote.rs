@@ -370,7 +370,6 @@ fn urlencode(s: &str) -> String {
         .unwrap_or_else(|_| s.to_string())
 }
 
-/// An upload URL from a `Location` header, absolute, with `digest=` added.
 /// An upload `Location`, made absolute.
 fn session_url(s: &Session, loc: &str) -> String {
     if loc.starts_with("http://") || loc.starts_with("https://") {
@@ -380,6 +379,7 @@ fn session_url(s: &Session, loc: &str) -> String {
     }
 }
 
+/// An upload URL from a `Location` header, absolute, with `digest=` added.
 fn upload_url(s: &Session, loc: &str, digest: &str) -> String {
     let abs = session_url(s, loc);
     let sep = if abs.contains('?') { '&' } else { '?' };
@@ -412,14 +412,7 @@ impl RemoteStore {
         req.content_type = Some("application/octet-stream".into());
         // The session URL is consumed by the first try: a failed PUT restarts the upload.
         req.idempotent = false;
-        let size = desc.size;
-        let body = || -> Result<Body> {
-            Ok(match src {
-                BlobSource::Bytes(b) => Body::Bytes(b.clone()),
-                other => Body::Stream(other.open()?, size),
-            })
-        };
-        let resp = self.s.send(&req, &body).await?;
+        let resp = self.s.send(&req, &|| upload_body(src, desc.size)).await?;
         self.expect(resp, &[StatusCode::CREATED], what).await?;
         Ok(())
     }
@@ -440,13 +433,7 @@ impl RemoteStore {
             what.to_string(),
         );
         req.content_type = Some("application/octet-stream".into());
-        let body = || -> Result<Body> {
-            Ok(match src {
-                BlobSource::Bytes(b) => Body::Bytes(b.clone()),
-                other => Body::Stream(other.open()?, size),
-            })
-        };
-        let resp = self.s.send(&req, &body).await?;
+        let resp = self.s.send(&req, &|| upload_body(src, size)).await?;
         let resp = self.expect(resp, &[StatusCode::ACCEPTED], what).await?;
         location(&resp, what)
     }
@@ -466,6 +453,25 @@ impl RemoteStore {
         Ok(())
     }
 
+    /// After a failed upload attempt: true (having waited a back-off) when it is to be
+    /// started again from a new POST, for a transient error and a source that can be read
+    /// again, within the retry budget.
+    async fn upload_again(&self, err: &StoreError, src: &BlobSource, attempt: &mut u32) -> bool {
+        let StoreError::Transport(m) = err else {
+            return false;
+        };
+        if !src.restartable() || *attempt >= self.s.retries() {
+            return false;
+        }
+        *attempt += 1;
+        tracing::info!(
+            "{m}; starting the upload again ({attempt}/{})",
+            self.s.retries()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200 << (*attempt).min(4))).await;
+        true
+    }
+
     /// Drop an upload session (best effort: registries purge stale ones anyway).
     async fn cancel_upload(&self, url: &str, what: &str) {
         let req = Req::new(
@@ -480,9 +486,12 @@ impl RemoteStore {
     }
 }
 
-/// Wait for a [`DigestLater`]: `None` means "abandon the upload".
-async fn digest_of(digest: &mut DigestLater, what: &str) -> Result<Option<String>> {
-    digest.await.map_err(|_| super::no_digest(what))
+/// The body of an upload: the bytes, or the source opened again from its start.
+fn upload_body(src: &BlobSource, size: u64) -> Result<Body> {
+    Ok(match src {
+        BlobSource::Bytes(b) => Body::Bytes(b.clone()),
+        other => Body::Stream(other.open()?, size),
+    })
 }
 
 fn location(resp: &Response, what: &str) -> Result<String> {
@@ -513,17 +522,7 @@ impl WriteStore for RemoteStore {
                 None => self.start_upload(&what).await?,
             };
             match self.put_blob(&url, desc, src, &what).await {
-                Err(StoreError::Transport(m))
-                    if src.restartable() && attempt < self.s.retries() =>
-                {
-                    attempt += 1;
-                    tracing::info!(
-                        "{m}; starting the upload again ({attempt}/{})",
-                        self.s.retries()
-                    );
-                    tokio::time::sleep(std::time::Duration::from_millis(200 << attempt.min(4)))
-                        .await;
-                }
+                Err(e) if self.upload_again(&e, src, &mut attempt).await => {}
                 r => return r,
             }
         }
@@ -547,7 +546,7 @@ impl WriteStore for RemoteStore {
             let sent = loop {
                 tokio::select! {
                     r = &mut patch => break r,
-                    d = digest_of(&mut digest, &what), if known.is_none() => match d? {
+                    d = super::wait_digest(&mut digest, &what), if known.is_none() => match d? {
                         Some(d) => known = Some(d),
                         // The registry has it: stop sending.
                         None => {
@@ -558,23 +557,12 @@ impl WriteStore for RemoteStore {
                 }
             };
             let next = match sent {
-                Err(StoreError::Transport(m))
-                    if src.restartable() && attempt < self.s.retries() =>
-                {
-                    attempt += 1;
-                    tracing::info!(
-                        "{m}; starting the upload again ({attempt}/{})",
-                        self.s.retries()
-                    );
-                    tokio::time::sleep(std::time::Duration::from_millis(200 << attempt.min(4)))
-                        .await;
-                    continue;
-                }
+                Err(e) if self.upload_again(&e, src, &mut attempt).await => continue,
                 r => r?,
             };
             let d = match known.take() {
                 Some(d) => d,
-                None => match digest_of(&mut digest, &what).await? {
+                None => match super::wait_digest(&mut digest, &what).await? {
                     Some(d) => d,
                     None => {
                         self.cancel_upload(&next, &what).await;
