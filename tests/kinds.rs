@@ -263,6 +263,23 @@ fn external_plugin_servers() {
         assert!(dump("py-hello").contains("\"0.1.0\""));
         kinds::rollback(&prefix, "py-hello", false).unwrap();
         assert!(dump("py-hello").contains("\"0.2.0\""));
+
+        // A kept version changed since is not put back unless forced, as for Lua plugins.
+        let kept = prefix.state_dir().join("backup/py-hello.server/bin");
+        let body = std::fs::read_to_string(&kept).unwrap();
+        std::fs::write(&kept, body.replace("0.1.0", "6.6.6")).unwrap();
+        let e = kinds::rollback(&prefix, "py-hello", false).unwrap_err();
+        assert_eq!(kind_of(&e), Kind::Integrity, "{e:#}");
+        let msg = format!("{e:#}");
+        assert!(
+            msg.contains("bin (modified)") && msg.contains("--force"),
+            "{msg}"
+        );
+        assert!(dump("py-hello").contains("\"0.2.0\""), "nothing changed");
+        kinds::rollback(&prefix, "py-hello", true).unwrap();
+        assert!(dump("py-hello").contains("\"6.6.6\""));
+        kinds::rollback(&prefix, "py-hello", false).unwrap();
+        assert!(dump("py-hello").contains("\"0.2.0\""));
     }
 
     // A file kplug did not install is never replaced.
@@ -1139,6 +1156,61 @@ fn server_edges() {
     assert_eq!(
         fs::read_to_string(bin2.join("edge")).unwrap(),
         "#!/bin/sh\necho mine\n"
+    );
+
+    // An update in place keeps the tree; a kept tree changed since is rolled back only
+    // with --force (exit 5 otherwise, nothing changed).
+    let out = kplug(&pack("0.2.0", None).unwrap().path, &bin, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let kept = Prefix::new(&lua)
+        .state_dir()
+        .join("backup/edge.server/tree/data.txt");
+    fs::write(&kept, "changed\n").unwrap();
+    let rollback = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_kplug"))
+            .env("HOME", t.path())
+            .args(["rollback", "edge", "--prefix"])
+            .arg(&lua)
+            .arg("--kong-conf")
+            .arg(&conf)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = rollback(&[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{err}");
+    assert!(
+        err.contains("data.txt (modified)") && err.contains("--force"),
+        "{err}"
+    );
+    assert_eq!(
+        fs::read_to_string(lib.join("edge/data.txt")).unwrap(),
+        "x\n"
+    );
+    let out = rollback(&["--force"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        fs::read_to_string(lib.join("edge/data.txt")).unwrap(),
+        "changed\n"
+    );
+    let out = rollback(&[]); // back to 0.2.0, whose kept copy is intact
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        fs::read_to_string(lib.join("edge/data.txt")).unwrap(),
+        "x\n"
     );
 
     // uninstall --disable: kplug's files and kong.conf lines go; a file the operator

@@ -599,14 +599,26 @@ fn restore(prefix: &Prefix, name: &str) -> Result<()> {
 }
 
 /// `rollback` of a server: the backup goes in place and the current version becomes
-/// the backup (a toggle). The caller holds the lock.
-pub fn rollback(prefix: &Prefix, name: &str) -> Result<()> {
+/// the backup (a toggle). A backup that differs from its receipt is refused, naming each
+/// difference, unless `force`. The caller holds the lock.
+pub fn rollback(prefix: &Prefix, name: &str, force: bool) -> Result<()> {
     let b = backup_dir(prefix, name);
-    if !b.join("server.json").is_file() {
+    let Some(old) = read_json::<ServerReceipt>(&b.join("server.json"))? else {
         bail_kind!(
             Kind::NotFound,
             "no previous version of plugin server {name} to roll back to in {}",
             prefix.state_dir().display()
+        );
+    };
+    let differs = backup_differences(&b, &old);
+    if !differs.is_empty() && !force {
+        bail_kind!(
+            Kind::Integrity,
+            "the previous version of plugin server {name} kept in {} no longer matches what \
+             kplug installed: {}. `kplug rollback --force {name}` puts it back as it is; or \
+             install the version you want",
+            b.display(),
+            differs.join(", ")
         );
     }
     let next = prefix
@@ -624,6 +636,22 @@ pub fn rollback(prefix: &Prefix, name: &str) -> Result<()> {
         fs::rename(&next, &b)?;
     }
     Ok(())
+}
+
+/// How a kept server differs from its receipt: its tree (`tree/`, every file listed) or
+/// its one file (`bin`).
+fn backup_differences(b: &Path, old: &ServerReceipt) -> Vec<String> {
+    match (&old.tree, old.files.first()) {
+        (Some(_), _) => state::differences(&b.join("tree"), &old.files),
+        (None, Some(f)) => state::differences_of(
+            b,
+            &[FileEntry {
+                path: "bin".into(),
+                ..f.clone()
+            }],
+        ),
+        (None, None) => vec!["no file in its receipt".into()],
+    }
 }
 
 /// Remove what kplug installed for server `name`: its files (only if unchanged since;

@@ -158,7 +158,7 @@ pub fn check_file(path: &Path, limits: &Limits, hints: &NameHints) -> Result<Che
 /// `rollback` of a Lua plugin or a plugin server. The caller holds the lock.
 pub fn rollback(prefix: &Prefix, name: &str, force: bool) -> Result<()> {
     match external::read_server(prefix, name)? {
-        Some(_) => external::rollback(prefix, name),
+        Some(_) => external::rollback(prefix, name, force),
         None => state::rollback(prefix, name, force),
     }
 }

@@ -284,12 +284,7 @@ pub fn verify_files(dir: &Path, files: &[FileEntry]) -> (Vec<String>, Vec<String
 /// How the tree in `dir` differs from `files`, one entry per path: "handler.lua
 /// (modified)", "x.lua (missing)", "extra.lua (not in the receipt)". Empty when it matches.
 pub fn differences(dir: &Path, files: &[FileEntry]) -> Vec<String> {
-    let (modified, missing) = verify_files(dir, files);
-    let mut out: Vec<String> = modified
-        .iter()
-        .map(|p| format!("{} (modified)", escape(p)))
-        .chain(missing.iter().map(|p| format!("{} (missing)", escape(p))))
-        .collect();
+    let mut out = differences_of(dir, files);
     let listed: std::collections::HashSet<&str> = files.iter().map(|f| f.path.as_str()).collect();
     for p in tree_paths(dir) {
         if !listed.contains(p.as_str()) {
@@ -297,6 +292,17 @@ pub fn differences(dir: &Path, files: &[FileEntry]) -> Vec<String> {
         }
     }
     out
+}
+
+/// The listed `files` under `dir` that were modified or are missing, named for a message
+/// (what [`differences`] finds, without looking for files the list does not name).
+pub fn differences_of(dir: &Path, files: &[FileEntry]) -> Vec<String> {
+    let (modified, missing) = verify_files(dir, files);
+    modified
+        .iter()
+        .map(|p| format!("{} (modified)", escape(p)))
+        .chain(missing.iter().map(|p| format!("{} (missing)", escape(p))))
+        .collect()
 }
 
 /// Every non-directory under `dir` (symlinks not followed), relative, `/`-separated.
