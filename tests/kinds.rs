@@ -256,6 +256,17 @@ fn external_plugin_servers() {
         }
     ));
     assert_eq!(infos[0].version, "0.2.0");
+    // The same version again (a bootstrap script run twice) changes nothing: the kept
+    // version is still 0.1.0, not a copy of 0.2.0.
+    let (outcome, infos) = install(
+        &py_src,
+        &ServerManifest {
+            version: Some("0.2.0".into()),
+            ..py.clone()
+        },
+    );
+    assert_eq!(outcome, state::Outcome::Unchanged);
+    assert_eq!(infos[0].version, "0.2.0");
     let dump = |n: &str| run(Command::new(layout.bin_dir.join(n)).arg("--dump"));
     {
         let _lock = state::lock(&prefix).unwrap();
@@ -1145,6 +1156,39 @@ fn server_edges() {
     let c = KongConf::load(&conf).unwrap();
     let f = doctor::check_with(&c, &no_env, &[], &Options::default());
     assert!(!has(&f, "other", Severity::Error, ""), "{f:?}");
+
+    // KONG_PLUGINSERVER_NAMES set in the environment overrides `pluginserver_names =`
+    // as KONG_PLUGINS does `plugins =`: the note gives the line Kong's environment needs.
+    let out = Command::new(env!("CARGO_BIN_EXE_kplug"))
+        .current_dir(t.path())
+        .env("HOME", t.path())
+        .env("NO_COLOR", "1")
+        .env_remove("KONG_PLUGINS")
+        .env("KONG_PLUGINSERVER_NAMES", "other")
+        .arg("install")
+        .arg(&v1)
+        .args([
+            "--insecure-skip-verify",
+            "--enable",
+            "--kong-conf",
+            conf_arg,
+            "--prefix",
+        ])
+        .arg(&lua)
+        .arg("--bin-dir")
+        .arg(&bin)
+        .arg("--lib-dir")
+        .arg(&lib)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("KONG_PLUGINSERVER_NAMES is set"), "{err}");
+    assert!(
+        err.contains("\nexport KONG_PLUGINSERVER_NAMES=other,edge"),
+        "{err}"
+    );
+    assert!(!err.contains("export KONG_PLUGINS="), "{err}");
 
     // An update to another --bin-dir where a file of the operator's is: refused, kept.
     let bin2 = t.path().join("bin2");

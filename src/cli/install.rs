@@ -333,11 +333,17 @@ fn enabled_note(e: &Enabled, name: &str) -> String {
                 false => format!("{name} is already enabled in {}", path.display()),
             };
             if let Some(line) = env_line {
-                s.push_str(&format!(
-                    "\nKONG_PLUGINS is set in this environment and overrides `plugins =` in {}, without {name}; \
-                     set it in Kong's environment to:\n{line}",
-                    path.display()
-                ));
+                for var in line
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("export ")?.split('=').next())
+                {
+                    let key = var.trim_start_matches("KONG_").to_ascii_lowercase();
+                    s.push_str(&format!(
+                        "\n{var} is set in this environment and overrides `{key} =` in {}, without {name}",
+                        path.display()
+                    ));
+                }
+                s.push_str(&format!("; set in Kong's environment:\n{line}"));
             }
             s
         }

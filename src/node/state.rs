@@ -424,7 +424,8 @@ pub fn install_with(
 
 /// A re-run of an installed digest verified again (its policy asked for more than the
 /// receipt recorded): keep what it established, so that the next such run can skip.
-fn record_verification(prefix: &Prefix, old: &Receipt, new: &Receipt) -> Result<()> {
+/// Also for plugin servers ([`crate::node::external::install`]).
+pub(crate) fn record_verification(prefix: &Prefix, old: &Receipt, new: &Receipt) -> Result<()> {
     let Some(t) = &new.trusted else {
         return Ok(());
     };

@@ -96,8 +96,9 @@ fn writable(d: &Path) -> bool {
 #[serde(rename_all = "camelCase", tag = "how")]
 pub enum Enabled {
     /// `plugins =` in kong.conf now lists it (`changed: false`: it already did).
-    /// `env_line`: KONG_PLUGINS is set, overrides kong.conf and lacks the plugin; this
-    /// is the line Kong's environment needs.
+    /// `env_line`: KONG_PLUGINS (or, for a plugin server, KONG_PLUGINSERVER_NAMES) is
+    /// set, overrides kong.conf and lacks the plugin; the `export` lines Kong's
+    /// environment needs, one per variable.
     KongConf {
         path: PathBuf,
         changed: bool,
@@ -201,9 +202,24 @@ pub fn enable_server(
     if changed {
         c.save()?;
     }
-    let env_line = env("KONG_PLUGINS")
+    let plugins = env("KONG_PLUGINS")
         .filter(|_| !conf.plugins(&env).iter().any(|p| p == name))
         .map(|cur| kongconf::kong_plugins_env_line(Some(&cur), name));
+    // Kong reads the server list from KONG_PLUGINSERVER_NAMES when it is set, as it
+    // reads KONG_PLUGINS: a name only in kong.conf would never start.
+    let names = env("KONG_PLUGINSERVER_NAMES")
+        .filter(|_| {
+            !conf
+                .list("pluginserver_names", &env)
+                .iter()
+                .any(|n| n == name)
+        })
+        .map(|cur| {
+            let v = super::k8s::add_plugin(&cur, name);
+            format!("export KONG_PLUGINSERVER_NAMES={}", kongconf::sh_word(&v))
+        });
+    let lines: Vec<String> = plugins.into_iter().chain(names).collect();
+    let env_line = (!lines.is_empty()).then(|| lines.join("\n"));
     Ok(Enabled::KongConf {
         path: c.path().map(Path::to_path_buf).unwrap_or_default(),
         changed,
