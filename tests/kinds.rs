@@ -1083,12 +1083,13 @@ fn server_edges() {
         format!("{e:#}").contains(r#"socket "x.sock\nplugins = evil""#),
         "{e:#}"
     );
-    let kplug = |file: &Path, bin: &Path, extra: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_kplug"))
-            .current_dir(t.path())
+    let install_cmd = |file: &Path, bin: &Path, extra: &[&str]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_kplug"));
+        c.current_dir(t.path())
             .env("HOME", t.path())
             .env("NO_COLOR", "1")
             .env_remove("KONG_PLUGINS")
+            .env_remove("KONG_PLUGINSERVER_NAMES")
             .arg("install")
             .arg(file)
             .arg("--insecure-skip-verify")
@@ -1098,10 +1099,11 @@ fn server_edges() {
             .arg(bin)
             .arg("--lib-dir")
             .arg(&lib)
-            .args(extra)
-            .output()
-            .unwrap()
+            .args(extra);
+        c
     };
+    let kplug =
+        |file: &Path, bin: &Path, extra: &[&str]| install_cmd(file, bin, extra).output().unwrap();
     let v1 = pack("0.1.0", None).unwrap().path;
     // `pull` unpacks Lua plugins only; it says what to use for a server.
     let scratch = tempfile::tempdir().unwrap();
@@ -1159,26 +1161,8 @@ fn server_edges() {
 
     // KONG_PLUGINSERVER_NAMES set in the environment overrides `pluginserver_names =`
     // as KONG_PLUGINS does `plugins =`: the note gives the line Kong's environment needs.
-    let out = Command::new(env!("CARGO_BIN_EXE_kplug"))
-        .current_dir(t.path())
-        .env("HOME", t.path())
-        .env("NO_COLOR", "1")
-        .env_remove("KONG_PLUGINS")
+    let out = install_cmd(&v1, &bin, &["--enable", "--kong-conf", conf_arg])
         .env("KONG_PLUGINSERVER_NAMES", "other")
-        .arg("install")
-        .arg(&v1)
-        .args([
-            "--insecure-skip-verify",
-            "--enable",
-            "--kong-conf",
-            conf_arg,
-            "--prefix",
-        ])
-        .arg(&lua)
-        .arg("--bin-dir")
-        .arg(&bin)
-        .arg("--lib-dir")
-        .arg(&lib)
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);

@@ -74,11 +74,7 @@ pub fn extract_plugin_file(
     limits: &Limits,
     name_hint: Option<&str>,
 ) -> Result<ExtractedPlugin> {
-    let hints = NameHints {
-        flag: None,
-        repo: name_hint.map(String::from),
-    };
-    let mut ex = extract_file(path, staging, limits, &hints, &[])?;
+    let mut ex = extract_file(path, staging, limits, &NameHints::from_repo(name_hint), &[])?;
     if let Some(s) = ex.server {
         bail_kind!(
             Kind::Usage,

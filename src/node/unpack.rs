@@ -430,6 +430,16 @@ pub struct NameHints {
     pub repo: Option<String>,
 }
 
+impl NameHints {
+    /// Only the fallback a repository name gives (no `--name`).
+    pub fn from_repo(repo: Option<&str>) -> NameHints {
+        NameHints {
+            flag: None,
+            repo: repo.map(String::from),
+        }
+    }
+}
+
 /// Unpack a plugin archive into `staging/raw`, find the plugin in it whatever the layout
 /// (`kong/plugins/<name>/`, `<x>/kong/plugins/<name>/`, a rockspec's `build.modules`,
 /// `<name>/handler.lua`, or handler.lua at the root as in a KongPluginInstallation image),
@@ -443,11 +453,12 @@ pub fn extract_plugin<R: Read>(
     limits: &Limits,
     fallback_name: Option<&str>,
 ) -> Result<ExtractedPlugin> {
-    let hints = NameHints {
-        flag: None,
-        repo: fallback_name.map(String::from),
-    };
-    extract_plugin_with(reader, staging, limits, &hints)
+    extract_plugin_with(
+        reader,
+        staging,
+        limits,
+        &NameHints::from_repo(fallback_name),
+    )
 }
 
 /// [`extract_plugin`] of a tar stream with both name hints.
