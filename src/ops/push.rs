@@ -232,16 +232,13 @@ async fn push_layer(dst: &dyn WriteStore, file: &Path) -> anyhow::Result<(String
         .with_context(|| format!("reading {}", file.display()))?
         .len();
     let bar = crate::progress::bar(size, "pushing");
-    let src = store::BlobSource::File(file.to_path_buf(), bar.clone());
     let (digest, size, uploaded) = if size < HASH_WHILE_UPLOADING {
         let (digest, size) = crate::digest::sha256_file(file)?;
-        let have = dst.blob_exists(&digest).await?;
-        if !have {
-            let desc = Descriptor::new("application/octet-stream", &digest, size);
-            dst.push_blob(&desc, &src).await?;
-        }
-        (digest, size, !have)
+        let desc = Descriptor::new("application/octet-stream", &digest, size);
+        let uploaded = store::push_file(dst, &desc, file, bar.clone()).await?;
+        (digest, size, uploaded)
     } else {
+        let src = store::BlobSource::File(file.to_path_buf(), bar.clone());
         let (tx, rx) = tokio::sync::oneshot::channel();
         let path = file.to_path_buf();
         let hash = async move {

@@ -798,13 +798,14 @@ pub async fn push_file(
     store: &dyn WriteStore,
     desc: &Descriptor,
     path: &Path,
+    bar: Option<indicatif::ProgressBar>,
 ) -> anyhow::Result<bool> {
     if store.blob_exists(&desc.digest).await? {
         return Ok(false);
     }
     std::fs::metadata(path).with_context(|| format!("opening {}", path.display()))?;
     store
-        .push_blob(desc, &BlobSource::File(path.to_path_buf(), None))
+        .push_blob(desc, &BlobSource::File(path.to_path_buf(), bar))
         .await?;
     Ok(true)
 }
