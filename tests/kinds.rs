@@ -1370,3 +1370,157 @@ fn rock_with_two_plugins_through_the_cli() {
     let listed = kinds::list(&Prefix::new(&one)).unwrap();
     assert_eq!(listed.len(), 1);
 }
+
+/// A go-pdk-shaped server script printing `version`, or failing its query when `version`
+/// is "broken".
+fn edge_script(version: &str) -> String {
+    match version {
+        "broken" => "#!/bin/sh\nexit 3\n".to_string(),
+        v => format!(
+            "#!/bin/sh\n[ \"$1\" = -dump ] || exit 2\necho '{{\"Plugins\":[{{\"Name\":\"edge\",\"Priority\":1,\"Version\":\"{v}\",\"Schema\":{{}},\"Phases\":[\"access\"]}}]}}'\n"
+        ),
+    }
+}
+
+/// Updates and rollbacks of a plugin server keep what they replace: the kept previous
+/// version survives a failed update and a repair, a tree comes back with its own
+/// entrypoint, a rollback that would leave a version behind elsewhere is refused, and
+/// uninstall leaves a link the operator re-pointed.
+#[test]
+fn server_updates_keep_what_they_replace() {
+    let t = tempfile::tempdir().unwrap();
+    let prefix = Prefix::new(t.path().join("lua"));
+    let layout = |bin: &str| ServerLayout {
+        bin_dir: t.path().join(bin),
+        lib_dir: t.path().join("lib"),
+        kong_prefix: "/usr/local/kong".into(),
+    };
+    // v<version> as one file, or as a tree whose entrypoint is sub/run.
+    let artifact = |version: &str, tree: bool| {
+        let src = t.path().join(format!("src-{version}-{tree}"));
+        let entrypoint = if tree {
+            exec(&src.join("sub/run"), &edge_script(version));
+            write(&src.join("data.txt"), version);
+            "sub/run"
+        } else {
+            exec(&src.join("edge"), &edge_script(version));
+            "edge"
+        };
+        let m = ServerManifest {
+            name: "edge".into(),
+            version: Some(
+                if version == "broken" {
+                    "9.0.0"
+                } else {
+                    version
+                }
+                .into(),
+            ),
+            runtime: Runtime::Go,
+            entrypoint: entrypoint.into(),
+            query_args: None,
+            socket: None,
+        };
+        let out = t.path().join(format!("edge-{version}-{tree}.tar.gz"));
+        external::pack(&src, &m, &out, &Limits::DEFAULT).unwrap()
+    };
+    let install = |version: &str, tree: bool, bin: &str| {
+        let packed = artifact(version, tree);
+        let _lock = state::lock(&prefix).unwrap();
+        let staging = state::staging_dir(&prefix).unwrap();
+        let ex = kinds::extract_file(
+            &packed.path,
+            staging.path(),
+            &Limits::DEFAULT,
+            &NameHints::default(),
+            &[],
+        )
+        .unwrap();
+        let mut r = receipt("edge", &packed.digest);
+        r.version = Some(version.into());
+        external::install(
+            &prefix,
+            &ex.server.unwrap(),
+            &layout(bin),
+            r,
+            Duration::from_secs(10),
+        )
+    };
+    let rollback = || {
+        let _lock = state::lock(&prefix).unwrap();
+        kinds::rollback(&prefix, "edge", false)
+    };
+    let dump = |bin: &str| run(Command::new(t.path().join(bin).join("edge")).arg("-dump"));
+    let kept_version = || {
+        let r: Receipt = serde_json::from_slice(
+            &fs::read(prefix.state_dir().join("backup/edge.server/receipt.json")).unwrap(),
+        )
+        .unwrap();
+        r.version.unwrap()
+    };
+
+    // A tree (entrypoint sub/run), then one file; rollback brings the tree back with
+    // bin/edge pointing at its own entrypoint, not at the tree's directory.
+    install("1.0.0", true, "bin").unwrap();
+    install("2.0.0", false, "bin").unwrap();
+    rollback().unwrap();
+    assert_eq!(
+        fs::read_link(t.path().join("bin/edge")).unwrap(),
+        t.path().join("lib/edge/sub/run")
+    );
+    assert!(dump("bin").contains("\"1.0.0\""));
+    rollback().unwrap();
+    assert!(dump("bin").contains("\"2.0.0\""));
+    assert_eq!(kept_version(), "1.0.0");
+
+    // An update whose query fails puts 2.0.0 back and keeps 1.0.0 as the previous one.
+    let e = install("broken", false, "bin").unwrap_err();
+    assert!(format!("{e:#}").contains("query command"), "{e:#}");
+    assert!(dump("bin").contains("\"2.0.0\""));
+    assert_eq!(kept_version(), "1.0.0");
+
+    // A repair of a damaged install (its file deleted) works and keeps 1.0.0.
+    fs::remove_file(t.path().join("bin/edge")).unwrap();
+    install("2.0.0", false, "bin").unwrap();
+    assert!(dump("bin").contains("\"2.0.0\""));
+    assert_eq!(kept_version(), "1.0.0");
+
+    // The same version moved to another --bin-dir keeps 1.0.0 as the previous one; a
+    // rollback that would leave the current version behind in bin2 is refused.
+    install("2.0.0", false, "bin2").unwrap();
+    assert!(!t.path().join("bin/edge").exists());
+    assert_eq!(kept_version(), "1.0.0");
+    let e = rollback().unwrap_err();
+    assert_eq!(kind_of(&e), Kind::Usage, "{e:#}");
+    assert!(format!("{e:#}").contains("--bin-dir"), "{e:#}");
+    assert!(dump("bin2").contains("\"2.0.0\""));
+    assert!(!t.path().join("bin/edge").exists());
+
+    // An update over a tree the operator added to says so; the file is in the kept copy.
+    install("3.0.0", true, "bin2").unwrap();
+    write(&t.path().join("lib/edge/local.conf"), "mine\n");
+    let (outcome, _) = install("4.0.0", true, "bin2").unwrap();
+    let state::Outcome::Installed {
+        previous_differs, ..
+    } = outcome
+    else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!(previous_differs, ["local.conf (not in the receipt)"]);
+    assert!(prefix
+        .state_dir()
+        .join("backup/edge.server/tree/local.conf")
+        .is_file());
+
+    // Uninstall removes kplug's link only while it points into kplug's tree.
+    let link = t.path().join("bin2/edge");
+    let mine = t.path().join("mybuild");
+    exec(&mine, &edge_script("7.0.0"));
+    fs::remove_file(&link).unwrap();
+    std::os::unix::fs::symlink(&mine, &link).unwrap();
+    let left = {
+        let _lock = state::lock(&prefix).unwrap();
+        kinds::uninstall(&prefix, "edge").unwrap()
+    };
+    assert_eq!(fs::read_link(&link).unwrap(), mine, "{left:?}");
+}

@@ -130,6 +130,10 @@ pub struct ServerReceipt {
     /// `<bin_dir>/<name>`: a file, or a symlink to `tree`'s entrypoint.
     pub bin: PathBuf,
     pub tree: Option<PathBuf>,
+    /// The file `bin` links to, relative to `tree` (receipts from before it was recorded
+    /// have none: the link on disk says).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entrypoint: Option<String>,
     pub start_cmd: String,
     pub query_cmd: String,
     pub socket: String,
@@ -364,14 +368,27 @@ pub fn install(
             state::record_verification(prefix, prev, &receipt)?;
             return Ok((Outcome::Unchanged, infos));
         }
-        save_backup(prefix, &name, old, previous.as_ref())?;
     }
-    let files = place(staged, &bin, tree.as_deref())?;
-    let infos = match query(&query_cmd, timeout).and_then(|i| expect_listed(i, &name, &query_cmd)) {
-        Ok(i) => i,
+    // The version being replaced is copied aside first and becomes the kept previous
+    // version only once the new one answered its query: a failed update puts it back and
+    // leaves the older kept version as it was.
+    let previous_differs = old_server.as_ref().map(differences).unwrap_or_default();
+    let aside = match &old_server {
+        Some(old) => keep_aside(prefix, &name, old, previous.as_ref())?,
+        None => None,
+    };
+    let placed = place(staged, &bin, tree.as_deref()).and_then(|files| {
+        let infos = query(&query_cmd, timeout).and_then(|i| expect_listed(i, &name, &query_cmd))?;
+        Ok((files, infos))
+    });
+    let (files, infos) = match placed {
+        Ok(p) => p,
         Err(e) => {
             let old = old_server.as_ref();
-            let _ = restore_or_remove(prefix, &name, &bin, tree.as_deref(), old);
+            let _ = restore_or_remove(prefix, &name, &bin, tree.as_deref(), old, aside.as_deref());
+            if let Some(a) = &aside {
+                let _ = fs::remove_dir_all(a);
+            }
             return Err(e);
         }
     };
@@ -380,6 +397,7 @@ pub fn install(
     }
     let server = ServerReceipt {
         runtime: m.runtime,
+        entrypoint: tree.as_ref().map(|_| m.entrypoint.clone()),
         bin,
         tree,
         start_cmd,
@@ -389,14 +407,73 @@ pub fn install(
     };
     write_json(&sidecar(prefix, &name), &server)?;
     write_json(&prefix.state_dir().join(format!("{name}.json")), &receipt)?;
+    // The same artifact moved or repaired is not a previous version: the kept one stays.
+    let replaced = previous.filter(|p| p.digest != receipt.digest);
+    if let Some(a) = aside {
+        if replaced.is_some() {
+            let b = backup_dir(prefix, &name);
+            if b.exists() {
+                // One exchange: a crash leaves the old kept version or the new one.
+                crate::tree::exchange(&a, &b)?;
+                let _ = fs::remove_dir_all(&a);
+            } else {
+                fs::rename(&a, &b)?;
+            }
+        } else {
+            let _ = fs::remove_dir_all(&a);
+        }
+    }
     Ok((
         Outcome::Installed {
-            previous: previous.map(|r| r.digest),
-            previous_differs: Vec::new(),
+            previous_differs: match replaced {
+                Some(_) => previous_differs,
+                None => Vec::new(),
+            },
+            previous: replaced.map(|r| r.digest),
             adopted: None,
         },
         infos,
     ))
+}
+
+/// How an installed server differs from its receipt, one entry per path (a tree's files
+/// not in the receipt too).
+fn differences(s: &ServerReceipt) -> Vec<String> {
+    match &s.tree {
+        Some(t) => state::differences(t, &s.files),
+        None => state::differences_of(crate::tree::parent_dir(&s.bin), &s.files),
+    }
+}
+
+/// Copy the installed version beside the kept one (`<name>.server.new`), returning where.
+/// A version with files missing cannot be kept whole: None, the kept one stays as it is.
+/// Any other failure stops the update before anything changed.
+fn keep_aside(
+    prefix: &Prefix,
+    name: &str,
+    old: &ServerReceipt,
+    receipt: Option<&Receipt>,
+) -> Result<Option<PathBuf>> {
+    let aside = prefix
+        .state_dir()
+        .join("backup")
+        .join(format!("{name}.server.new"));
+    match save_backup_to(&aside, old, receipt) {
+        Ok(()) => Ok(Some(aside)),
+        Err(_) if !verify(old).1.is_empty() => {
+            let _ = fs::remove_dir_all(&aside);
+            Ok(None)
+        }
+        Err(e) => {
+            let _ = fs::remove_dir_all(&aside);
+            Err(e).with_context(|| {
+                format!(
+                    "keeping a copy of the installed {name} in {} before replacing it; nothing was changed",
+                    aside.display()
+                )
+            })
+        }
+    }
 }
 
 /// Put the files in place: one file as `bin`, or a tree at `tree` and `bin` a symlink.
@@ -463,17 +540,8 @@ fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Copy the current server and its receipts to the backup (files may sit on another
-/// file system than the state dir, so copies, not renames).
-fn save_backup(
-    prefix: &Prefix,
-    name: &str,
-    old: &ServerReceipt,
-    receipt: Option<&Receipt>,
-) -> Result<()> {
-    save_backup_to(&backup_dir(prefix, name), old, receipt)
-}
-
+/// Copy an installed server and its receipts to `b` (files may sit on another file
+/// system than the state dir, so copies, not renames).
 fn save_backup_to(b: &Path, old: &ServerReceipt, receipt: Option<&Receipt>) -> Result<()> {
     let _ = fs::remove_dir_all(b);
     fs::create_dir_all(b)?;
@@ -532,14 +600,15 @@ fn remove_moved(old: &ServerReceipt, bin: &Path, tree: Option<&Path>) {
     }
 }
 
-/// After a failed query: the new files removed where the old version does not live, and
-/// the backup back in place.
+/// After a failed update: the new files removed where the old version does not live, and
+/// the old version put back from where it was copied aside.
 fn restore_or_remove(
     prefix: &Prefix,
     name: &str,
     bin: &Path,
     tree: Option<&Path>,
     old: Option<&ServerReceipt>,
+    aside: Option<&Path>,
 ) -> Result<()> {
     if old.is_none_or(|o| o.bin != bin) {
         let _ = fs::remove_file(bin);
@@ -547,15 +616,14 @@ fn restore_or_remove(
     if let Some(t) = tree.filter(|t| old.is_none_or(|o| o.tree.as_deref() != Some(*t))) {
         let _ = fs::remove_dir_all(t);
     }
-    if old.is_some() && backup_dir(prefix, name).join("server.json").is_file() {
-        return restore(prefix, name);
+    match aside {
+        Some(a) => restore_from(prefix, name, a),
+        None => Ok(()),
     }
-    Ok(())
 }
 
-/// Put the backup in place (files, sidecar, receipt).
-fn restore(prefix: &Prefix, name: &str) -> Result<()> {
-    let b = backup_dir(prefix, name);
+/// Put the copy in `b` in place (files, sidecar, receipt).
+fn restore_from(prefix: &Prefix, name: &str, b: &Path) -> Result<()> {
     let Some(old) = read_json::<ServerReceipt>(&b.join("server.json"))? else {
         bail_kind!(
             Kind::NotFound,
@@ -567,12 +635,13 @@ fn restore(prefix: &Prefix, name: &str) -> Result<()> {
             name: name.to_string(),
             version: None,
             runtime: old.runtime,
-            entrypoint: match &old.tree {
-                Some(t) => fs::read_link(&old.bin)
+            entrypoint: match (&old.tree, &old.entrypoint) {
+                (Some(_), Some(e)) => e.clone(),
+                (Some(t), None) => fs::read_link(&old.bin)
                     .ok()
                     .and_then(|l| l.strip_prefix(t).ok().map(|p| p.display().to_string()))
                     .unwrap_or_default(),
-                None => "bin".into(),
+                (None, _) => "bin".into(),
             },
             query_args: None,
             socket: None,
@@ -580,7 +649,7 @@ fn restore(prefix: &Prefix, name: &str) -> Result<()> {
         dir: if old.tree.is_some() {
             b.join("tree")
         } else {
-            b.clone()
+            b.to_path_buf()
         },
         files: if old.tree.is_some() {
             old.files.clone()
@@ -636,16 +705,34 @@ pub fn rollback(prefix: &Prefix, name: &str, force: bool) -> Result<()> {
             differs.join(", ")
         );
     }
+    let cur = read_server(prefix, name)?;
+    if let Some(cur) = &cur {
+        if cur.bin != old.bin {
+            bail_kind!(
+                Kind::Usage,
+                "the previous version of plugin server {name} was installed as {}, the current \
+                 one is {}: a rollback would leave one of them behind. Install the version you \
+                 want with `kplug install REF --bin-dir DIR` instead",
+                old.bin.display(),
+                cur.bin.display()
+            );
+        }
+        refuse_foreign(&old.bin, old.tree.as_deref(), Some(cur))?;
+    }
     let next = prefix
         .state_dir()
         .join("backup")
         .join(format!("{name}.server.next"));
     let _ = fs::remove_dir_all(&next);
-    if let Some(cur) = read_server(prefix, name)? {
+    if let Some(cur) = &cur {
         let receipt = state::read_receipt(prefix, name)?;
-        save_backup_to(&next, &cur, receipt.as_ref())?;
+        save_backup_to(&next, cur, receipt.as_ref())?;
     }
-    restore(prefix, name)?;
+    restore_from(prefix, name, &b)?;
+    if let Some(cur) = &cur {
+        // A tree the version put back does not use (one file now, or another --lib-dir).
+        remove_moved(cur, &old.bin, old.tree.as_deref());
+    }
     fs::remove_dir_all(&b)?;
     if next.exists() {
         fs::rename(&next, &b)?;
@@ -685,8 +772,11 @@ pub fn uninstall(prefix: &Prefix, name: &str) -> Result<Vec<String>> {
             } else {
                 left.push(t.display().to_string());
             }
-            if fs::symlink_metadata(&s.bin).is_ok_and(|m| m.file_type().is_symlink()) {
+            // Only kplug's link: one re-pointed elsewhere since is the operator's.
+            if fs::read_link(&s.bin).is_ok_and(|l| l.starts_with(t)) {
                 fs::remove_file(&s.bin)?;
+            } else if fs::symlink_metadata(&s.bin).is_ok() {
+                left.push(s.bin.display().to_string());
             }
         }
         None if modified.is_empty() => {
@@ -1041,6 +1131,7 @@ mod tests {
             runtime: Runtime::Python,
             bin: "/opt/bin/py-hello".into(),
             tree: None,
+            entrypoint: None,
             start_cmd: "/opt/bin/py-hello".into(),
             query_cmd: "/opt/bin/py-hello --dump".into(),
             socket: "/usr/local/kong/py-hello.sock".into(),
