@@ -1300,6 +1300,28 @@ fn server_edges() {
     assert_eq!(c.get("pluginserver_edge_query_cmd"), Some(q));
     let f = doctor::check_with(&c, &no_env, &[], &Options::default());
     assert!(!has(&f, "edge", Severity::Error, ""), "{f:?}");
+
+    // An update without --bin-dir/--lib-dir (a bootstrap script's plain `install REF`)
+    // stays where the server is: the file kong.conf starts is not moved away.
+    let out = Command::new(env!("CARGO_BIN_EXE_kplug"))
+        .current_dir(t.path())
+        .env("HOME", t.path())
+        .env_remove("KONG_PLUGINS")
+        .arg("install")
+        .arg(pack("0.3.0", None).unwrap().path)
+        .args(["--insecure-skip-verify", "--prefix"])
+        .arg(&lua)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(spaced.join("edge").exists());
+    assert!(run(Command::new(spaced.join("edge")).arg("-dump")).contains("edge"));
+    let data = fs::read_to_string(lib.join("edge/data.txt")).unwrap();
+    assert_eq!(data, "x\n");
 }
 
 /// A rock holding two plugins through the CLI: without --name both are installed (two

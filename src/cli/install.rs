@@ -69,13 +69,15 @@ pub struct InstallArgs {
     #[arg(long)]
     pub strict_identity: bool,
     /// Plugin servers (artifacts with kplug-server.json): directory of the executable Kong
-    /// starts (Kong's default plugin-server path).
-    #[arg(long, value_name = "DIR", default_value = crate::node::external::DEFAULT_BIN_DIR)]
-    pub bin_dir: PathBuf,
+    /// starts [default: where the server is installed, else /usr/local/bin, Kong's
+    /// default plugin-server path]
+    #[arg(long, value_name = "DIR")]
+    pub bin_dir: Option<PathBuf>,
     /// Plugin servers of several files: their trees go to DIR/<name>/, with
-    /// <bin-dir>/<name> a link to the entrypoint.
-    #[arg(long, value_name = "DIR", default_value = crate::node::external::DEFAULT_LIB_DIR)]
-    pub lib_dir: PathBuf,
+    /// <bin-dir>/<name> a link to the entrypoint [default: where the server is
+    /// installed, else /usr/local/lib/kplug/servers]
+    #[arg(long, value_name = "DIR")]
+    pub lib_dir: Option<PathBuf>,
     /// Plugin servers: longest run of the query command (`-dump`/`--dump`) that checks
     /// the installed server, e.g. 20s.
     #[arg(long, value_name = "DURATION", value_parser = super::args::parse_duration)]
@@ -150,8 +152,8 @@ pub async fn run(g: &Global, out: &Printer, a: InstallArgs) -> anyhow::Result<()
         allow_downgrade: a.allow_downgrade,
         strict_identity: a.strict_identity,
         server: install::ServerOptions {
-            bin_dir: Some(a.bin_dir),
-            lib_dir: Some(a.lib_dir),
+            bin_dir: a.bin_dir,
+            lib_dir: a.lib_dir,
             query_timeout: a.query_timeout,
         },
     };

@@ -79,13 +79,32 @@ impl ServerOptions {
         bin || lib
     }
 
-    /// The layout on this node; sockets go under Kong's `prefix` (kong.conf or KONG_PREFIX).
-    fn layout(&self, conf: &crate::node::kongconf::KongConf) -> ServerLayout {
+    /// The layout on this node: the directories given, else those of the installed
+    /// version (an update without flags stays where kong.conf starts it), else the
+    /// defaults; sockets go under Kong's `prefix` (kong.conf or KONG_PREFIX).
+    fn layout(
+        &self,
+        conf: &crate::node::kongconf::KongConf,
+        installed: Option<&ServerReceipt>,
+    ) -> ServerLayout {
         let d = ServerLayout::default();
+        let parent = |p: &std::path::Path| p.parent().map(std::path::Path::to_path_buf);
+        let bin_now = installed.and_then(|s| parent(&s.bin));
+        let lib_now = installed.and_then(|s| s.tree.as_deref().and_then(parent));
         ServerLayout {
             // Kong runs the commands from its own directory: absolute paths only.
-            bin_dir: self.bin_dir.as_deref().map(absolute).unwrap_or(d.bin_dir),
-            lib_dir: self.lib_dir.as_deref().map(absolute).unwrap_or(d.lib_dir),
+            bin_dir: self
+                .bin_dir
+                .as_deref()
+                .map(absolute)
+                .or(bin_now)
+                .unwrap_or(d.bin_dir),
+            lib_dir: self
+                .lib_dir
+                .as_deref()
+                .map(absolute)
+                .or(lib_now)
+                .unwrap_or(d.lib_dir),
             kong_prefix: conf
                 .effective("prefix", &super::node::env)
                 .map(PathBuf::from)
@@ -316,7 +335,8 @@ async fn unpack_and_swap(c: &SwapContext<'_>, staging: &Arc<Staging>) -> anyhow:
     if let Some(staged) = ex.server {
         let m = &staged.manifest;
         let receipt = receipt_for(&m.name, m.version.clone(), Vec::new());
-        let layout = r.server.layout(c.conf);
+        let installed = external::read_server(c.prefix, &m.name)?;
+        let layout = r.server.layout(c.conf, installed.as_ref());
         let timeout = r
             .server
             .query_timeout
