@@ -340,7 +340,7 @@ pub fn install(
     let name = m.name.clone();
     receipt.name = name.clone();
     receipt.files = vec![];
-    let bin = layout.bin_dir.join(&name);
+    let mut server = planned(staged, layout);
     let previous = state::read_receipt(prefix, &name)?;
     let old_server = read_server(prefix, &name)?;
     if previous.is_some() && old_server.is_none() {
@@ -349,23 +349,9 @@ pub fn install(
             "plugin {name} is installed as a Lua plugin; uninstall it first"
         );
     }
-    let tree = (staged.files.len() > 1).then(|| layout.lib_dir.join(&name));
-    refuse_foreign(&bin, tree.as_deref(), old_server.as_ref())?;
-    let (start_cmd, query_cmd, socket) = commands(m, &bin, layout);
+    refuse_foreign(&server.bin, server.tree.as_deref(), old_server.as_ref())?;
     if let (Some(old), Some(prev)) = (&old_server, &previous) {
-        // The same artifact again, intact, where it is and run the same way (a bootstrap
-        // run twice): nothing to do, and the kept previous version must stay what it is.
-        let same_place = old.bin == bin && old.tree == tree;
-        let same_cmds =
-            (&old.start_cmd, &old.query_cmd, &old.socket) == (&start_cmd, &query_cmd, &socket);
-        if prev.digest == receipt.digest
-            && same_place
-            && same_cmds
-            && verify(old) == (vec![], vec![])
-        {
-            let infos =
-                query(&query_cmd, timeout).and_then(|i| expect_listed(i, &name, &query_cmd))?;
-            state::record_verification(prefix, prev, &receipt)?;
+        if let Some(infos) = rerun(prefix, old, prev, &server, &receipt, timeout)? {
             return Ok((Outcome::Unchanged, infos));
         }
     }
@@ -377,51 +363,33 @@ pub fn install(
         Some(old) => keep_aside(prefix, &name, old, previous.as_ref())?,
         None => None,
     };
-    let placed = place(staged, &bin, tree.as_deref()).and_then(|files| {
-        let infos = query(&query_cmd, timeout).and_then(|i| expect_listed(i, &name, &query_cmd))?;
-        Ok((files, infos))
-    });
-    let (files, infos) = match placed {
-        Ok(p) => p,
+    let placed = place(staged, &server.bin, server.tree.as_deref())
+        .and_then(|files| Ok((files, query_listed(&server.query_cmd, &name, timeout)?)));
+    let infos = match placed {
+        Ok((files, infos)) => {
+            server.files = files;
+            infos
+        }
         Err(e) => {
-            let old = old_server.as_ref();
-            let _ = restore_or_remove(prefix, &name, &bin, tree.as_deref(), old, aside.as_deref());
-            if let Some(a) = &aside {
-                let _ = fs::remove_dir_all(a);
-            }
+            undo(
+                prefix,
+                &name,
+                &server,
+                old_server.as_ref(),
+                aside.as_deref(),
+            );
             return Err(e);
         }
     };
     if let Some(old) = &old_server {
-        remove_moved(old, &bin, tree.as_deref());
+        remove_moved(old, &server.bin, server.tree.as_deref());
     }
-    let server = ServerReceipt {
-        runtime: m.runtime,
-        entrypoint: tree.as_ref().map(|_| m.entrypoint.clone()),
-        bin,
-        tree,
-        start_cmd,
-        query_cmd,
-        socket,
-        files,
-    };
     write_json(&sidecar(prefix, &name), &server)?;
     write_json(&prefix.state_dir().join(format!("{name}.json")), &receipt)?;
     // The same artifact moved or repaired is not a previous version: the kept one stays.
     let replaced = previous.filter(|p| p.digest != receipt.digest);
     if let Some(a) = aside {
-        if replaced.is_some() {
-            let b = backup_dir(prefix, &name);
-            if b.exists() {
-                // One exchange: a crash leaves the old kept version or the new one.
-                crate::tree::exchange(&a, &b)?;
-                let _ = fs::remove_dir_all(&a);
-            } else {
-                fs::rename(&a, &b)?;
-            }
-        } else {
-            let _ = fs::remove_dir_all(&a);
-        }
+        keep_or_drop(&a, &backup_dir(prefix, &name), replaced.is_some())?;
     }
     Ok((
         Outcome::Installed {
@@ -434,6 +402,81 @@ pub fn install(
         },
         infos,
     ))
+}
+
+/// Where a staged server goes and how Kong will run it (its files still to be listed):
+/// one file as `<bin-dir>/<name>`, several as a tree `<lib-dir>/<name>`.
+fn planned(staged: &StagedServer, layout: &ServerLayout) -> ServerReceipt {
+    let m = &staged.manifest;
+    let bin = layout.bin_dir.join(&m.name);
+    let tree = (staged.files.len() > 1).then(|| layout.lib_dir.join(&m.name));
+    let (start_cmd, query_cmd, socket) = commands(m, &bin, layout);
+    ServerReceipt {
+        runtime: m.runtime,
+        entrypoint: tree.as_ref().map(|_| m.entrypoint.clone()),
+        bin,
+        tree,
+        start_cmd,
+        query_cmd,
+        socket,
+        files: Vec::new(),
+    }
+}
+
+/// The same artifact installed again, intact, where it is and run the same way (a
+/// bootstrap run twice): its query's answer, with nothing changed (the kept previous
+/// version must stay what it is); None when it needs installing.
+fn rerun(
+    prefix: &Prefix,
+    old: &ServerReceipt,
+    prev: &Receipt,
+    new: &ServerReceipt,
+    receipt: &Receipt,
+    timeout: Duration,
+) -> Result<Option<Vec<PluginInfo>>> {
+    let same_place = (&old.bin, &old.tree) == (&new.bin, &new.tree);
+    let same_cmds = (&old.start_cmd, &old.query_cmd, &old.socket)
+        == (&new.start_cmd, &new.query_cmd, &new.socket);
+    if prev.digest != receipt.digest || !same_place || !same_cmds || verify(old) != (vec![], vec![])
+    {
+        return Ok(None);
+    }
+    let infos = query_listed(&new.query_cmd, &receipt.name, timeout)?;
+    state::record_verification(prefix, prev, receipt)?;
+    Ok(Some(infos))
+}
+
+/// After a failed update: the new files out, the version set aside back, the copy gone.
+fn undo(
+    prefix: &Prefix,
+    name: &str,
+    new: &ServerReceipt,
+    old: Option<&ServerReceipt>,
+    aside: Option<&Path>,
+) {
+    let _ = restore_or_remove(prefix, name, &new.bin, new.tree.as_deref(), old, aside);
+    if let Some(a) = aside {
+        let _ = fs::remove_dir_all(a);
+    }
+}
+
+/// Run the query command and check the server lists `name`.
+fn query_listed(cmd: &str, name: &str, timeout: Duration) -> Result<Vec<PluginInfo>> {
+    query(cmd, timeout).and_then(|i| expect_listed(i, name, cmd))
+}
+
+/// Make the copy set aside the kept previous version (`keep`), or drop it.
+fn keep_or_drop(aside: &Path, kept: &Path, keep: bool) -> Result<()> {
+    if !keep {
+        let _ = fs::remove_dir_all(aside);
+    } else if kept.exists() {
+        // One exchange: a crash leaves the old kept version or the new one.
+        crate::tree::exchange(aside, kept)?;
+        let _ = fs::remove_dir_all(aside);
+    } else {
+        fs::rename(aside, kept)?;
+    }
+    Ok(())
 }
 
 /// How an installed server differs from its receipt, one entry per path (a tree's files
