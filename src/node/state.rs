@@ -781,6 +781,7 @@ struct Journal {
 /// [`lock`]; only safe with the lock held.
 pub fn recover(prefix: &Prefix) -> Result<()> {
     replay_journal(prefix)?;
+    settle_prev_backups(prefix)?;
     discard(prefix, &prefix.incoming())?;
     remove_all(&prefix.state_dir().join(".trash"))?;
     restore_orphaned_adoptions(prefix)?;
@@ -815,6 +816,7 @@ fn replay_journal(prefix: &Prefix) -> Result<()> {
             })?;
             sync_dir(&prefix.plugins_dir())?;
         }
+        settle_prev_backup(prefix, &j.name)?;
         remove_if_exists(&jpath)?;
     } else {
         finish_receipts(prefix, &j)?;
@@ -922,11 +924,19 @@ fn swap_steps(prefix: &Prefix, name: &str, staged: &Path, receipt: Option<Receip
             incoming.display()
         )
     })?;
-    remove_if_exists(&backups.join(format!("{name}.json")))?;
-    discard(prefix, &backups.join(name))?;
+    let had_old = exists(&target);
+    if had_old {
+        // The kept version makes way for the one being replaced, but only aside until
+        // the swap is final: an undone swap (a crash, a failed rollback) puts it back.
+        let (prev, prev_json) = prev_backup(prefix, name);
+        discard(prefix, &prev)?;
+        remove_if_exists(&prev_json)?;
+        rename_if_exists(&backups.join(format!("{name}.json")), &prev_json)?;
+        rename_if_exists(&backups.join(name), &prev)?;
+    }
     let journal = Journal {
         name: name.to_string(),
-        had_old: exists(&target),
+        had_old,
         receipt,
     };
     write_atomic(&prefix.journal_path(), &serde_json::to_vec(&journal)?)?;
@@ -968,8 +978,69 @@ fn finish_receipts(prefix: &Prefix, j: &Journal) -> Result<()> {
         None => remove_if_exists(&path)?,
     }
     sync_dir(&prefix.backup_dir())?;
+    let (prev, prev_json) = prev_backup(prefix, &j.name);
+    discard(prefix, &prev)?;
+    remove_if_exists(&prev_json)?;
     remove_if_exists(&prefix.journal_path())?;
     sync_dir(&prefix.state_dir())
+}
+
+/// Where the kept version of `name` waits while a swap replaces it (tree, receipt).
+fn prev_backup(prefix: &Prefix, name: &str) -> (PathBuf, PathBuf) {
+    let b = prefix.backup_dir();
+    (
+        b.join(format!(".{name}.prev")),
+        b.join(format!(".{name}.prev.json")),
+    )
+}
+
+/// A kept version set aside by a swap that did not finish goes back to being the kept
+/// version (where the swap put nothing in its place); one the swap replaced is dropped.
+fn settle_prev_backup(prefix: &Prefix, name: &str) -> Result<()> {
+    let (prev, prev_json) = prev_backup(prefix, name);
+    let b = prefix.backup_dir();
+    for (from, to) in [
+        (&prev_json, b.join(format!("{name}.json"))),
+        (&prev, b.join(name)),
+    ] {
+        if exists(from) && !exists(&to) {
+            fs::rename(from, &to).with_context(|| format!("restoring {}", to.display()))?;
+        }
+    }
+    discard(prefix, &prev)?;
+    remove_if_exists(&prev_json)
+}
+
+/// Every kept version still set aside when no swap is under way (a crash before the
+/// journal was written).
+fn settle_prev_backups(prefix: &Prefix) -> Result<()> {
+    let Ok(entries) = fs::read_dir(prefix.backup_dir()) else {
+        return Ok(());
+    };
+    for ent in entries {
+        let file_name = ent?.file_name();
+        let Some(name) = file_name.to_str().and_then(|n| n.strip_prefix('.')) else {
+            continue;
+        };
+        if let Some(name) = name
+            .strip_suffix(".prev")
+            .or(name.strip_suffix(".prev.json"))
+        {
+            if check_name(name).is_ok() {
+                settle_prev_backup(prefix, name)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn rename_if_exists(from: &Path, to: &Path) -> Result<()> {
+    match fs::rename(from, to) {
+        Err(e) if e.kind() != ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("moving {} to {}", from.display(), to.display()))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Normalise modes (0755 for directories and executables, 0644 for the rest), chown,
@@ -1241,6 +1312,30 @@ mod tests {
             assert_eq!(read(&prefix, "handler.lua"), HANDLER);
             // And the next install goes through.
             install(&prefix, "2", &v2()).unwrap();
+            assert_intact(&prefix, "2");
+        }
+    }
+
+    #[test]
+    fn a_crash_during_rollback_keeps_the_kept_version() {
+        for at in ["before-swap", "mid-swap"] {
+            let d = tempfile::tempdir().unwrap();
+            let prefix = Prefix::new(d.path());
+            {
+                let _l = lock(&prefix).unwrap();
+                install(&prefix, "1", &v1()).unwrap();
+                install(&prefix, "2", &v2()).unwrap();
+                FAIL_AT.with(|f| f.set(Some(at)));
+                let e = rollback(&prefix, "hello", false).unwrap_err();
+                FAIL_AT.with(|f| f.set(None));
+                assert!(e.is::<SimulatedCrash>(), "{e}");
+            }
+            let _l = lock(&prefix).unwrap();
+            assert_intact(&prefix, "2");
+            // 1 is still the kept version: the rollback can be run again.
+            rollback(&prefix, "hello", false).unwrap();
+            assert_intact(&prefix, "1");
+            rollback(&prefix, "hello", false).unwrap();
             assert_intact(&prefix, "2");
         }
     }
