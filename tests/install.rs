@@ -515,6 +515,29 @@ fn hostile_dotdot_escape() {
 }
 
 #[test]
+fn hostile_rockspec_module_name() {
+    // A rockspec's module names become file names: `/` and `..` in one must not lead out.
+    let outside = tempfile::tempdir().unwrap();
+    let target = outside.path().join("ESCAPED");
+    let spec = format!(
+        "package = \"kong-plugin-hello\"\nversion = \"0.1.0-1\"\nbuild = {{ type = \"builtin\", modules = {{\n\
+         [\"kong.plugins.hello.handler\"] = \"kong/plugins/hello/handler.lua\",\n\
+         [\"kong.plugins.hello.schema\"] = \"kong/plugins/hello/schema.lua\",\n\
+         [\"kong.plugins.hello.{}\"] = \"kong/plugins/hello/handler.lua\",\n}} }}\n",
+        target.display()
+    );
+    hostile(
+        vec![Entry::file("hello-0.1.0-1.rockspec", spec.as_bytes())],
+        &[],
+        "is not a Lua module name",
+    );
+    assert!(
+        !outside.path().join("ESCAPED.lua").exists(),
+        "written outside"
+    );
+}
+
+#[test]
 fn hostile_symlink() {
     hostile(
         vec![Entry::special(

@@ -133,6 +133,15 @@ impl Rockspec {
                     m.name
                 );
             };
+            if !valid_module_name(&m.name) {
+                crate::bail_kind!(
+                    Kind::Unsafe,
+                    "{}: {} is not a Lua module name (dot-separated parts of letters, digits, \
+                     `_` and `-`); it would become a file name, so nothing was written",
+                    self.path.display(),
+                    crate::node::names::escape(m.name.as_bytes())
+                );
+            }
             let inside = m.installed_path();
             let rel = inside
                 .strip_prefix(&prefix)
@@ -151,6 +160,17 @@ impl Rockspec {
             .filter(|m| m.plugin() != Some(plugin))
             .collect()
     }
+}
+
+/// A module name whose file name stays where it belongs: dot-separated parts of
+/// `[A-Za-z0-9_-]`, none empty (so no `/`, no `..`, nothing absolute).
+fn valid_module_name(name: &str) -> bool {
+    name.len() <= 1024
+        && name.split('.').all(|p| {
+            !p.is_empty()
+                && p.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        })
 }
 
 /// The `*.rockspec` files directly in `dir`, sorted.
@@ -211,6 +231,27 @@ build = {
   }
 }
 "#;
+
+    #[test]
+    fn module_names_that_are_not_file_names_are_refused() {
+        for bad in [
+            "acme./etc/x",
+            "acme..x",
+            "acme.x\u{1b}[2J",
+            "acme.",
+            "acme.a b",
+        ] {
+            let src = format!(
+                "build = {{ modules = {{ [\"kong.plugins.acme.handler\"] = \"h.lua\", \
+                 [\"kong.plugins.{bad}\"] = \"h.lua\" }} }}"
+            );
+            let r = Rockspec::parse(&src, Path::new("x.rockspec")).unwrap();
+            let e = r.plugin_files("acme").unwrap_err();
+            assert_eq!(crate::error::kind_of(&e), Kind::Unsafe, "{bad}: {e:#}");
+            assert!(!format!("{e:#}").contains('\u{1b}'), "{e:#}");
+        }
+        assert!(valid_module_name("kong.plugins.acme.access-v2_x"));
+    }
 
     #[test]
     fn maps_modules() {

@@ -187,6 +187,15 @@ fn write_entry(
     data: &mut dyn Read,
     read_err: &dyn Fn(io::Error) -> anyhow::Error,
 ) -> Result<Option<FileEntry>> {
+    // Every `rel` comes through the gate or a checked rockspec; this holds whatever the
+    // caller: a normalised relative path, or nothing is written.
+    if crate::node::gate::check_path(&a.rel).as_deref() != Ok(a.rel.as_str()) {
+        crate::bail_kind!(
+            Kind::Unsafe,
+            "refusing to write {}: not a plain relative path",
+            crate::node::names::escape(a.rel.as_bytes())
+        );
+    }
     if a.is_dir {
         make_dirs(dest, &a.rel)?;
         return Ok(None);
