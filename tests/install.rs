@@ -538,6 +538,30 @@ fn hostile_rockspec_module_name() {
 }
 
 #[test]
+fn hostile_rockspec_mapping_one_file_many_times() {
+    // A few hundred bytes mapped 400 times: the copies count against --max-bytes as an
+    // archive's own files do, and are refused before they fill the disk.
+    let mut modules = String::from(
+        "[\"kong.plugins.hello.handler\"] = \"kong/plugins/hello/handler.lua\",\n\
+         [\"kong.plugins.hello.schema\"] = \"kong/plugins/hello/schema.lua\",\n",
+    );
+    for i in 0..400 {
+        modules.push_str(&format!(
+            "[\"kong.plugins.hello.m{i}\"] = \"kong/plugins/hello/handler.lua\",\n"
+        ));
+    }
+    let spec = format!(
+        "package = \"kong-plugin-hello\"\nversion = \"0.1.0-1\"\n\
+         build = {{ type = \"builtin\", modules = {{\n{modules}}} }}\n"
+    );
+    hostile(
+        vec![Entry::file("hello-0.1.0-1.rockspec", spec.as_bytes())],
+        &["--max-bytes", "40000"],
+        "maps more than the limits allow",
+    );
+}
+
+#[test]
 fn hostile_symlink() {
     hostile(
         vec![Entry::special(

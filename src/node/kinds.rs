@@ -57,7 +57,7 @@ pub fn extract_file(
             server: Some(server),
         });
     }
-    let p = unpack::plugin_from_tree(&raw, all, staging, hints)?;
+    let p = unpack::plugin_from_tree(&raw, all, staging, hints, limits)?;
     Ok(Extracted {
         plugins: vec![p],
         rock: None,

@@ -304,7 +304,7 @@ fn from_src_rock(
             );
         }
     }
-    let out = unpack::from_rockspec(&src_root, &spec, want, staging, &[])?;
+    let out = unpack::from_rockspec(&src_root, &spec, want, staging, &[], limits)?;
     let names: Vec<String> = out.iter().map(|p| p.name.clone()).collect();
     for m in spec
         .modules

@@ -480,7 +480,7 @@ pub fn extract_plugin_with<R: Read>(
     let raw = staging.join("raw");
     fs::create_dir(&raw).with_context(|| format!("creating {}", raw.display()))?;
     let all = unpack_tar(reader, &raw, limits)?;
-    plugin_from_tree(&raw, all, staging, hints)
+    plugin_from_tree(&raw, all, staging, hints, limits)
 }
 
 /// Find, name and check the one plugin in the unpacked tree `raw` (files `all`), and
@@ -490,6 +490,7 @@ pub(crate) fn plugin_from_tree(
     all: Vec<FileEntry>,
     staging: &Path,
     hints: &NameHints,
+    limits: &Limits,
 ) -> Result<ExtractedPlugin> {
     let flag = hints.flag.as_deref();
     if let Some(n) = flag {
@@ -509,7 +510,7 @@ pub(crate) fn plugin_from_tree(
                 spec.plugins().join(", ")
             );
         }
-        let mut out = from_rockspec(&root, &spec, flag, staging, &[])?;
+        let mut out = from_rockspec(&root, &spec, flag, staging, &[], limits)?;
         remove_raw(raw)?;
         return Ok(out.remove(0));
     }
@@ -615,6 +616,7 @@ pub(crate) fn from_rockspec(
     want: Option<&str>,
     staging: &Path,
     skip: &[String],
+    limits: &Limits,
 ) -> Result<Vec<ExtractedPlugin>> {
     let names: Vec<String> = match want {
         Some(w) => vec![w.to_string()],
@@ -625,6 +627,9 @@ pub(crate) fn from_rockspec(
             .collect(),
     };
     let mut out = Vec::new();
+    // The map may name one source many times: what it lays out counts against the
+    // limits as an archive's files do, before each copy is written.
+    let (mut files_left, mut bytes_left) = (limits.max_files, limits.max_total_bytes);
     for name in names {
         let tmp = staging.join(format!(".{name}.tmp"));
         fs::create_dir(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
@@ -645,6 +650,27 @@ pub(crate) fn from_rockspec(
                     ),
                 )
             })?;
+            let over = match (
+                files_left.checked_sub(1),
+                bytes_left.checked_sub(meta.len()),
+            ) {
+                (Some(f), Some(b)) if meta.len() <= limits.max_file_bytes => {
+                    (files_left, bytes_left) = (f, b);
+                    false
+                }
+                _ => true,
+            };
+            if over {
+                bail_kind!(
+                    Kind::Unsafe,
+                    "{} maps more than the limits allow (at most {} files, {} bytes in all, {} \
+                     bytes a file); nothing was installed",
+                    spec.path.display(),
+                    limits.max_files,
+                    limits.max_total_bytes,
+                    limits.max_file_bytes
+                );
+            }
             let a = Admitted {
                 rel: rel.clone(),
                 is_dir: false,
