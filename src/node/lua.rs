@@ -245,16 +245,26 @@ pub struct Chunk {
     pub returned: Option<Value>,
 }
 
-#[derive(Default)]
+/// Bytes of strings and table entries one evaluation may build. Copies and
+/// concatenations can double a value per line, so without it 40 lines of a 700-byte
+/// file would ask for terabytes; real rockspecs and manifests use a few KiB.
+const BUDGET: u64 = 16 << 20;
+
 struct Scope {
     locals: BTreeMap<String, Value>,
     globals: BTreeMap<String, Value>,
+    /// What is left of [`BUDGET`]; once spent, values built are `Unknown`.
+    budget: std::cell::Cell<u64>,
 }
 
 /// Evaluate the top level of `src` literally (see the module doc).
 pub fn eval(src: &str) -> Result<Chunk, SyntaxError> {
     let ast = parse(src)?;
-    let mut s = Scope::default();
+    let mut s = Scope {
+        locals: BTreeMap::new(),
+        globals: BTreeMap::new(),
+        budget: std::cell::Cell::new(BUDGET),
+    };
     for stmt in ast.nodes().stmts() {
         match stmt {
             Stmt::LocalAssignment(a) => {
@@ -296,13 +306,42 @@ fn ident(t: &TokenReference) -> String {
     t.token().to_string()
 }
 
+/// What building a copy of `v` costs against the budget.
+fn weight(v: &Value) -> u64 {
+    match v {
+        Value::Str(s) => s.len() as u64 + 1,
+        Value::Table(t) => {
+            t.entries
+                .iter()
+                .map(|(k, v)| weight(k) + weight(v))
+                .sum::<u64>()
+                + 1
+        }
+        _ => 1,
+    }
+}
+
 impl Scope {
+    /// Take `n` from the budget; false (and the budget spent) when it does not hold `n`.
+    fn spend(&self, n: u64) -> bool {
+        let left = self.budget.get();
+        self.budget.set(left.saturating_sub(n));
+        left >= n
+    }
+
+    /// A copy of `v`, if the budget allows it.
+    fn copy(&self, v: &Value) -> Value {
+        match self.spend(weight(v)) {
+            true => v.clone(),
+            false => Value::Unknown,
+        }
+    }
+
     fn lookup(&self, name: &str) -> Value {
         self.locals
             .get(name)
             .or_else(|| self.globals.get(name))
-            .cloned()
-            .unwrap_or(Value::Unknown)
+            .map_or(Value::Unknown, |v| self.copy(v))
     }
 
     fn eval(&self, e: &Expression) -> Value {
@@ -342,7 +381,7 @@ impl Scope {
                 binop: ast::BinOp::TwoDots(_),
                 rhs,
             } => match (concat_part(&self.eval(lhs)), concat_part(&self.eval(rhs))) {
-                (Some(a), Some(b)) => Value::Str(a + &b),
+                (Some(a), Some(b)) if self.spend((a.len() + b.len()) as u64) => Value::Str(a + &b),
                 _ => Value::Unknown,
             },
             Expression::TableConstructor(t) => Value::Table(self.table(t)),
@@ -389,7 +428,7 @@ impl Scope {
                 }
                 _ => return Value::Unknown,
             };
-            cur = cur.get(&key).cloned().unwrap_or(Value::Unknown);
+            cur = cur.get(&key).map_or(Value::Unknown, |v| self.copy(v));
         }
         cur
     }
@@ -525,6 +564,23 @@ mod tests {
             .contains("too many syntax levels"));
         // No library is there: compiling runs nothing, and nothing could run.
         check_syntax(b"os.exit(1)\n", "x.lua").unwrap();
+    }
+
+    #[test]
+    fn evaluation_is_bounded() {
+        // Doubling a string or a table 40 times would need terabytes: past the budget
+        // the values are simply not literal.
+        let mut src = String::from("local a = \"xxxxxxxx\"\nlocal t = {1}\n");
+        for _ in 0..40 {
+            src.push_str("a = a .. a\nt = {t, t}\n");
+        }
+        src.push_str("package = a\nx = t\nversion = \"1.0-1\"\n");
+        let c = eval(&src).unwrap();
+        assert_eq!(c.globals.get("package"), Some(&Value::Unknown));
+        assert_eq!(
+            c.globals.get("version").and_then(Value::as_str),
+            Some("1.0-1")
+        );
     }
 
     #[test]
