@@ -203,3 +203,34 @@ mod exchange_tests {
         assert!(super::exchange(&t.path().join("missing"), &b).is_err());
     }
 }
+
+/// Most bytes kplug reads back from a record of its own (a receipt, a journal): one for
+/// the 10,000 files an archive may hold is about 2 MB.
+pub const MAX_RECORD_BYTES: u64 = 32 << 20;
+
+/// The bytes of `path`, refused past `cap` (a record replaced by something huge, or by a
+/// link to /dev/zero, must not exhaust memory while the lock is held).
+pub fn read_capped(path: &Path, cap: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut buf = Vec::new();
+    std::fs::File::open(path)?
+        .take(cap + 1)
+        .read_to_end(&mut buf)?;
+    if buf.len() as u64 > cap {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("over {cap} bytes, more than kplug ever writes there"),
+        ));
+    }
+    Ok(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn records_are_read_bounded() {
+        // A receipt replaced by a link to /dev/zero: refused after cap + 1 bytes.
+        let e = super::read_capped(std::path::Path::new("/dev/zero"), 1 << 20).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
+    }
+}

@@ -269,7 +269,7 @@ pub fn read_server(prefix: &Prefix, name: &str) -> Result<Option<ServerReceipt>>
 }
 
 fn read_json<T: for<'de> Deserialize<'de>>(p: &Path) -> Result<Option<T>> {
-    match fs::read(p) {
+    match crate::tree::read_capped(p, crate::tree::MAX_RECORD_BYTES) {
         Ok(b) => serde_json::from_slice(&b).map(Some).map_err(|e| {
             fail(
                 Kind::Integrity,

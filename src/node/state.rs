@@ -192,7 +192,7 @@ pub fn read_receipt(prefix: &Prefix, name: &str) -> Result<Option<Receipt>> {
 }
 
 fn read_receipt_at(path: &Path) -> Result<Option<Receipt>> {
-    let bytes = match fs::read(path) {
+    let bytes = match crate::tree::read_capped(path, crate::tree::MAX_RECORD_BYTES) {
         Ok(b) => b,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
@@ -611,8 +611,13 @@ pub fn uninstall(prefix: &Prefix, name: &str) -> Result<Uninstalled> {
             dir.display()
         );
     }
-    let paths: Vec<PathBuf> = receipt
-        .files
+    // A directory removed by hand leaves nothing to remove but the records.
+    let listed = if exists(&dir) {
+        &receipt.files[..]
+    } else {
+        &[]
+    };
+    let paths: Vec<PathBuf> = listed
         .iter()
         .map(|f| {
             inside(&dir, &f.path).ok_or_else(|| {
@@ -761,7 +766,8 @@ pub fn list_checked(prefix: &Prefix) -> Result<(Vec<Listed>, Vec<Broken>)> {
 /// The plugin whose swap was interrupted (its journal is still there), if any. Until a
 /// command takes the lock and finishes it, `plugins/<name>` may be absent.
 pub fn pending_swap(prefix: &Prefix) -> Option<String> {
-    let bytes = fs::read(prefix.journal_path()).ok()?;
+    let bytes =
+        crate::tree::read_capped(&prefix.journal_path(), crate::tree::MAX_RECORD_BYTES).ok()?;
     let j: Journal = serde_json::from_slice(&bytes).ok()?;
     Some(j.name)
 }
@@ -790,7 +796,7 @@ pub fn recover(prefix: &Prefix) -> Result<()> {
 
 fn replay_journal(prefix: &Prefix) -> Result<()> {
     let jpath = prefix.journal_path();
-    let bytes = match fs::read(&jpath) {
+    let bytes = match crate::tree::read_capped(&jpath, crate::tree::MAX_RECORD_BYTES) {
         Ok(b) => b,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(e).with_context(|| format!("reading {}", jpath.display())),
@@ -1076,15 +1082,25 @@ fn prepare_tree(dir: &Path, owner: Option<(u32, u32)>) -> Result<()> {
     Ok(())
 }
 
+/// Copy a kept tree of directories and regular files; a symbolic link or a special file
+/// is refused (copying would read what it points to, or block on a FIFO).
 fn copy_tree(from: &Path, to: &Path) -> Result<()> {
     fs::create_dir(to)?;
     for ent in fs::read_dir(from)? {
         let ent = ent?;
         let (src, dst) = (ent.path(), to.join(ent.file_name()));
-        if fs::symlink_metadata(&src)?.is_dir() {
+        let meta = fs::symlink_metadata(&src)?;
+        if meta.is_dir() {
             copy_tree(&src, &dst)?;
-        } else {
+        } else if meta.is_file() {
             fs::copy(&src, &dst).with_context(|| format!("copying {}", src.display()))?;
+        } else {
+            crate::bail_kind!(
+                Kind::Unsafe,
+                "{} is a symbolic link or a special file, not something kplug installed; \
+                 nothing was changed, check it by hand",
+                src.display()
+            );
         }
     }
     Ok(())
@@ -1314,6 +1330,50 @@ mod tests {
             install(&prefix, "2", &v2()).unwrap();
             assert_intact(&prefix, "2");
         }
+    }
+
+    #[test]
+    fn rollback_force_never_follows_a_link_in_the_kept_version() {
+        let d = tempfile::tempdir().unwrap();
+        let prefix = Prefix::new(d.path());
+        let _l = lock(&prefix).unwrap();
+        install(&prefix, "1", &v1()).unwrap();
+        install(&prefix, "2", &v2()).unwrap();
+        let secret = d.path().join("secret");
+        fs::write(&secret, "TOKEN=abc\n").unwrap();
+        std::os::unix::fs::symlink(&secret, prefix.backup_dir().join("hello/conf.lua")).unwrap();
+        let e = rollback(&prefix, "hello", true).unwrap_err();
+        assert_eq!(crate::error::kind_of(&e), Kind::Unsafe, "{e:#}");
+        assert_intact(&prefix, "2");
+        assert!(!exists(&prefix.plugin_dir("hello").join("conf.lua")));
+    }
+
+    #[test]
+    fn a_receipt_replaced_by_an_endless_file_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let prefix = Prefix::new(d.path());
+        let _l = lock(&prefix).unwrap();
+        install(&prefix, "1", &v1()).unwrap();
+        fs::remove_file(prefix.receipt_path("hello")).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", prefix.receipt_path("hello")).unwrap();
+        let e = read_receipt(&prefix, "hello").unwrap_err();
+        assert!(
+            format!("{e:#}").contains("more than kplug ever writes"),
+            "{e:#}"
+        );
+    }
+
+    #[test]
+    fn uninstall_after_the_plugin_dir_was_removed_by_hand() {
+        let d = tempfile::tempdir().unwrap();
+        let prefix = Prefix::new(d.path());
+        let _l = lock(&prefix).unwrap();
+        install(&prefix, "1", &v1()).unwrap();
+        install(&prefix, "2", &v2()).unwrap();
+        fs::remove_dir_all(prefix.plugin_dir("hello")).unwrap();
+        uninstall(&prefix, "hello").unwrap();
+        assert!(!exists(&prefix.receipt_path("hello")));
+        assert!(!exists(&prefix.backup_dir().join("hello")));
     }
 
     #[test]
