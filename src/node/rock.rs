@@ -50,21 +50,23 @@ impl RockReport {
         let mut out: Vec<String> = self
             .extras
             .iter()
-            .map(|e| match &e.installed_at {
-                Some(p) => format!("the rock also carries module {} ({}); installed at {}", e.module, e.path, p.display()),
+            // Module names and paths come from the rock: escaped, never printed raw.
+            .map(|e| (e, esc(&e.module), esc(&e.path)))
+            .map(|(e, module, path)| match &e.installed_at {
+                Some(p) => format!("the rock also carries module {module} ({path}); installed at {}", p.display()),
                 None => format!(
-                    "the rock also carries module {} ({}), which is NOT installed on this node's Lua path; \
+                    "the rock also carries module {module} ({path}), which is NOT installed on this node's Lua path; \
                      kplug installs only kong/plugins/<name>/: install it (e.g. `luarocks install` its rock) \
-                     or Kong will fail to load a plugin that requires it",
-                    e.module, e.path
+                     or Kong will fail to load a plugin that requires it"
                 ),
             })
             .collect();
-        out.extend(
-            self.native.iter().map(|n| {
-                format!("the rock carries compiled file {n}, which kplug does not install")
-            }),
-        );
+        out.extend(self.native.iter().map(|n| {
+            format!(
+                "the rock carries compiled file {}, which kplug does not install",
+                esc(n)
+            )
+        }));
         out
     }
 }
@@ -96,7 +98,8 @@ fn flatten(prefix: &str, t: &lua::Table, out: &mut BTreeMap<String, String>) -> 
             Value::Table(sub) => flatten(&format!("{path}/"), sub, out)?,
             _ => bail_kind!(
                 Kind::Integrity,
-                "rock_manifest: entry {path} is not an MD5 or a directory"
+                "rock_manifest: entry {} is not an MD5 or a directory",
+                esc(&path)
             ),
         }
     }
@@ -111,16 +114,17 @@ fn verify_manifest(raw: &Path, files: &[FileEntry]) -> Result<()> {
             bail_kind!(
                 Kind::Integrity,
                 "rock refused: {} is not listed in rock_manifest (the rock was altered after `luarocks pack`)",
-                f.path
+                esc(&f.path)
             );
         };
         let got = hex::encode(Md5::digest(fs::read(raw.join(&f.path))?));
         if &got != want {
             bail_kind!(
                 Kind::Integrity,
-                "rock refused: {} has MD5 {got} but rock_manifest says {want} (the rock was altered \
+                "rock refused: {} has MD5 {got} but rock_manifest says {} (the rock was altered \
                  after `luarocks pack`)",
-                f.path
+                esc(&f.path),
+                esc(want)
             );
         }
     }
@@ -130,10 +134,16 @@ fn verify_manifest(raw: &Path, files: &[FileEntry]) -> Result<()> {
     {
         bail_kind!(
             Kind::Integrity,
-            "rock refused: rock_manifest lists {missing}, which the rock does not hold"
+            "rock refused: rock_manifest lists {}, which the rock does not hold",
+            esc(missing)
         );
     }
     Ok(())
+}
+
+/// A string from the rock (a module name, a manifest key) as it may be printed.
+fn esc(s: &str) -> String {
+    crate::node::names::escape(s.as_bytes())
 }
 
 fn root_rockspec(raw: &Path) -> Option<Rockspec> {
@@ -331,5 +341,29 @@ fn single_dir(dir: &Path) -> Option<PathBuf> {
     match dirs.as_slice() {
         [one] => Some(one.clone()),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notes_never_print_the_rock_s_control_characters() {
+        let r = RockReport {
+            package: None,
+            version: None,
+            kind: "src".into(),
+            plugins: vec![],
+            extras: vec![ExtraModule {
+                module: "resty.x\u{1b}[2J\u{7}\nERROR: fake line".into(),
+                path: "a\u{1b}[31mred.lua".into(),
+                installed_at: None,
+            }],
+            native: vec!["lib/x\u{1b}.so".into()],
+        };
+        for n in r.notes() {
+            assert!(!n.contains(['\u{1b}', '\u{7}', '\n']), "{n:?}");
+        }
     }
 }

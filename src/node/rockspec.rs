@@ -130,7 +130,7 @@ impl Rockspec {
                     "{}: module {} is not a Lua file (C sources need compiling; kplug carries \
                      pure-Lua plugins only)",
                     self.path.display(),
-                    m.name
+                    crate::node::names::escape(m.name.as_bytes())
                 );
             };
             if !valid_module_name(&m.name) {
