@@ -130,6 +130,31 @@ impl KongConf {
             .find_map(|(i, l)| assignment(l).filter(|a| a.key == key).map(|a| (i, a)))
     }
 
+    /// Refuse to edit `keys` when the effective line of one ends in `\\`: Kong joins it
+    /// with the next line (Penlight's config reader), and an edit of the first physical
+    /// line would split the value Kong reads.
+    pub fn check_editable(&self, keys: &[&str]) -> Result<()> {
+        for key in keys {
+            let Some((i, a)) = self.last(key) else {
+                continue;
+            };
+            let line = &self.lines[i];
+            let body = line.trim_end_matches(['\n', '\r']);
+            if body[..a.value.end].trim_end().ends_with('\\') || body.trim_end().ends_with('\\') {
+                crate::bail_kind!(
+                    crate::error::Kind::Usage,
+                    "{}: `{key} =` continues on the next line (it ends in a backslash); kplug \
+                     edits only single-line settings, so nothing was changed: put it on one line, \
+                     or edit it by hand",
+                    self.path
+                        .as_deref()
+                        .map_or("kong.conf".into(), |p| p.display().to_string())
+                );
+            }
+        }
+        Ok(())
+    }
+
     /// The file's value of `key` (last assignment wins), comment stripped and trimmed.
     pub fn get(&self, key: &str) -> Option<String> {
         let (i, a) = self.last(key)?;

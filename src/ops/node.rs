@@ -139,7 +139,7 @@ fn enable_with(conf: &KongConf, name: &str, current: Option<String>) -> anyhow::
         let line = kongconf::kong_plugins_env_line(current.as_deref(), name);
         return Ok(Enabled::Environment { line });
     }
-    let mut c = conf.clone();
+    let mut c = for_edit(conf, &["plugins"])?;
     let changed = c.enable(name);
     if changed {
         c.save()?;
@@ -152,6 +152,18 @@ fn enable_with(conf: &KongConf, name: &str, current: Option<String>) -> anyhow::
         changed,
         env_line,
     })
+}
+
+/// kong.conf as it is now, to edit: read again, since the operator or another run may
+/// have changed it since this run read it (a download ago), and refused when a setting
+/// to edit continues over several lines.
+fn for_edit(conf: &KongConf, keys: &[&str]) -> anyhow::Result<KongConf> {
+    let c = match conf.path().filter(|_| conf.exists()) {
+        Some(p) => KongConf::load(p)?,
+        None => conf.clone(),
+    };
+    c.check_editable(keys)?;
+    Ok(c)
 }
 
 /// The `KONG_PLUGINSERVER_<NAME>_{SOCKET,START_CMD,QUERY_CMD}` values of server `name`.
@@ -197,7 +209,7 @@ pub fn enable_server(
         let line = lines.join("\n");
         return Ok(Enabled::Environment { line });
     }
-    let mut c = conf.clone();
+    let mut c = for_edit(conf, &["plugins", "pluginserver_names"])?;
     let changed = external::enable(&mut c, name, s);
     if changed {
         c.save()?;
@@ -273,7 +285,7 @@ pub fn uninstall(node: &NodeOptions, name: &str, disable: bool) -> anyhow::Resul
     let mut disabled = false;
     let restored = matches!(done.original, Some(Original::Restored(_)));
     if disable && conf.exists() && !restored {
-        let mut c = conf.clone();
+        let mut c = for_edit(&conf, &["plugins", "pluginserver_names"])?;
         let changed = match server {
             Some(_) => crate::node::external::disable(&mut c, name),
             None => c.disable(name),
@@ -400,4 +412,44 @@ fn bundled_findings(prefix: &Prefix) -> Vec<Finding> {
             ),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enable_edits_kong_conf_as_it_is_now() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("kong.conf");
+        std::fs::write(&path, "plugins = bundled\n").unwrap();
+        let read_at_start = KongConf::load(&path).unwrap();
+        // Changed while the artifact downloaded (the operator, another run).
+        std::fs::write(&path, "plugins = bundled,other\nlog_level = debug\n").unwrap();
+        enable_with(&read_at_start, "hello", None).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "plugins = bundled,other,hello\nlog_level = debug\n"
+        );
+    }
+
+    #[test]
+    fn a_continued_plugins_line_is_not_edited() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("kong.conf");
+        let text = "plugins = bundled,\\\n          my-auth\n";
+        std::fs::write(&path, text).unwrap();
+        let conf = KongConf::load(&path).unwrap();
+        let e = enable_with(&conf, "hello", None).unwrap_err();
+        assert_eq!(
+            crate::error::kind_of(&e),
+            crate::error::Kind::Usage,
+            "{e:#}"
+        );
+        assert!(
+            format!("{e:#}").contains("continues on the next line"),
+            "{e:#}"
+        );
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+    }
 }
