@@ -1391,6 +1391,28 @@ fn rock_with_two_plugins_through_the_cli() {
     assert!(!one.join("kong/plugins/rocky").exists());
     let listed = kinds::list(&Prefix::new(&one)).unwrap();
     assert_eq!(listed.len(), 1);
+
+    // One of the two refused (a directory of the operator's under its name): neither is
+    // installed, rather than the first alone.
+    let partial = t.path().join("partial");
+    write(&partial.join("kong/plugins/rocky/handler.lua"), "-- mine\n");
+    let out = Command::new(env!("CARGO_BIN_EXE_kplug"))
+        .env("HOME", t.path())
+        .env_remove("KONG_PLUGINS")
+        .arg("install")
+        .arg(&rock)
+        .args(["--insecure-skip-verify", "--prefix"])
+        .arg(&partial)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(!partial.join("kong/plugins/pebble").exists(), "{err}");
+    assert!(kinds::list(&Prefix::new(&partial)).unwrap().is_empty());
+    assert_eq!(
+        fs::read_to_string(partial.join("kong/plugins/rocky/handler.lua")).unwrap(),
+        "-- mine\n"
+    );
 }
 
 /// A go-pdk-shaped server script printing `version`, or failing its query when `version`

@@ -451,6 +451,19 @@ pub(crate) fn record_verification(prefix: &Prefix, old: &Receipt, new: &Receipt)
     write_receipt(&prefix.receipt_path(&old.name), &updated)
 }
 
+/// What [`install_with`] would refuse before changing anything, checked without
+/// changing anything: a rock's plugins are all checked before the first is swapped in,
+/// so that one refused does not leave the others installed.
+pub fn preflight(prefix: &Prefix, receipt: &Receipt, o: &InstallOptions) -> Result<()> {
+    check_name(&receipt.name)?;
+    let previous = read_receipt(prefix, &receipt.name)?;
+    check_takeover(prefix, &receipt.name, previous.is_some(), o)?;
+    if let Some(old) = previous.filter(|old| old.digest != receipt.digest) {
+        check_downgrade(&old, receipt, o.allow_downgrade)?;
+    }
+    Ok(())
+}
+
 /// Refuse what kplug must not take over on its own: a bundled plugin's name, a
 /// directory it did not create.
 fn check_takeover(

@@ -366,8 +366,15 @@ async fn unpack_and_swap(c: &SwapContext<'_>, staging: &Arc<Staging>) -> anyhow:
     };
     let mut done = Vec::new();
     let _lock = r.node.lock(c.prefix)?;
-    for p in ex.plugins {
-        let receipt = receipt_for(&p.name, p.version.clone(), p.files.clone());
+    let receipts: Vec<Receipt> = ex
+        .plugins
+        .iter()
+        .map(|p| receipt_for(&p.name, p.version.clone(), p.files.clone()))
+        .collect();
+    for receipt in &receipts {
+        state::preflight(c.prefix, receipt, &o)?;
+    }
+    for (p, receipt) in ex.plugins.into_iter().zip(receipts) {
         let outcome = state::install_with(c.prefix, &p.dir, receipt, &o)?;
         let receipt = state::read_receipt(c.prefix, &p.name)?.expect("receipt written by install");
         done.push((outcome, receipt));
