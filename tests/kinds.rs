@@ -1392,6 +1392,45 @@ fn rock_with_two_plugins_through_the_cli() {
     let listed = kinds::list(&Prefix::new(&one)).unwrap();
     assert_eq!(listed.len(), 1);
 
+    // From an artifact store, a re-run is "already installed" only while both plugins are:
+    // the other one changed is put back.
+    let layout = format!("oci:{}/lay/rocky:1", t.path().display());
+    let out = Command::new(env!("CARGO_BIN_EXE_kplug"))
+        .env("HOME", t.path())
+        .args(["push", "--force"])
+        .arg(&rock)
+        .arg(&layout)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let from_store = t.path().join("store");
+    let run_install = || {
+        Command::new(env!("CARGO_BIN_EXE_kplug"))
+            .env("HOME", t.path())
+            .env_remove("KONG_PLUGINS")
+            .arg("install")
+            .arg(&layout)
+            .args(["--insecure-skip-verify", "--prefix"])
+            .arg(&from_store)
+            .output()
+            .unwrap()
+    };
+    assert!(run_install().status.success());
+    let pebble = from_store.join("kong/plugins/pebble/handler.lua");
+    let original = fs::read_to_string(&pebble).unwrap();
+    fs::write(&pebble, "-- changed\n").unwrap();
+    let out = run_install();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(fs::read_to_string(&pebble).unwrap(), original);
+
     // One of the two refused (a directory of the operator's under its name): neither is
     // installed, rather than the first alone.
     let partial = t.path().join("partial");

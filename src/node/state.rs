@@ -94,6 +94,10 @@ pub struct Receipt {
     /// files are in `.kplug/adopted/<name>` until uninstall puts them back.
     #[serde(default, skip_serializing_if = "is_false")]
     pub adopted: bool,
+    /// The other plugins installed from the same artifact (a rock holding several): a
+    /// re-run is "already installed" only while they are too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub siblings: Vec<String>,
 }
 
 fn is_false(b: &bool) -> bool {

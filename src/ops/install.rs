@@ -330,6 +330,12 @@ async fn unpack_and_swap(c: &SwapContext<'_>, staging: &Arc<Staging>) -> anyhow:
         files,
         trusted: c.checked.trusted.clone(),
         adopted: false,
+        siblings: ex
+            .plugins
+            .iter()
+            .map(|p| p.name.clone())
+            .filter(|n| n != name)
+            .collect(),
     };
     let notes = ex.rock.as_ref().map(|k| k.notes()).unwrap_or_default();
     if let Some(staged) = ex.server {
@@ -658,7 +664,23 @@ fn already_installed(
         Some(server) => external::verify(&server),
         None => state::verify_files(&prefix.plugin_dir(name), &rec.files),
     };
-    Ok(modified.is_empty() && missing.is_empty())
+    if !(modified.is_empty() && missing.is_empty()) {
+        return Ok(false);
+    }
+    // A rock's other plugins: each still installed from this digest, intact.
+    for s in &rec.siblings {
+        if !crate::node::plugin::valid_plugin_name(s) {
+            return Ok(false);
+        }
+        let intact = state::read_receipt(prefix, s)?.is_some_and(|sr| {
+            sr.digest == digest
+                && state::verify_files(&prefix.plugin_dir(s), &sr.files) == (vec![], vec![])
+        });
+        if !intact {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 fn receipt_satisfies(rec: &Receipt, p: &Policy, strict_identity: bool) -> bool {
