@@ -627,50 +627,18 @@ pub(crate) fn from_rockspec(
             .collect(),
     };
     let mut out = Vec::new();
-    // The map may name one source many times: what it lays out counts against the
-    // limits as an archive's files do, before each copy is written.
-    let (mut files_left, mut bytes_left) = (limits.max_files, limits.max_total_bytes);
+    let mut budget = MapBudget {
+        files: limits.max_files,
+        bytes: limits.max_total_bytes,
+        limits,
+    };
     for name in names {
         let tmp = staging.join(format!(".{name}.tmp"));
         fs::create_dir(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
         let mut files = Vec::new();
         for (rel, src) in spec.plugin_files(&name)? {
-            let from = root.join(crate::node::gate::check_path(&src).map_err(|why| {
-                fail(
-                    Kind::Unsafe,
-                    format!("{}: module path {src:?}: {why}", spec.path.display()),
-                )
-            })?);
-            let meta = fs::symlink_metadata(&from).map_err(|_| {
-                fail(
-                    Kind::Unsafe,
-                    format!(
-                        "{} maps {src}, which the archive does not hold",
-                        spec.path.display()
-                    ),
-                )
-            })?;
-            let over = match (
-                files_left.checked_sub(1),
-                bytes_left.checked_sub(meta.len()),
-            ) {
-                (Some(f), Some(b)) if meta.len() <= limits.max_file_bytes => {
-                    (files_left, bytes_left) = (f, b);
-                    false
-                }
-                _ => true,
-            };
-            if over {
-                bail_kind!(
-                    Kind::Unsafe,
-                    "{} maps more than the limits allow (at most {} files, {} bytes in all, {} \
-                     bytes a file); nothing was installed",
-                    spec.path.display(),
-                    limits.max_files,
-                    limits.max_total_bytes,
-                    limits.max_file_bytes
-                );
-            }
+            let (from, meta) = mapped_source(root, spec, &src)?;
+            budget.take(meta.len(), spec)?;
             let a = Admitted {
                 rel: rel.clone(),
                 is_dir: false,
@@ -694,6 +662,58 @@ pub(crate) fn from_rockspec(
         });
     }
     Ok(out)
+}
+
+/// The file a rockspec maps a module to, inside `root`, and its metadata.
+fn mapped_source(
+    root: &Path,
+    spec: &crate::node::rockspec::Rockspec,
+    src: &str,
+) -> Result<(PathBuf, fs::Metadata)> {
+    let from = root.join(crate::node::gate::check_path(src).map_err(|why| {
+        fail(
+            Kind::Unsafe,
+            format!("{}: module path {src:?}: {why}", spec.path.display()),
+        )
+    })?);
+    let meta = fs::symlink_metadata(&from).map_err(|_| {
+        fail(
+            Kind::Unsafe,
+            format!(
+                "{} maps {src}, which the archive does not hold",
+                spec.path.display()
+            ),
+        )
+    })?;
+    Ok((from, meta))
+}
+
+/// What a rockspec's map may still lay out. The map may name one source many times:
+/// every copy counts against the limits, as an archive's files do, before it is written.
+struct MapBudget<'a> {
+    files: u64,
+    bytes: u64,
+    limits: &'a Limits,
+}
+
+impl MapBudget<'_> {
+    fn take(&mut self, size: u64, spec: &crate::node::rockspec::Rockspec) -> Result<()> {
+        match (self.files.checked_sub(1), self.bytes.checked_sub(size)) {
+            (Some(f), Some(b)) if size <= self.limits.max_file_bytes => {
+                (self.files, self.bytes) = (f, b);
+                Ok(())
+            }
+            _ => bail_kind!(
+                Kind::Unsafe,
+                "{} maps more than the limits allow (at most {} files, {} bytes in all, {} \
+                 bytes a file); nothing was installed",
+                spec.path.display(),
+                self.limits.max_files,
+                self.limits.max_total_bytes,
+                self.limits.max_file_bytes
+            ),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -341,28 +341,7 @@ async fn unpack_and_swap(c: &SwapContext<'_>, staging: &Arc<Staging>) -> anyhow:
     if let Some(staged) = ex.server {
         let m = &staged.manifest;
         let receipt = receipt_for(&m.name, m.version.clone(), Vec::new());
-        let installed = external::read_server(c.prefix, &m.name)?;
-        let layout = r.server.layout(c.conf, installed.as_ref());
-        let timeout = r
-            .server
-            .query_timeout
-            .unwrap_or(external::DEFAULT_QUERY_TIMEOUT);
-        let (outcome, plugins) = {
-            let _lock = r.node.lock(c.prefix)?;
-            external::install(c.prefix, &staged, &layout, receipt, timeout)?
-        };
-        let name = &staged.manifest.name;
-        let server = external::read_server(c.prefix, name)?.expect("written by install");
-        let receipt = state::read_receipt(c.prefix, name)?.expect("written by install");
-        return Ok(Swapped {
-            first: (outcome, receipt),
-            server: Some(ServerInstalled {
-                receipt: server,
-                plugins,
-            }),
-            more: Vec::new(),
-            notes,
-        });
+        return swap_server(c, &staged, receipt, notes);
     }
     let o = InstallOptions {
         owner: r.owner,
@@ -390,6 +369,38 @@ async fn unpack_and_swap(c: &SwapContext<'_>, staging: &Arc<Staging>) -> anyhow:
         first,
         more: done,
         server: None,
+        notes,
+    })
+}
+
+/// Install a plugin server under the prefix lock, where it is installed unless
+/// `--bin-dir`/`--lib-dir` say otherwise.
+fn swap_server(
+    c: &SwapContext<'_>,
+    staged: &external::StagedServer,
+    receipt: Receipt,
+    notes: Vec<String>,
+) -> anyhow::Result<Swapped> {
+    let (r, name) = (c.r, &staged.manifest.name);
+    let installed = external::read_server(c.prefix, name)?;
+    let layout = r.server.layout(c.conf, installed.as_ref());
+    let timeout = r
+        .server
+        .query_timeout
+        .unwrap_or(external::DEFAULT_QUERY_TIMEOUT);
+    let (outcome, plugins) = {
+        let _lock = r.node.lock(c.prefix)?;
+        external::install(c.prefix, staged, &layout, receipt, timeout)?
+    };
+    let server = external::read_server(c.prefix, name)?.expect("written by install");
+    let receipt = state::read_receipt(c.prefix, name)?.expect("written by install");
+    Ok(Swapped {
+        first: (outcome, receipt),
+        server: Some(ServerInstalled {
+            receipt: server,
+            plugins,
+        }),
+        more: Vec::new(),
         notes,
     })
 }
