@@ -257,10 +257,16 @@ fn sidecar(prefix: &Prefix, name: &str) -> PathBuf {
 }
 
 fn backup_dir(prefix: &Prefix, name: &str) -> PathBuf {
+    backup_dir_for(prefix, name, "")
+}
+
+/// `backup/<name>.server<suffix>`: the kept version (no suffix), or a copy on its way
+/// to becoming it (`.new` during an update, `.next` during a rollback).
+fn backup_dir_for(prefix: &Prefix, name: &str, suffix: &str) -> PathBuf {
     prefix
         .state_dir()
         .join("backup")
-        .join(format!("{name}.server"))
+        .join(format!("{name}.server{suffix}"))
 }
 
 /// The server receipt of `name` under `prefix`, if kplug installed it as a server.
@@ -446,20 +452,6 @@ fn rerun(
     Ok(Some(infos))
 }
 
-/// After a failed update: the new files out, the version set aside back, the copy gone.
-fn undo(
-    prefix: &Prefix,
-    name: &str,
-    new: &ServerReceipt,
-    old: Option<&ServerReceipt>,
-    aside: Option<&Path>,
-) {
-    let _ = restore_or_remove(prefix, name, &new.bin, new.tree.as_deref(), old, aside);
-    if let Some(a) = aside {
-        let _ = fs::remove_dir_all(a);
-    }
-}
-
 /// Run the query command and check the server lists `name`.
 fn query_listed(cmd: &str, name: &str, timeout: Duration) -> Result<Vec<PluginInfo>> {
     query(cmd, timeout).and_then(|i| expect_listed(i, name, cmd))
@@ -497,10 +489,7 @@ fn keep_aside(
     old: &ServerReceipt,
     receipt: Option<&Receipt>,
 ) -> Result<Option<PathBuf>> {
-    let aside = prefix
-        .state_dir()
-        .join("backup")
-        .join(format!("{name}.server.new"));
+    let aside = backup_dir_for(prefix, name, ".new");
     match save_backup_to(&aside, old, receipt) {
         Ok(()) => Ok(Some(aside)),
         Err(_) if !verify(old).1.is_empty() => {
@@ -643,25 +632,28 @@ fn remove_moved(old: &ServerReceipt, bin: &Path, tree: Option<&Path>) {
     }
 }
 
-/// After a failed update: the new files removed where the old version does not live, and
-/// the old version put back from where it was copied aside.
-fn restore_or_remove(
+/// After a failed update: the new files removed where the old version does not live, the
+/// old version put back from where it was copied aside, and that copy removed.
+fn undo(
     prefix: &Prefix,
     name: &str,
-    bin: &Path,
-    tree: Option<&Path>,
+    new: &ServerReceipt,
     old: Option<&ServerReceipt>,
     aside: Option<&Path>,
-) -> Result<()> {
-    if old.is_none_or(|o| o.bin != bin) {
-        let _ = fs::remove_file(bin);
+) {
+    if old.is_none_or(|o| o.bin != new.bin) {
+        let _ = fs::remove_file(&new.bin);
     }
-    if let Some(t) = tree.filter(|t| old.is_none_or(|o| o.tree.as_deref() != Some(*t))) {
+    if let Some(t) = new
+        .tree
+        .as_deref()
+        .filter(|t| old.is_none_or(|o| o.tree.as_deref() != Some(*t)))
+    {
         let _ = fs::remove_dir_all(t);
     }
-    match aside {
-        Some(a) => restore_from(prefix, name, a),
-        None => Ok(()),
+    if let Some(a) = aside {
+        let _ = restore_from(prefix, name, a);
+        let _ = fs::remove_dir_all(a);
     }
 }
 
@@ -762,10 +754,7 @@ pub fn rollback(prefix: &Prefix, name: &str, force: bool) -> Result<()> {
         }
         refuse_foreign(&old.bin, old.tree.as_deref(), Some(cur))?;
     }
-    let next = prefix
-        .state_dir()
-        .join("backup")
-        .join(format!("{name}.server.next"));
+    let next = backup_dir_for(prefix, name, ".next");
     let _ = fs::remove_dir_all(&next);
     if let Some(cur) = &cur {
         let receipt = state::read_receipt(prefix, name)?;
