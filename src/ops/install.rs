@@ -67,7 +67,6 @@ pub struct ServerOptions {
 impl ServerOptions {
     /// The `--bin-dir`/`--lib-dir` given are not where `s` is installed.
     fn moves(&self, s: &ServerReceipt) -> bool {
-        let parent = |p: &std::path::Path| p.parent().map(std::path::Path::to_path_buf);
         let bin = self
             .bin_dir
             .as_ref()
@@ -88,7 +87,6 @@ impl ServerOptions {
         installed: Option<&ServerReceipt>,
     ) -> ServerLayout {
         let d = ServerLayout::default();
-        let parent = |p: &std::path::Path| p.parent().map(std::path::Path::to_path_buf);
         let bin_now = installed.and_then(|s| parent(&s.bin));
         let lib_now = installed.and_then(|s| s.tree.as_deref().and_then(parent));
         ServerLayout {
@@ -111,6 +109,10 @@ impl ServerOptions {
                 .unwrap_or(d.kong_prefix),
         }
     }
+}
+
+fn parent(p: &std::path::Path) -> Option<PathBuf> {
+    p.parent().map(std::path::Path::to_path_buf)
 }
 
 fn absolute(p: &std::path::Path) -> PathBuf {

@@ -118,15 +118,12 @@ pub fn enable(conf: &KongConf, name: &str) -> anyhow::Result<Enabled> {
 /// [`enable`] of several plugins (a rock's) in turn: each sees the kong.conf the one
 /// before saved, and each `KONG_PLUGINS` line includes the ones before.
 pub fn enable_each(conf: &KongConf, names: &[&str]) -> anyhow::Result<Vec<Enabled>> {
-    let mut c = conf.clone();
     let mut current = env("KONG_PLUGINS");
     let mut out = Vec::new();
     for &name in names {
-        out.push(enable_with(&c, name, current.clone())?);
-        if let Some(p) = c.path().filter(|_| c.exists()).map(Path::to_path_buf) {
-            c = KongConf::load(&p)?;
-        }
-        if !c.exists() || current.is_some() {
+        // Each edit reads kong.conf again (`for_edit`), so it sees the one before.
+        out.push(enable_with(conf, name, current.clone())?);
+        if !conf.exists() || current.is_some() {
             let base = current.as_deref().unwrap_or("bundled");
             current = Some(super::k8s::add_plugin(base, name));
         }
