@@ -78,6 +78,31 @@ fn receipt(name: &str, digest: &str) -> Receipt {
     }
 }
 
+/// Unpack the packed server `packed` and install it under `prefix`, holding the lock as
+/// the CLI does; the archive must be a server of `runtime`.
+fn install_server(
+    prefix: &Prefix,
+    packed: &Path,
+    layout: &ServerLayout,
+    receipt: Receipt,
+    runtime: Runtime,
+) -> anyhow::Result<(state::Outcome, Vec<external::PluginInfo>)> {
+    let _lock = state::lock(prefix).unwrap();
+    let staging = state::staging_dir(prefix).unwrap();
+    let ex = kinds::extract_file(
+        packed,
+        staging.path(),
+        &Limits::DEFAULT,
+        &NameHints::default(),
+        &[],
+    )
+    .unwrap();
+    assert!(ex.plugins.is_empty());
+    let server = ex.server.expect("a plugin server");
+    assert_eq!(server.manifest.runtime, runtime);
+    external::install(prefix, &server, layout, receipt, Duration::from_secs(30))
+}
+
 fn no_env(_: &str) -> Option<String> {
     None
 }
@@ -114,27 +139,8 @@ fn external_plugin_servers() {
             &Limits::DEFAULT,
         )
         .unwrap();
-        let _lock = state::lock(&prefix).unwrap();
-        let staging = state::staging_dir(&prefix).unwrap();
-        let ex = kinds::extract_file(
-            &packed.path,
-            staging.path(),
-            &Limits::DEFAULT,
-            &NameHints::default(),
-            &[],
-        )
-        .unwrap();
-        assert!(ex.plugins.is_empty());
-        let server = ex.server.expect("a plugin server");
-        assert_eq!(server.manifest.runtime, m.runtime);
-        external::install(
-            &prefix,
-            &server,
-            &layout,
-            receipt(&m.name, &packed.digest),
-            Duration::from_secs(30),
-        )
-        .unwrap()
+        let r = receipt(&m.name, &packed.digest);
+        install_server(&prefix, &packed.path, &layout, r, m.runtime).unwrap()
     };
 
     let py_src = t.path().join("src/py-hello");
@@ -307,23 +313,8 @@ fn external_plugin_servers() {
         &Limits::DEFAULT,
     )
     .unwrap();
-    let staging = state::staging_dir(&prefix).unwrap();
-    let ex = kinds::extract_file(
-        &packed.path,
-        staging.path(),
-        &Limits::DEFAULT,
-        &NameHints::default(),
-        &[],
-    )
-    .unwrap();
-    let e = external::install(
-        &prefix,
-        &ex.server.unwrap(),
-        &layout,
-        receipt("foreign", "sha256:0"),
-        Duration::from_secs(5),
-    )
-    .unwrap_err();
+    let r = receipt("foreign", "sha256:0");
+    let e = install_server(&prefix, &packed.path, &layout, r, Runtime::Go).unwrap_err();
     assert_eq!(kind_of(&e), Kind::Usage, "{e:#}");
     assert_eq!(
         fs::read_to_string(layout.bin_dir.join("foreign")).unwrap(),
@@ -1509,25 +1500,9 @@ fn server_updates_keep_what_they_replace() {
     };
     let install = |version: &str, tree: bool, bin: &str| {
         let packed = artifact(version, tree);
-        let _lock = state::lock(&prefix).unwrap();
-        let staging = state::staging_dir(&prefix).unwrap();
-        let ex = kinds::extract_file(
-            &packed.path,
-            staging.path(),
-            &Limits::DEFAULT,
-            &NameHints::default(),
-            &[],
-        )
-        .unwrap();
         let mut r = receipt("edge", &packed.digest);
         r.version = Some(version.into());
-        external::install(
-            &prefix,
-            &ex.server.unwrap(),
-            &layout(bin),
-            r,
-            Duration::from_secs(10),
-        )
+        install_server(&prefix, &packed.path, &layout(bin), r, Runtime::Go)
     };
     let rollback = || {
         let _lock = state::lock(&prefix).unwrap();
